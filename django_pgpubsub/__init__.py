@@ -1,0 +1,39 @@
+"""PostgreSQL LISTEN/NOTIFY as a first-class Django feature."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from django_pgpubsub.events import Event
+from django_pgpubsub.exceptions import (
+    ConnectionLost,
+    InvalidChannel,
+    InvalidPayload,
+    PayloadTooLarge,
+    PubSubError,
+)
+from django_pgpubsub.notify import notify, notify_many
+from django_pgpubsub.pubsub import PubSub, connect
+from django_pgpubsub.registry import Registry, handler, registry
+
+try:
+    __version__ = version("django-pg-pubsub")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ConnectionLost",
+    "Event",
+    "InvalidChannel",
+    "InvalidPayload",
+    "PayloadTooLarge",
+    "PubSub",
+    "PubSubError",
+    "Registry",
+    "__version__",
+    "connect",
+    "handler",
+    "notify",
+    "notify_many",
+    "registry",
+]

@@ -1,0 +1,102 @@
+"""Settings, read lazily from ``settings.PGPUBSUB`` so ``override_settings`` works.
+
+Every setting has a default; ``PGPUBSUB`` itself is optional::
+
+    PGPUBSUB = {
+        "DATABASE": "default",
+        "LISTENER_DATABASE": None,        # falls back to DATABASE
+        "AUTODISCOVER_MODULES": ["pubsub"],
+        "KEEPALIVE_INTERVAL": 5.0,
+        "RECONNECT_INITIAL_DELAY": 0.25,
+        "RECONNECT_MAX_DELAY": 30.0,
+        "RECONNECT_MAX_ATTEMPTS": None,   # None: forever
+    }
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE": "default",
+    "LISTENER_DATABASE": None,
+    "AUTODISCOVER_MODULES": ("pubsub",),
+    "KEEPALIVE_INTERVAL": 5.0,
+    "RECONNECT_INITIAL_DELAY": 0.25,
+    "RECONNECT_MAX_DELAY": 30.0,
+    "RECONNECT_MAX_ATTEMPTS": None,
+}
+
+
+def _get(name: str) -> Any:
+    configured = getattr(settings, "PGPUBSUB", None) or {}
+    if not isinstance(configured, dict):
+        raise ImproperlyConfigured("settings.PGPUBSUB must be a dict.")
+    unknown = set(configured) - set(DEFAULTS)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown PGPUBSUB setting(s) {sorted(unknown)}; the settings are {sorted(DEFAULTS)}."
+        )
+    return configured.get(name, DEFAULTS[name])
+
+
+def _positive_number(name: str) -> float:
+    value = _get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ImproperlyConfigured(
+            f"PGPUBSUB[{name!r}] must be a positive number of seconds, not {value!r}."
+        )
+    return float(value)
+
+
+def database() -> str:
+    """Alias that ``notify()`` and ``connect()`` use by default. Default ``"default"``."""
+    return str(_get("DATABASE"))
+
+
+def listener_database() -> str:
+    """Alias ``listen_events`` connects to. Default: the ``DATABASE`` setting.
+
+    Point it at a direct connection when ``DATABASE`` goes through PgBouncer in
+    transaction pooling mode, which cannot LISTEN.
+    """
+    return str(_get("LISTENER_DATABASE") or database())
+
+
+def autodiscover_modules() -> tuple[str, ...]:
+    """Module names imported from every installed app at start-up. Default ``("pubsub",)``."""
+    value = _get("AUTODISCOVER_MODULES")
+    if isinstance(value, str):
+        raise ImproperlyConfigured(
+            "PGPUBSUB['AUTODISCOVER_MODULES'] must be a list of module names, "
+            f"not the string {value!r}; write [{value!r}]."
+        )
+    return tuple(value)
+
+
+def keepalive_interval() -> float:
+    """Idle seconds after which the listener checks its connection. Default 5."""
+    return _positive_number("KEEPALIVE_INTERVAL")
+
+
+def reconnect_initial_delay() -> float:
+    """Seconds before the first reconnection attempt. Default 0.25."""
+    return _positive_number("RECONNECT_INITIAL_DELAY")
+
+
+def reconnect_max_delay() -> float:
+    """Cap on the doubling delay between reconnection attempts. Default 30."""
+    return _positive_number("RECONNECT_MAX_DELAY")
+
+
+def reconnect_max_attempts() -> int | None:
+    """Failed reconnection attempts before the listener gives up. Default ``None``: never."""
+    value = _get("RECONNECT_MAX_ATTEMPTS")
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ImproperlyConfigured(
+            f"PGPUBSUB['RECONNECT_MAX_ATTEMPTS'] must be a positive int or None, not {value!r}."
+        )
+    return value

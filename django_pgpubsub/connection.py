@@ -1,0 +1,200 @@
+"""Dedicated listening connections, built by Django's own PostgreSQL backend.
+
+The differences between psycopg2 and psycopg 3 live here and nowhere else:
+the rest of the package talks to a :class:`DriverConnection`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+from django.utils.connection import ConnectionDoesNotExist
+
+from django_pgpubsub import conf
+from django_pgpubsub.events import Event
+from django_pgpubsub.exceptions import ConnectionLost
+
+
+class DriverConnection(ABC):
+    """An autocommit driver connection that receives notifications.
+
+    Subclasses adapt one driver. Every method that touches the network raises
+    :class:`ConnectionLost` when the connection is gone.
+    """
+
+    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
+        self.alias: str = wrapper.alias
+        self.raw: Any = wrapper.connection
+        self.raw.autocommit = True
+        self._lost_errors = _lost_errors()
+        self.pid: int = self.raw.info.backend_pid
+
+    def fileno(self) -> int:
+        """The socket to wait on for incoming notifications."""
+        try:
+            return int(self.raw.fileno())
+        except self._lost_errors as exc:
+            raise ConnectionLost(f"Connection to {self.alias!r} is closed.") from exc
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
+        """Run one statement, discarding any result."""
+        try:
+            with self.raw.cursor() as cursor:
+                cursor.execute(sql, params)
+        except self._lost_errors as exc:
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+
+    @abstractmethod
+    def drain(self) -> list[Event]:
+        """Read what the socket holds, without blocking; return every queued event."""
+
+    @abstractmethod
+    def quote_ident(self, name: str) -> str:
+        """Quote ``name`` as an SQL identifier with the driver's own quoting."""
+
+    def close(self) -> None:
+        """Close the connection; closing a closed or broken one is a no-op."""
+        with contextlib.suppress(*self._lost_errors):
+            self.raw.close()
+
+
+class Psycopg2Connection(DriverConnection):
+    """psycopg2: ``poll()`` moves notifications into the ``notifies`` list."""
+
+    def drain(self) -> list[Event]:
+        raw = self.raw
+        try:
+            raw.poll()
+        except self._lost_errors as exc:
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+        notifies = raw.notifies
+        if not notifies:
+            return []
+        events = [Event(n.channel, n.payload, n.pid) for n in notifies]
+        notifies.clear()
+        return events
+
+    def quote_ident(self, name: str) -> str:
+        from psycopg2.extensions import quote_ident  # noqa: PLC0415
+
+        return str(quote_ident(name, self.raw))
+
+
+class Psycopg3Connection(DriverConnection):
+    """psycopg 3: read libpq's queue directly; a handler catches the ones
+    psycopg itself reads while a statement runs."""
+
+    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
+        super().__init__(wrapper)
+        self._during_statements: deque[Any] = deque()
+        self.raw.add_notify_handler(self._during_statements.append)
+        self._encoding: str = self.raw.info.encoding
+
+    def drain(self) -> list[Event]:
+        pgconn = self.raw.pgconn
+        try:
+            pgconn.consume_input()
+        except self._lost_errors as exc:
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+        events = []
+        backlog = self._during_statements
+        if backlog:
+            events = [Event(n.channel, n.payload, n.pid) for n in backlog]
+            backlog.clear()
+        encoding = self._encoding
+        while (notify := pgconn.notifies()) is not None:
+            events.append(
+                Event(
+                    notify.relname.decode(encoding),
+                    notify.extra.decode(encoding),
+                    notify.be_pid,
+                )
+            )
+        return events
+
+    def quote_ident(self, name: str) -> str:
+        from psycopg import sql  # noqa: PLC0415
+
+        return sql.Identifier(name).as_string(self.raw)
+
+
+def _lost_errors() -> tuple[type[Exception], ...]:
+    """The driver's errors for a connection that failed or broke."""
+    if is_psycopg3:
+        import psycopg as driver  # noqa: PLC0415
+    else:
+        import psycopg2 as driver  # type: ignore[no-redef]  # noqa: PLC0415
+    return (driver.OperationalError, driver.InterfaceError)
+
+
+def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
+    """Return Django's wrapper for ``using``, checking it is PostgreSQL."""
+    alias = using or conf.database()
+    try:
+        wrapper = connections[alias]
+    except ConnectionDoesNotExist as exc:
+        raise ImproperlyConfigured(
+            f"No database {alias!r} in settings.DATABASES; configured aliases "
+            f"are {sorted(connections.settings)}."
+        ) from exc
+    if wrapper.vendor != "postgresql":
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}] uses {wrapper.vendor}; LISTEN/NOTIFY needs "
+            "ENGINE 'django.db.backends.postgresql'."
+        )
+    return wrapper
+
+
+def open_connection(
+    using: str | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    default_options: dict[str, Any] | None = None,
+) -> DriverConnection:
+    """Open a new dedicated autocommit connection for a ``DATABASES`` alias.
+
+    Django's own backend builds it, so HOST, PORT, NAME, USER, PASSWORD and
+    OPTIONS (``sslmode``, ``service``, ``passfile``...) mean what they mean for
+    Django. It is never one of the connections Django hands to requests, and
+    never taken from a connection pool.
+
+    Args:
+        using: The alias; default the ``DATABASE`` setting.
+        options: libpq parameters that override the alias's OPTIONS.
+        default_options: libpq parameters used where OPTIONS does not set them.
+
+    Returns:
+        The connection.
+
+    Raises:
+        ImproperlyConfigured: Unknown alias, or not PostgreSQL.
+        ConnectionLost: PostgreSQL could not be reached.
+    """
+    base = database_wrapper(using)
+    settings_dict = copy.deepcopy(base.settings_dict)
+    settings_options = settings_dict.get("OPTIONS") or {}
+    settings_options.pop("pool", None)  # a listener holds its connection for good
+    settings_dict["OPTIONS"] = {
+        **(default_options or {}),
+        **settings_options,
+        **(options or {}),
+    }
+    wrapper = type(base)(settings_dict, base.alias)
+    try:
+        wrapper.connect()
+    except _lost_errors() as exc:
+        raise ConnectionLost(f"Cannot connect to database {base.alias!r}: {exc}") from exc
+    driver_class = Psycopg3Connection if is_psycopg3 else Psycopg2Connection
+    return driver_class(wrapper)

@@ -1,0 +1,62 @@
+"""Payload encoding (with PostgreSQL's size limit) and decoding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from django_pgpubsub.exceptions import InvalidPayload, PayloadTooLarge
+
+MAX_PAYLOAD_BYTES = 7999
+"""PostgreSQL refuses payloads of 8000 bytes; its count includes a NUL."""
+
+# Four UTF-8 bytes at most per character: anything shorter cannot be too large,
+# so most payloads skip the encode() needed to measure them.
+_ALWAYS_FITS = MAX_PAYLOAD_BYTES // 4
+
+_encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_payload(payload: Any) -> str:
+    """Return the text to send for ``payload``.
+
+    Args:
+        payload: A ``str`` is sent as is; anything else as compact JSON
+            (``DjangoJSONEncoder``, so dates, Decimals and UUIDs work).
+
+    Returns:
+        The payload text.
+
+    Raises:
+        PayloadTooLarge: The text is 8000 bytes or more in UTF-8.
+        InvalidPayload: The text has a NUL byte, or the value is not JSON
+            serialisable.
+    """
+    if isinstance(payload, str):
+        text = payload
+    else:
+        try:
+            text = _encoder.encode(payload)
+        except (TypeError, ValueError) as exc:
+            raise InvalidPayload(f"Payload is not JSON serialisable: {exc}") from exc
+    if len(text) > _ALWAYS_FITS:
+        size = len(text.encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"Payload is {size} bytes in UTF-8; PostgreSQL's limit is "
+                f"{MAX_PAYLOAD_BYTES}. Send a key (e.g. a primary key) and load "
+                "the data in the handler."
+            )
+    if "\x00" in text:
+        raise InvalidPayload("Payload contains a NUL byte, which PostgreSQL cannot send.")
+    return text
+
+
+def decode_payload(text: str) -> Any:
+    """Return ``text`` decoded as JSON, or ``text`` itself when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,155 @@
+"""The low-level API of the ``pgpubsub`` package, on Django's settings."""
+
+from __future__ import annotations
+
+import select
+from collections import deque
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Literal, overload
+
+from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.connection import DriverConnection, open_connection
+from django_pgpubsub.events import Event
+from django_pgpubsub.notify import NOTIFY_SQL
+from django_pgpubsub.payload import encode_payload
+
+
+class PubSub:
+    """A dedicated connection that listens and notifies. Not thread-safe.
+
+    Made by :func:`connect`. Notifications it sends are committed at once
+    (the connection is in autocommit).
+    """
+
+    def __init__(self, connection: DriverConnection) -> None:
+        self._connection = connection
+        self._queue: deque[Event] = deque()
+        self._channels: set[str] = set()
+
+    @property
+    def conn(self) -> Any:
+        """The driver connection (psycopg2 or psycopg 3)."""
+        return self._connection.raw
+
+    @property
+    def pid(self) -> int:
+        """The process id of this connection's backend."""
+        return self._connection.pid
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels listened to."""
+        return frozenset(self._channels)
+
+    def fileno(self) -> int:
+        """The socket, for ``select()`` and friends."""
+        return self._connection.fileno()
+
+    def listen(self, *channels: str) -> None:
+        """Start listening on ``channels``. All are checked before any is sent."""
+        names = [validate_channel(channel) for channel in channels]
+        for name in names:
+            self._connection.execute(f"LISTEN {self._connection.quote_ident(name)}")
+            self._channels.add(name)
+
+    def unlisten(self, *channels: str) -> None:
+        """Stop listening on ``channels``; with none, on every channel.
+
+        Events of those channels already received but not yet read are dropped.
+        """
+        names = [validate_channel(channel) for channel in channels]
+        if not names:
+            self._connection.execute("UNLISTEN *")
+            self._channels.clear()
+        for name in names:
+            self._connection.execute(f"UNLISTEN {self._connection.quote_ident(name)}")
+            self._channels.discard(name)
+        self._queue.extend(self._connection.drain())
+        kept = [event for event in self._queue if event.channel in self._channels]
+        self._queue = deque(kept)
+
+    def notify(self, channel: str, payload: Any = "") -> None:
+        """Send a notification on this connection, committed at once.
+
+        Args:
+            channel: The channel name.
+            payload: A ``str`` is sent as is; anything else as compact JSON.
+        """
+        args = (validate_channel(channel), encode_payload(payload))
+        self._connection.execute(NOTIFY_SQL, args)
+
+    def get_event(self) -> Event | None:
+        """Return the next received event, or ``None``. Never blocks."""
+        queue = self._queue
+        if not queue:
+            queue.extend(self._connection.drain())
+            if not queue:
+                return None
+        return queue.popleft()
+
+    @overload
+    def events(
+        self, select_timeout: float = ..., yield_timeouts: Literal[False] = ...
+    ) -> Iterator[Event]: ...
+
+    @overload
+    def events(
+        self, select_timeout: float = ..., *, yield_timeouts: Literal[True]
+    ) -> Iterator[Event | None]: ...
+
+    def events(
+        self, select_timeout: float = 5.0, yield_timeouts: bool = False
+    ) -> Iterator[Event | None]:
+        """Yield events as they arrive, forever.
+
+        Args:
+            select_timeout: Seconds to wait on the socket per round.
+            yield_timeouts: Yield ``None`` each time a round brings nothing.
+        """
+        while True:
+            event = self.get_event()
+            if event is not None:
+                yield event
+                continue
+            ready, _, _ = select.select([self.fileno()], [], [], select_timeout)
+            if not ready and yield_timeouts:
+                yield None
+
+    def close(self) -> None:
+        """Close the connection. Its channels are unlistened by the server."""
+        self._connection.close()
+        self._channels.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._connection.closed
+
+    def __enter__(self) -> PubSub:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"pid={self.pid}"
+        return f"<PubSub {self._connection.alias!r} {state} channels={sorted(self._channels)}>"
+
+
+def connect(using: str | None = None, **overrides: Any) -> PubSub:
+    """Open a :class:`PubSub` on a new dedicated connection.
+
+    Args:
+        using: The ``DATABASES`` alias; default the ``DATABASE`` setting.
+        **overrides: libpq parameters that override the alias's OPTIONS,
+            e.g. ``application_name="worker"``.
+
+    Returns:
+        The PubSub; close it, or use it as a context manager.
+    """
+    return PubSub(open_connection(using, options=overrides))

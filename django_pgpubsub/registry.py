@@ -1,0 +1,103 @@
+"""The handler registry and the ``@handler`` decorator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.events import Event
+from django_pgpubsub.exceptions import InvalidChannel
+
+Handler = Callable[[Event], Any]
+HandlerT = TypeVar("HandlerT", bound=Handler)
+
+
+class Registry:
+    """Which functions handle which channel, in registration order."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, tuple[Handler, ...]] = {}
+
+    def register(self, function: Handler, *channels: str) -> None:
+        """Register ``function`` for each channel; registering it again is a no-op.
+
+        Raises:
+            InvalidChannel: No channel given, or a channel name is unusable.
+        """
+        if not channels:
+            raise InvalidChannel(f"Register {function!r} for at least one channel.")
+        names = [validate_channel(channel) for channel in channels]
+        for name in names:
+            current = self._handlers.get(name, ())
+            if function not in current:
+                # Tuples: the listener iterates them while dispatching, and a
+                # handler registered mid-dispatch must not change that loop.
+                self._handlers[name] = (*current, function)
+
+    def unregister(self, function: Handler, *channels: str) -> None:
+        """Remove ``function`` from ``channels`` (none: from every channel)."""
+        for name in channels or tuple(self._handlers):
+            remaining = tuple(f for f in self._handlers.get(name, ()) if f != function)
+            if remaining:
+                self._handlers[name] = remaining
+            else:
+                self._handlers.pop(name, None)
+
+    def handlers(self, channel: str) -> tuple[Handler, ...]:
+        """The handlers of ``channel``, in registration order."""
+        return self._handlers.get(channel, ())
+
+    def channels(self) -> frozenset[str]:
+        """Every channel with at least one handler."""
+        return frozenset(self._handlers)
+
+    def table(self) -> dict[str, tuple[Handler, ...]]:
+        """A snapshot of channel -> handlers, for the listener's hot path."""
+        return dict(self._handlers)
+
+    def reset(self) -> None:
+        """Forget every handler."""
+        self._handlers.clear()
+
+    @contextmanager
+    def isolated(self) -> Iterator[Registry]:
+        """Run a block with an empty registry, restoring the previous one after."""
+        saved = dict(self._handlers)
+        self._handlers.clear()
+        try:
+            yield self
+        finally:
+            self._handlers = saved
+
+
+registry = Registry()
+"""The registry that ``@handler`` fills and ``listen_events`` runs."""
+
+
+def handler(*channels: str) -> Callable[[HandlerT], HandlerT]:
+    """Register the decorated function as a handler of ``channels``.
+
+    The function is called with an :class:`~django_pgpubsub.Event` and is
+    returned unchanged.
+
+    Args:
+        *channels: One or more channel names.
+
+    Raises:
+        InvalidChannel: No channel given (``@handler`` without parentheses),
+            or a channel name is unusable.
+    """
+    if len(channels) == 1 and callable(channels[0]):
+        raise InvalidChannel("Name the channels: @handler('orders'), not a bare @handler.")
+    for channel in channels:
+        validate_channel(channel)
+    if not channels:
+        raise InvalidChannel("@handler() needs at least one channel name.")
+
+    def decorate(function: HandlerT) -> HandlerT:
+        registry.register(function, *channels)
+        return function
+
+    return decorate

@@ -1,0 +1,217 @@
+"""A throwaway PostgreSQL server on loopback, for the tests, the example and bench.
+
+Nothing here is part of the library. It finds server binaries (``PG_BINDIR``,
+else the embedded ``pgserver`` package, else Debian's newest
+``/usr/lib/postgresql/*/bin``), makes a cluster in a temporary folder, starts
+it on a free loopback port with durability switched off, and removes it all
+on stop. As root, the server runs as ``nobody``: PostgreSQL refuses to run as
+root.
+
+Used three ways:
+
+* ``ensure_database_url()``: returns ``DATABASE_URL`` when it is set, else
+  starts a server for the life of this process and exports its URL, so child
+  processes (``manage.py listen_events`` in the tests) share it.
+* ``TemporaryPostgres``: a server of one's own, that a test may stop and
+  start again.
+* ``python scripts/pgtemp.py COMMAND...``: runs the command with
+  ``DATABASE_URL`` pointing at a fresh server (or the one already set).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+UNPRIVILEGED_USER = "nobody"
+SERVER_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+}
+
+
+def find_bindir() -> Path:
+    """Return the folder holding ``initdb`` and ``postgres``."""
+    configured = os.environ.get("PG_BINDIR")
+    if configured:
+        return Path(configured)
+    # Located, not imported: importing pgserver has side effects (warnings).
+    spec = importlib.util.find_spec("pgserver")
+    if spec and spec.origin:
+        return Path(spec.origin).parent / "pginstall" / "bin"
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if debian:
+        return debian[-1]
+    raise SystemExit(
+        "No PostgreSQL server binaries found: `pip install pgserver`, "
+        "`apt-get install postgresql`, or set PG_BINDIR or DATABASE_URL."
+    )
+
+
+def _world_can_run(path: Path) -> bool:
+    folders = [path, *path.parents]
+    return all(p.stat().st_mode & stat.S_IXOTH for p in folders)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # The server lives in its own session (so a Ctrl-C meant for the app does
+    # not reach it); this makes it shut down if our process dies unannounced.
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGQUIT)
+
+
+class TemporaryPostgres:
+    """A PostgreSQL cluster in a temporary folder, started and stopped at will."""
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="pgpubsub-"))
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._user: str | None = None
+        bindir = bindir or find_bindir()
+        if os.geteuid() == 0:
+            self._user = UNPRIVILEGED_USER
+            account = pwd.getpwnam(self._user)
+            os.chmod(self.root, 0o700)
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+            if not _world_can_run(bindir / "postgres"):
+                # e.g. pgserver inside a virtualenv under /root
+                copy = self.root / "install"
+                shutil.copytree(bindir.parent, copy, symlinks=True)
+                bindir = copy / bindir.name
+        self.bindir = bindir
+        self.datadir = self.root / "data"
+        self.logfile = self.root / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            user=self._user,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode:
+            raise RuntimeError(f"{args[0]} failed:\n{result.stdout}{result.stderr}")
+
+    def start(self) -> TemporaryPostgres:
+        """Create the cluster on first use, start the server, wait until ready."""
+        if not self.datadir.exists():
+            self._run(
+                "initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
+                "-E", "UTF8", "--locale=C", "--no-sync",
+            )  # fmt: skip
+        settings = {**SERVER_SETTINGS, "port": str(self.port)}
+        settings["unix_socket_directories"] = str(self.datadir)
+        command = [str(self.bindir / "postgres"), "-D", str(self.datadir)]
+        for name, value in settings.items():
+            command += ["-c", f"{name}={value}"]
+        log = open(self.logfile, "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=self._user,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        pidfile = self.datadir / "postmaster.pid"
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                break
+            # The eighth line of postmaster.pid says "ready" once it accepts.
+            if pidfile.exists() and "ready" in pidfile.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"PostgreSQL did not start:\n{self.logfile.read_text()}")
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown), keeping the cluster for a restart."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def destroy(self) -> None:
+        """Stop the server and delete the cluster."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> TemporaryPostgres:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.destroy()
+
+
+def ensure_database_url() -> str:
+    """Return ``DATABASE_URL``, starting a server for this process if unset."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    server = TemporaryPostgres().start()
+    atexit.register(server.destroy)
+    os.environ["DATABASE_URL"] = server.url
+    return server.url
+
+
+def main(argv: list[str]) -> int:
+    """Run ``argv`` with ``DATABASE_URL`` set; return its exit code."""
+    if not argv:
+        print("usage: python scripts/pgtemp.py COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    ensure_database_url()
+    child = subprocess.Popen(argv)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too; wait for it to finish shutting down.
+            continue
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+"""Settings for the test suite: a real PostgreSQL from DATABASE_URL, or a throwaway one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dj_database_url
+
+from scripts.pgtemp import ensure_database_url
+
+_url = ensure_database_url()
+
+SECRET_KEY = "tests-only"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_pgpubsub",
+    "tests.testapp",
+]
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": {**dj_database_url.parse(_url)},
+    "other": {**dj_database_url.parse(_url), "NAME": "pgpubsub_other"},
+}
+ROOT_URLCONF = "tests.testapp.urls"
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+PGPUBSUB = {
+    "KEEPALIVE_INTERVAL": 1.0,
+    "RECONNECT_INITIAL_DELAY": 0.1,
+    "RECONNECT_MAX_DELAY": 1.0,
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_pgpubsub": {"handlers": ["stderr"], "level": "INFO"}},
+}

@@ -1,0 +1,11 @@
+"""The test settings with PGPUBSUB pointed at a non-PostgreSQL database (for E001)."""
+
+from __future__ import annotations
+
+from tests.settings import *  # noqa: F403
+
+DATABASES = {
+    **DATABASES,  # noqa: F405
+    "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+}
+PGPUBSUB = {"DATABASE": "lite"}

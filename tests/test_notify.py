@@ -1,0 +1,255 @@
+"""notify() and notify_many() on Django's connections, in the caller's transaction."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import uuid
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+
+from django_pgpubsub import (
+    InvalidChannel,
+    InvalidPayload,
+    PayloadTooLarge,
+    PubSub,
+    PubSubError,
+    connect,
+    notify,
+    notify_many,
+)
+from tests.helpers import collect, nothing_arrives
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def test_delivered_at_commit_not_before(pubsub: PubSub) -> None:
+    pubsub.listen("orders")
+    with transaction.atomic():
+        notify("orders", "first")
+        assert nothing_arrives(pubsub)
+    [event] = collect(pubsub, 1)
+    assert (event.channel, event.payload) == ("orders", "first")
+    assert event.pid == connection.connection.info.backend_pid
+
+
+def test_nothing_after_rollback(pubsub: PubSub) -> None:
+    pubsub.listen("orders")
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        notify("orders", "never")
+        1 / 0  # noqa: B018
+    assert nothing_arrives(pubsub)
+
+
+def test_rolled_back_savepoint_drops_only_its_own(pubsub: PubSub) -> None:
+    pubsub.listen("orders")
+    with transaction.atomic():
+        notify("orders", "kept")
+        with pytest.raises(ZeroDivisionError), transaction.atomic():
+            notify("orders", "dropped")
+            1 / 0  # noqa: B018
+        notify("orders", "kept too")
+    events = collect(pubsub, 2)
+    assert [e.payload for e in events] == ["kept", "kept too"]
+    assert nothing_arrives(pubsub)
+
+
+def test_outside_a_transaction_it_is_sent_at_once(pubsub: PubSub) -> None:
+    pubsub.listen("orders")
+    notify("orders")
+    [event] = collect(pubsub, 1)
+    assert event.payload == ""
+
+
+def test_using_a_second_alias_joins_that_alias_transaction() -> None:
+    with connect("other") as listener:
+        listener.listen("audit")
+        with transaction.atomic(using="other"):
+            notify("audit", "via other", using="other")
+            assert nothing_arrives(listener)
+        [event] = collect(listener, 1)
+    assert event.payload == "via other"
+
+
+def test_default_alias_does_not_reach_other_database() -> None:
+    # NOTIFY is per database: the second alias's listener must not see it.
+    with connect("other") as listener:
+        listener.listen("audit")
+        notify("audit", "default db")
+        assert nothing_arrives(listener)
+
+
+def test_str_is_sent_unchanged(pubsub: PubSub) -> None:
+    pubsub.listen("raw")
+    text = ' {"not": "re-encoded"} ünïcødé ✓ '
+    notify("raw", text)
+    [event] = collect(pubsub, 1)
+    assert event.payload == text
+
+
+def test_other_values_are_compact_json(pubsub: PubSub) -> None:
+    pubsub.listen("json")
+    moment = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    notify("json", {"a": [1, 2], "price": decimal.Decimal("9.90"), "at": moment})
+    notify("json", [ident, "é"])
+    first, second = collect(pubsub, 2)
+    assert first.payload == '{"a":[1,2],"price":"9.90","at":"2026-01-02T03:04:05Z"}'
+    assert first.data["price"] == "9.90"
+    assert second.payload == '["12345678-1234-5678-1234-567812345678","é"]'
+
+
+def test_unserialisable_payload_is_refused_before_sql() -> None:
+    with pytest.raises(InvalidPayload, match="not JSON serialisable"):
+        notify("json", {"set": {1, 2}})
+
+
+def test_notify_many_delivers_ten_thousand_in_order(pubsub: PubSub) -> None:
+    pubsub.listen("bulk", "bulk2")
+    items = [("bulk" if i % 3 else "bulk2", {"i": i}) for i in range(10_000)]
+    with transaction.atomic():
+        assert notify_many(items) == 10_000
+    events = collect(pubsub, 10_000, timeout=30)
+    assert [(e.channel, e.data["i"]) for e in events] == [(c, p["i"]) for c, p in items]
+
+
+def test_notify_many_of_nothing_sends_nothing(pubsub: PubSub) -> None:
+    pubsub.listen("bulk")
+    assert notify_many([]) == 0
+    assert nothing_arrives(pubsub)
+
+
+def test_notify_many_with_one_bad_item_sends_nothing(pubsub: PubSub) -> None:
+    pubsub.listen("bulk")
+    items = [("bulk", "1"), ("bulk", "2"), ("", "bad channel"), ("bulk", "4")]
+    with pytest.raises(InvalidChannel):
+        notify_many(items)
+    with pytest.raises(PayloadTooLarge):
+        notify_many([("bulk", "ok"), ("bulk", "x" * 8000)])
+    assert nothing_arrives(pubsub)
+
+
+def test_notify_many_on_second_alias() -> None:
+    with connect("other") as listener:
+        listener.listen("bulk")
+        notify_many([("bulk", "a"), ("bulk", "b")], using="other")
+        assert [e.payload for e in collect(listener, 2)] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "channel",
+    [
+        b"bytes",
+        None,
+        42,
+        "",
+        "nul\x00byte",
+        "x" * 64,
+        "é" * 32,  # 64 bytes made of 2-byte characters
+    ],
+)
+def test_bad_channel_raises_before_sql_and_transaction_stays_usable(
+    channel: object,
+) -> None:
+    with transaction.atomic():
+        with pytest.raises(InvalidChannel) as info:
+            notify(channel, "x")  # type: ignore[arg-type]
+        assert User.objects.count() == 0  # would fail in an aborted transaction
+    assert isinstance(info.value, PubSubError)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("payload", "size"),
+    [("x" * 8000, 8000), ("€" * 2700, 8100), ("x" * 7998 + "é", 8000)],
+)
+def test_oversized_payload_raises_before_sql(payload: str, size: int) -> None:
+    assert len(payload.encode()) == size
+    with transaction.atomic():
+        with pytest.raises(PayloadTooLarge) as info:
+            notify("big", payload)
+        assert User.objects.count() == 0
+    assert isinstance(info.value, PubSubError)
+    assert isinstance(info.value, ValueError)
+    assert str(size) in str(info.value)
+
+
+def test_nul_in_payload_raises_before_sql() -> None:
+    with transaction.atomic():
+        with pytest.raises(InvalidPayload, match="NUL"):
+            notify("x", "a\x00b")
+        assert User.objects.count() == 0
+
+
+def test_largest_payload_arrives_intact(pubsub: PubSub) -> None:
+    pubsub.listen("big")
+    ascii_payload = "a" * 7998 + "z"
+    multibyte = "€" * 2666 + "z"  # 7999 bytes, 2667 characters
+    assert len(multibyte.encode()) == 7999
+    notify("big", ascii_payload)
+    notify("big", multibyte)
+    first, second = collect(pubsub, 2)
+    assert first.payload == ascii_payload
+    assert second.payload == multibyte
+
+
+def test_63_byte_channel_works_end_to_end(pubsub: PubSub) -> None:
+    longest = "é" * 31 + "x"  # 63 bytes
+    pubsub.listen(longest)
+    notify(longest, "edge")
+    [event] = collect(pubsub, 1)
+    assert event.channel == longest
+
+
+HOSTILE = [
+    'x"; DROP TABLE auth_user; --',
+    "Robert'); DROP TABLE students;--",
+    "semi;colon",
+    'quote"inside',
+    "white space",
+]
+
+
+@pytest.mark.parametrize("channel", HOSTILE)
+def test_channel_names_are_data_never_sql(pubsub: PubSub, channel: str) -> None:
+    User.objects.create(username="still-here")
+    pubsub.listen(channel)
+    notify(channel, "hello")
+    pubsub.notify(channel, "from pubsub")
+    events = collect(pubsub, 2)
+    assert [(e.channel, e.payload) for e in events] == [
+        (channel, "hello"),
+        (channel, "from pubsub"),
+    ]
+    pubsub.unlisten(channel)
+    notify(channel, "after unlisten")
+    assert nothing_arrives(pubsub)
+    assert User.objects.filter(username="still-here").exists()
+
+
+def test_case_matters_orders_and_orders_are_two_channels(pubsub: PubSub) -> None:
+    pubsub.listen("orders")
+    notify("Orders", "upper")
+    notify("orders", "lower")
+    [event] = collect(pubsub, 1)
+    assert (event.channel, event.payload) == ("orders", "lower")
+    assert nothing_arrives(pubsub)
+
+
+def test_non_latin_channel(pubsub: PubSub) -> None:
+    pubsub.listen("заказы.新")
+    notify("заказы.新", {"ok": True})
+    [event] = collect(pubsub, 1)
+    assert event.channel == "заказы.新"
+    assert event.data == {"ok": True}
+
+
+def test_json_encoding_matches_json_module(pubsub: PubSub) -> None:
+    pubsub.listen("json")
+    value = {"nested": {"list": [1, 2.5, None, True]}, "text": "ü"}
+    notify("json", value)
+    [event] = collect(pubsub, 1)
+    assert json.loads(event.payload) == value

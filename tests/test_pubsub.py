@@ -1,0 +1,161 @@
+"""connect() and PubSub: the seed pgpubsub API on a dedicated connection."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+
+from django_pgpubsub import ConnectionLost, Event, InvalidChannel, PubSub, connect, notify
+from tests.helpers import collect, nothing_arrives
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def backend_application_name(pid: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s", [pid])
+        return str(cursor.fetchone()[0])
+
+
+def test_readme_session(pubsub: PubSub) -> None:
+    pubsub.listen("test")
+    pubsub.notify("test", "message 1")
+    event = collect(pubsub, 1)[0]
+    assert event == Event("test", "message 1", pubsub.pid)
+    assert repr(event) == f"Event(pid={pubsub.pid}, channel='test', payload='message 1')"
+
+
+def test_dedicated_connection_not_djangos(pubsub: PubSub) -> None:
+    assert pubsub.pid == pubsub.conn.info.backend_pid
+    assert pubsub.pid != connection.connection.info.backend_pid if connection.connection else True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != pubsub.pid
+
+
+def test_options_reach_the_server() -> None:
+    connection.settings_dict["OPTIONS"] = {
+        "application_name": "from-options",
+        "connect_timeout": 5,
+    }
+    try:
+        with connect() as ps:
+            assert backend_application_name(ps.pid) == "from-options"
+        with connect(application_name="override") as ps:
+            assert backend_application_name(ps.pid) == "override"
+    finally:
+        connection.settings_dict["OPTIONS"] = {}
+
+
+def test_a_bad_option_is_the_servers_error() -> None:
+    with pytest.raises(ConnectionLost, match="sslmode"):
+        connect(sslmode="no-such-mode")
+
+
+def test_unknown_alias_is_improperly_configured() -> None:
+    with pytest.raises(ImproperlyConfigured, match="'nope'"):
+        connect("nope")
+
+
+def test_get_event_never_blocks_and_keeps_order(pubsub: PubSub) -> None:
+    pubsub.listen("q")
+    started = time.monotonic()
+    assert pubsub.get_event() is None
+    assert time.monotonic() - started < 0.5
+    for i in range(5):
+        notify("q", str(i))
+    assert [e.payload for e in collect(pubsub, 5)] == ["0", "1", "2", "3", "4"]
+    assert pubsub.get_event() is None
+
+
+def test_event_pid_is_the_senders_backend(pubsub: PubSub) -> None:
+    pubsub.listen("who")
+    with connect() as sender:
+        sender.notify("who", "hi")
+        [event] = collect(pubsub, 1)
+        assert event.pid == sender.pid != pubsub.pid
+
+
+def test_events_yields_timeouts_only_when_asked(pubsub: PubSub) -> None:
+    pubsub.listen("ev")
+    stream = pubsub.events(select_timeout=0.05, yield_timeouts=True)
+    assert next(stream) is None
+    notify("ev", "one")
+    received = next(e for e in stream if e is not None)
+    assert received.payload == "one"
+
+    notify("ev", "two")
+    quiet = pubsub.events(select_timeout=0.05)
+    assert next(quiet).payload == "two"
+
+
+def test_listen_several_unlisten_one_then_all(pubsub: PubSub) -> None:
+    pubsub.listen("a", "b", "c")
+    assert pubsub.channels == frozenset({"a", "b", "c"})
+    pubsub.unlisten("b")
+    assert pubsub.channels == frozenset({"a", "c"})
+    for channel in ("a", "b", "c"):
+        notify(channel, channel)
+    assert sorted(e.channel for e in collect(pubsub, 2)) == ["a", "c"]
+    assert nothing_arrives(pubsub)
+    pubsub.unlisten()
+    assert pubsub.channels == frozenset()
+    notify("a", "late")
+    assert nothing_arrives(pubsub)
+
+
+def test_unlisten_drops_events_already_received(pubsub: PubSub) -> None:
+    pubsub.listen("a", "b")
+    notify("a", "1")
+    notify("b", "2")
+    time.sleep(0.2)  # both are now in the socket buffer
+    pubsub.unlisten("a")
+    assert [e.payload for e in collect(pubsub, 1)] == ["2"]
+    assert pubsub.get_event() is None
+
+
+def test_listen_checks_every_channel_before_any(pubsub: PubSub) -> None:
+    with pytest.raises(InvalidChannel):
+        pubsub.listen("fine", "x" * 64)
+    assert pubsub.channels == frozenset()
+
+
+def test_close_and_context_manager_release_the_backend() -> None:
+    with connect() as ps:
+        pid = ps.pid
+        assert backend_application_name(pid) is not None
+    assert ps.closed
+
+    def backend_gone() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            return bool(cursor.fetchone()[0] == 0)
+
+    deadline = time.monotonic() + 5
+    while not backend_gone():
+        assert time.monotonic() < deadline, "backend still there after close()"
+        time.sleep(0.05)
+    ps.close()  # closing twice is harmless
+
+
+def test_terminated_backend_raises_connection_lost(pubsub: PubSub) -> None:
+    pubsub.listen("x")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pubsub.pid])
+    with pytest.raises(ConnectionLost):
+        for _ in range(100):
+            pubsub.get_event()
+            time.sleep(0.02)
+
+
+def test_self_notification_in_transaction_dedupes_identical_pairs(pubsub: PubSub) -> None:
+    pubsub.listen("dup")
+    with transaction.atomic():
+        notify("dup", "same")
+        notify("dup", "same")
+        notify("dup", "other")
+    assert [e.payload for e in collect(pubsub, 2)] == ["same", "other"]
+    assert nothing_arrives(pubsub)
