@@ -31,7 +31,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
-PGPUBSUB = {
+PGPUBSUB: dict[str, Any] = {
     "KEEPALIVE_INTERVAL": 1.0,
     "RECONNECT_INITIAL_DELAY": 0.1,
     "RECONNECT_MAX_DELAY": 1.0,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from tests.settings import *  # noqa: F403
+from tests.settings import DATABASES
 
-DATABASES = {
-    **DATABASES,  # noqa: F405
-    "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
-}
+DATABASES["lite"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
 PGPUBSUB = {"DATABASE": "lite"}
