@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import select
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
 
 from django_pgpubsub import Event, PubSub
 
@@ -28,3 +36,116 @@ def nothing_arrives(pubsub: PubSub, wait: float = 0.3) -> bool:
     """True when no event arrives within ``wait`` seconds."""
     select.select([pubsub.fileno()], [], [], wait)
     return pubsub.get_event() is None
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url(settings_dict: dict[str, Any]) -> str:
+    """A URL for a Django database settings dict (e.g. the test database's)."""
+    user = quote(settings_dict["USER"] or "")
+    password = quote(settings_dict["PASSWORD"] or "")
+    auth = f"{user}:{password}@" if password else f"{user}@" if user else ""
+    host = settings_dict["HOST"] or "localhost"
+    port = f":{settings_dict['PORT']}" if settings_dict["PORT"] else ""
+    return f"postgresql://{auth}{host}{port}/{quote(settings_dict['NAME'])}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+class ManagePy:
+    """A ``manage.py`` command running in a subprocess against a database URL."""
+
+    def __init__(self, *args: str, url: str, settings: str = "tests.settings") -> None:
+        env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", *args, f"--settings={settings}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in (
+                (self.process.stdout, self.stdout),
+                (self.process.stderr, self.stderr),
+            )
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[str] | None, lines: list[str]) -> None:
+        assert stream is not None
+        with stream:
+            for line in stream:
+                lines.append(line)
+
+    def _finish(self) -> int:
+        """After exit: collect the rest of the output, close the pipes."""
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return self.process.wait()
+
+    def output(self) -> str:
+        return "".join(self.stdout) + "".join(self.stderr)
+
+    def wait_for_output(self, text: str, timeout: float = 20.0) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None:
+                self._finish()
+                if text in self.output():
+                    return True
+                raise AssertionError(f"exited {self.process.returncode}:\n{self.output()}")
+            return text in self.output()
+
+        wait_until(seen, timeout, f"{text!r} in the output of {self.process.args!r}")
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout} s:\n{self.output()}") from None
+        return self._finish()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self._finish()
+
+
+def run_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on a fresh autocommit driver connection; return its rows."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if is_psycopg3:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+    import psycopg2
+
+    conn2 = psycopg2.connect(url)
+    try:
+        conn2.autocommit = True
+        with conn2.cursor() as cursor2:
+            cursor2.execute(sql, params)
+            return cursor2.fetchall() if cursor2.description else []
+    finally:
+        conn2.close()

@@ -1,0 +1,49 @@
+"""Handlers the listen_events tests run (found by autodiscovery)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django_pgpubsub import Event, handler, notify
+from tests.testapp.models import Received
+
+
+def record(event: Event, name: str) -> None:
+    Received.objects.create(
+        channel=event.channel, payload=event.payload, handler=name, pid=os.getpid()
+    )
+
+
+@handler("test.a", "test.b", "test.burst")
+def recorder(event: Event) -> None:
+    record(event, "recorder")
+
+
+@handler("test.b")
+def second_for_b(event: Event) -> None:
+    record(event, "second_for_b")
+
+
+@handler("test.slow")
+def slow(event: Event) -> None:
+    record(event, "slow started")
+    time.sleep(float(event.data["sleep"]))
+    record(event, "slow finished")
+
+
+@handler("test.fail")
+def fails_on_boom(event: Event) -> None:
+    if event.payload == "boom":
+        raise RuntimeError("boom")
+    record(event, "fails_on_boom")
+
+
+@handler("test.fail")
+def after_the_failing_one(event: Event) -> None:
+    record(event, "after_the_failing_one")
+
+
+@handler("test.echo")
+def echo(event: Event) -> None:
+    notify("test.a", f"echo:{event.payload}")

@@ -1,0 +1,258 @@
+"""The long-running loop behind ``manage.py listen_events``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from django.db import close_old_connections
+
+from django_pgpubsub import conf
+from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.connection import DriverConnection, open_connection
+from django_pgpubsub.events import Event
+from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.registry import Handler, Registry, registry
+
+logger = logging.getLogger("django_pgpubsub.listener")
+
+APPLICATION_NAME = "django_pgpubsub listener"
+LOGGED_PAYLOAD_CHARS = 200
+
+ConnectHook = Callable[["Listener", bool], None]
+
+
+def handler_name(function: Handler) -> str:
+    """``module.qualname`` of a handler, for logs and ``--list``."""
+    module = getattr(function, "__module__", None) or "?"
+    return f"{module}.{getattr(function, '__qualname__', repr(function))}"
+
+
+class Listener:
+    """Listens on channels and runs their handlers, through connection failures.
+
+    Runs in the thread that calls :meth:`run`; :meth:`stop` may be called from
+    any thread or a signal handler. Handlers run on Django's ordinary
+    connections, never on the listening one.
+
+    Args:
+        channels: Channels to listen on; default every channel of ``registry``.
+        using: ``DATABASES`` alias; default the ``LISTENER_DATABASE`` setting.
+        registry: Where handlers are registered; default the global one.
+        max_events: Stop after dispatching this many events.
+        on_connect: Called with ``(listener, reconnected)`` each time the
+            channels are listened to on a new connection.
+    """
+
+    def __init__(
+        self,
+        channels: Iterable[str] | None = None,
+        *,
+        using: str | None = None,
+        registry: Registry = registry,
+        max_events: int | None = None,
+        on_connect: ConnectHook | None = None,
+    ) -> None:
+        self.registry = registry
+        self.using = using or conf.listener_database()
+        requested = registry.channels() if channels is None else channels
+        self.channels = frozenset(validate_channel(channel) for channel in requested)
+        if max_events is not None and max_events < 1:
+            raise ValueError(f"max_events must be at least 1, not {max_events}.")
+        self.max_events = max_events
+        self.on_connect = on_connect
+        self.dispatched = 0
+        self.connection: DriverConnection | None = None
+        self._stopping = False
+        # While run() runs, stop() writes a byte here to wake its select() from
+        # any thread or a signal handler. Sockets, unlike raw fds, are safe to
+        # write to after they are closed.
+        self._wake_read: socket.socket | None = None
+        self._wake_write: socket.socket | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
+    def channels_without_handlers(self) -> frozenset[str]:
+        """Requested channels that have no registered handler."""
+        return frozenset(c for c in self.channels if not self.registry.handlers(c))
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the running handler returns. Thread-safe."""
+        self._stopping = True
+        wake = self._wake_write
+        if wake is not None:
+            with contextlib.suppress(OSError):  # a full buffer is woken already
+                wake.send(b"x")
+
+    def run(self) -> int:
+        """Listen and dispatch until stopped or ``max_events`` is reached.
+
+        Returns:
+            The number of events dispatched.
+
+        Raises:
+            ConnectionLost: The connection could not be restored within
+                ``RECONNECT_MAX_ATTEMPTS``.
+        """
+        # One lookup table per run: handlers are registered at import time.
+        table = {channel: self.registry.handlers(channel) for channel in self.channels}
+        keepalive = conf.keepalive_interval()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_write.setblocking(False)
+        try:
+            self._connect_with_retries(reconnecting=False)
+            while not self._stopping:
+                try:
+                    self._serve(table, keepalive)
+                except ConnectionLost as exc:
+                    if not self._stopping:
+                        self._connect_with_retries(reconnecting=True, reason=exc)
+        finally:
+            self._close()
+            self._wake_read.close()
+            self._wake_write.close()
+        return self.dispatched
+
+    def _serve(self, table: dict[str, tuple[Handler, ...]], keepalive: float) -> None:
+        connection = self.connection
+        assert connection is not None
+        assert self._wake_read is not None
+        waiting_on = [connection.fileno(), self._wake_read.fileno()]
+        while not self._stopping:
+            events = connection.drain()
+            if events:
+                close_old_connections()
+                self._dispatch(events, table)
+                close_old_connections()
+                continue
+            ready, _, _ = select.select(waiting_on, [], [], keepalive)
+            if not ready:
+                # Idle: a query proves the connection alive, or fails in seconds
+                # instead of at the next TCP timeout.
+                connection.execute("SELECT 1")
+
+    def _dispatch(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
+        limit = self.max_events
+        for event in events:
+            for function in table.get(event.channel, ()):
+                try:
+                    function(event)
+                except Exception:
+                    self._log_handler_error(function, event)
+                if self._stopping:
+                    return
+            self.dispatched += 1
+            if limit is not None and self.dispatched >= limit:
+                self.stop()
+                return
+
+    def _log_handler_error(self, function: Handler, event: Event) -> None:
+        logger.exception(
+            "Handler %s failed on channel %r; carrying on.", handler_name(function), event.channel
+        )
+        logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload)
+
+    def _open(self) -> DriverConnection:
+        keepalive = max(1, round(conf.keepalive_interval()))
+        connection = open_connection(
+            self.using,
+            default_options={
+                "application_name": APPLICATION_NAME,
+                "connect_timeout": 10,
+                "keepalives": 1,
+                "keepalives_idle": keepalive,
+                "keepalives_interval": keepalive,
+                "keepalives_count": 3,
+            },
+        )
+        try:
+            if self.channels:
+                quote = connection.quote_ident
+                connection.execute("; ".join(f"LISTEN {quote(c)}" for c in sorted(self.channels)))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _connect_with_retries(
+        self, *, reconnecting: bool, reason: ConnectionLost | None = None
+    ) -> None:
+        self._close()
+        down_since = time.monotonic()
+        if reason is not None:
+            logger.warning("Lost the connection to %r (%s); reconnecting.", self.using, reason)
+        initial, cap = conf.reconnect_initial_delay(), conf.reconnect_max_delay()
+        max_attempts = conf.reconnect_max_attempts()
+        failures = 0
+        while not self._stopping:
+            try:
+                self.connection = self._open()
+            except ConnectionLost as exc:
+                failures += 1
+                if max_attempts is not None and failures >= max_attempts:
+                    raise
+                delay = min(cap, initial * 2 ** (failures - 1))
+                delay = random.uniform(delay / 2, delay)  # jitter: listeners don't stampede
+                logger.warning(
+                    "Cannot connect to %r (%s); attempt %d, retrying in %.2f s.",
+                    self.using,
+                    str(exc).strip().splitlines()[0],
+                    failures,
+                    delay,
+                )
+                self._sleep(delay)
+                continue
+            if reconnecting or failures:
+                logger.warning(
+                    "Connected to %r again after %.1f s; listening on %d channel(s).",
+                    self.using,
+                    time.monotonic() - down_since,
+                    len(self.channels),
+                )
+            if self.on_connect is not None:
+                self.on_connect(self, reconnecting)
+            return
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when :meth:`stop` is called."""
+        assert self._wake_read is not None
+        select.select([self._wake_read], [], [], seconds)
+
+    def _close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+@contextmanager
+def stop_on_signals(listener: Listener) -> Iterator[None]:
+    """SIGTERM/SIGINT stop ``listener`` gracefully; a second one exits at once.
+
+    Must be used from the main thread (Python's rule for signal handlers).
+    """
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if listener.stopping:
+            logger.warning("Second %s: exiting now.", name)
+            raise SystemExit(128 + signum)
+        logger.warning("%s: stopping after the running handler.", name)
+        listener.stop()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,122 @@
+"""Listener in-process: run in a thread, stopped from another."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connections
+from django.test import override_settings
+
+from django_pgpubsub import ConnectionLost, Event, Registry, notify
+from django_pgpubsub.listener import Listener
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Running:
+    """A Listener running in a thread."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.connected = threading.Event()
+        self.result: list[Any] = []
+        listener.on_connect = lambda _listener, _again: self.connected.set()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.connected.wait(10), "the listener did not connect"
+
+    def _run(self) -> None:
+        try:
+            self.result.append(self.listener.run())
+        except BaseException as exc:
+            self.result.append(exc)
+        finally:
+            connections.close_all()
+
+    def join(self, timeout: float = 10) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the listener did not stop"
+        return self.result[0]
+
+
+@pytest.fixture
+def calls() -> list[tuple[str, str]]:
+    return []
+
+
+@pytest.fixture
+def running(calls: list[tuple[str, str]]) -> Iterator[Running]:
+    handlers = Registry()
+
+    def first(event: Event) -> None:
+        calls.append(("first", event.payload))
+
+    def second(event: Event) -> None:
+        calls.append(("second", event.payload))
+
+    handlers.register(first, "x", "y")
+    handlers.register(second, "x")
+    run = Running(Listener(registry=handlers))
+    yield run
+    run.listener.stop()
+    run.join()
+
+
+def test_dispatches_in_order_and_stops_from_another_thread(
+    running: Running, calls: list[tuple[str, str]]
+) -> None:
+    notify("x", "1")
+    notify("y", "2")
+    notify("x", "3")
+    wait_for(lambda: len(calls) == 5)
+    assert calls == [
+        ("first", "1"),
+        ("second", "1"),
+        ("first", "2"),
+        ("first", "3"),
+        ("second", "3"),
+    ]
+    running.listener.stop()
+    assert running.join() == 3
+
+
+def test_stop_before_run_returns_at_once() -> None:
+    listener = Listener(["x"], registry=Registry())
+    listener.stop()
+    assert listener.run() == 0
+
+
+def test_max_events_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Listener(["x"], max_events=0)
+
+
+def test_channels_without_handlers() -> None:
+    handlers = Registry()
+    handlers.register(print, "x")
+    assert Listener(["x", "y"], registry=handlers).channels_without_handlers() == {"y"}
+
+
+def test_gives_up_after_the_configured_attempts() -> None:
+    settings_dict = connections["default"].settings_dict
+    port = settings_dict["PORT"]
+    settings_dict["PORT"] = "1"  # nothing listens there
+    try:
+        with (
+            override_settings(
+                PGPUBSUB={"RECONNECT_MAX_ATTEMPTS": 2, "RECONNECT_INITIAL_DELAY": 0.01}
+            ),
+            pytest.raises(ConnectionLost, match="Cannot connect"),
+        ):
+            Listener(["x"], registry=Registry()).run()
+    finally:
+        settings_dict["PORT"] = port
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> None:
+    from tests.helpers import wait_until
+
+    wait_until(predicate, timeout)
