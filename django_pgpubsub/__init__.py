@@ -13,6 +13,7 @@ from django_pgpubsub.exceptions import (
     PubSubError,
 )
 from django_pgpubsub.notify import notify, notify_many
+from django_pgpubsub.publishing import publish_on_save, unpublish_on_save
 from django_pgpubsub.pubsub import PubSub, connect
 from django_pgpubsub.registry import Registry, handler, registry
 
@@ -35,5 +36,7 @@ __all__ = [
     "handler",
     "notify",
     "notify_many",
+    "publish_on_save",
     "registry",
+    "unpublish_on_save",
 ]

@@ -23,7 +23,7 @@ INSTALLED_APPS = [
     "tests.testapp",
 ]
 DATABASES: dict[str, dict[str, Any]] = {
-    "default": {**dj_database_url.parse(_url)},
+    "default": {**dj_database_url.parse(_url), "ATOMIC_REQUESTS": True},
     "other": {**dj_database_url.parse(_url), "NAME": "pgpubsub_other"},
 }
 ROOT_URLCONF = "tests.testapp.urls"

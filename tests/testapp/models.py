@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
+
+from django.contrib.auth.models import User
 from django.db import models
+
+from django_pgpubsub import publish_on_save
 
 
 class Received(models.Model):
@@ -13,3 +19,31 @@ class Received(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} <- {self.channel}: {self.payload[:40]}"
+
+
+@publish_on_save
+class Order(models.Model):
+    """Published with the defaults: channel "testapp.order", every field."""
+
+    status = models.CharField(max_length=20, default="new")
+    total = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"))
+    placed_at = models.DateTimeField(null=True)
+    token = models.UUIDField(default=uuid.uuid4)
+    customer = models.ForeignKey(User, null=True, on_delete=models.SET_NULL)
+    attachment = models.FileField(upload_to="orders", blank=True)
+    notes = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"Order {self.pk} ({self.status})"
+
+
+@publish_on_save(channel="shipments", fields=("code",), events=("created", "deleted"))
+class Shipment(models.Model):
+    """Published with options, keyed by a UUID."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    code = models.CharField(max_length=20)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE)
+
+    def __str__(self) -> str:
+        return self.code

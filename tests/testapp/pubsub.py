@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from django_pgpubsub import Event, handler, notify
+from django.contrib.auth.models import User
+
+from django_pgpubsub import Event, handler, notify, publish_on_save
 from tests.testapp.models import Received
 
 
@@ -47,3 +49,11 @@ def after_the_failing_one(event: Event) -> None:
 @handler("test.echo")
 def echo(event: Event) -> None:
     notify("test.a", f"echo:{event.payload}")
+
+
+publish_on_save(User, fields=("username", "email"), events=("created", "deleted"))
+
+
+@handler("testapp.order")
+def order_changed(event: Event) -> None:
+    record(event, f"order {event.data['event']}")

@@ -1,3 +1,7 @@
 from __future__ import annotations
 
-urlpatterns: list[object] = []
+from django.urls import path
+
+from tests.testapp.views import create_order
+
+urlpatterns = [path("orders/", create_order)]

@@ -1,0 +1,219 @@
+"""``publish_on_save``: model-signal hooks that publish creates, updates and deletes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from typing import Any, TypeVar, overload
+
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import models
+from django.db.models.signals import post_delete, post_save
+from django.utils.encoding import is_protected_type
+
+from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.exceptions import InvalidPayload
+from django_pgpubsub.notify import notify
+
+logger = logging.getLogger("django_pgpubsub.publishing")
+
+EVENTS = ("created", "updated", "deleted")
+ModelT = TypeVar("ModelT", bound=type[models.Model])
+
+
+class ModelPublisher:
+    """Publishes the writes of one model; connected to its post_save/post_delete."""
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        channel: str,
+        field_names: tuple[str, ...] | None,
+        events: frozenset[str],
+    ) -> None:
+        self.model = model
+        self.label = model._meta.label_lower
+        self.channel = channel
+        self._field_names = field_names
+        self.events = events
+        self._warned = False
+
+    @cached_property
+    def fields(self) -> tuple[models.Field[Any, Any], ...]:
+        """The fields to publish, resolved at first use (apps may not be ready before)."""
+        opts = self.model._meta
+        if self._field_names is None:
+            return tuple(f for f in opts.concrete_fields if not f.primary_key)
+        return tuple(opts.get_field(name) for name in self._field_names)  # type: ignore[misc]
+
+    def payload(self, event: str, instance: models.Model) -> dict[str, Any]:
+        """The published dict; values serialised as Django's serializers do."""
+        values = {}
+        for field in self.fields:
+            value = getattr(instance, field.attname)
+            values[field.name] = (
+                value if is_protected_type(value) else field.value_to_string(instance)
+            )
+        pk = instance.pk
+        return {
+            "event": event,
+            "model": self.label,
+            "pk": pk if is_protected_type(pk) else str(pk),
+            "fields": values,
+        }
+
+    def publish(self, event: str, instance: models.Model, using: str) -> None:
+        payload = self.payload(event, instance)
+        try:
+            notify(self.channel, payload, using=using)
+        except InvalidPayload as exc:
+            # The user's write must never fail because of us: send what fits.
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "%s events on %r are sent without fields: %s (logged once per model).",
+                    self.label,
+                    self.channel,
+                    exc,
+                )
+            notify(
+                self.channel,
+                {**payload, "fields": None, "truncated": True},
+                using=using,
+            )
+
+    def on_save(
+        self, sender: type[models.Model], instance: models.Model, created: bool, **kwargs: Any
+    ) -> None:
+        if kwargs.get("raw"):
+            return  # fixture loading
+        event = "created" if created else "updated"
+        if event in self.events:
+            self.publish(event, instance, kwargs["using"])
+
+    def on_delete(self, sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+        self.publish("deleted", instance, kwargs["using"])
+
+    def connect(self) -> None:
+        uid = f"django_pgpubsub:{self.label}"
+        if self.events & {"created", "updated"}:
+            post_save.connect(self.on_save, sender=self.model, weak=False, dispatch_uid=uid)
+        if "deleted" in self.events:
+            post_delete.connect(self.on_delete, sender=self.model, weak=False, dispatch_uid=uid)
+
+    def disconnect(self) -> None:
+        uid = f"django_pgpubsub:{self.label}"
+        post_save.disconnect(sender=self.model, dispatch_uid=uid)
+        post_delete.disconnect(sender=self.model, dispatch_uid=uid)
+
+
+_publishers: dict[type[models.Model], ModelPublisher] = {}
+
+
+def _check_arguments(
+    model: object, fields: Iterable[str] | None, events: Iterable[str]
+) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise ImproperlyConfigured(f"publish_on_save() takes a model class, not {model!r}.")
+    if model._meta.abstract:
+        raise ImproperlyConfigured(
+            f"{model.__name__} is abstract and sends no signals; publish its concrete models."
+        )
+    if isinstance(events, str) or isinstance(fields, str):
+        raise ImproperlyConfigured("events and fields take a tuple of names, not a str.")
+    chosen = frozenset(events)
+    unknown = chosen - set(EVENTS)
+    if not chosen or unknown:
+        raise ImproperlyConfigured(
+            f"publish_on_save(events=...) takes some of {EVENTS}, not {sorted(events)}."
+        )
+    if fields is None:
+        return None, chosen
+    names = tuple(fields)
+    for name in names:
+        try:
+            field = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            raise ImproperlyConfigured(
+                f"{model._meta.label} has no field {name!r} to publish."
+            ) from None
+        if not getattr(field, "concrete", False) or field.many_to_many:
+            raise ImproperlyConfigured(
+                f"{model._meta.label}.{name} is not a concrete column; only those are published."
+            )
+    return names, chosen
+
+
+@overload
+def publish_on_save(
+    model: ModelT,
+    *,
+    channel: str | None = ...,
+    fields: Iterable[str] | None = ...,
+    events: Iterable[str] = ...,
+) -> ModelT: ...
+
+
+@overload
+def publish_on_save(
+    model: None = ...,
+    *,
+    channel: str | None = ...,
+    fields: Iterable[str] | None = ...,
+    events: Iterable[str] = ...,
+) -> Callable[[ModelT], ModelT]: ...
+
+
+def publish_on_save(
+    model: ModelT | None = None,
+    *,
+    channel: str | None = None,
+    fields: Iterable[str] | None = None,
+    events: Iterable[str] = EVENTS,
+) -> ModelT | Callable[[ModelT], ModelT]:
+    """Publish a model's creates, updates and deletes, in the write's transaction.
+
+    Use it as a class decorator (``@publish_on_save`` or
+    ``@publish_on_save(channel=...)``) or call it with any model class,
+    including one you do not own (``publish_on_save(User)``). The payload is
+    ``{"event": "created"|"updated"|"deleted", "model": "app_label.model_name",
+    "pk": ..., "fields": {...}}``. Fixture loading (``raw=True``) publishes
+    nothing. A payload too large for NOTIFY is replaced by one with
+    ``"fields": null, "truncated": true`` so the write never fails.
+
+    Args:
+        model: The model class.
+        channel: Default: the lower-case model label, e.g. ``"shop.order"``.
+        fields: Field names to publish. Default: every concrete field but the
+            primary key (which is ``"pk"``).
+        events: Which of ``"created"``, ``"updated"``, ``"deleted"`` to publish.
+
+    Returns:
+        The model, unchanged (or a decorator, when called without a model).
+
+    Raises:
+        ImproperlyConfigured: Not a concrete model, an unknown field or event,
+            or the model is already published.
+        InvalidChannel: The channel name is unusable.
+    """
+    if model is None:
+        return lambda cls: publish_on_save(cls, channel=channel, fields=fields, events=events)
+    field_names, chosen = _check_arguments(model, fields, events)
+    name = validate_channel(channel if channel is not None else model._meta.label_lower)
+    if model in _publishers:
+        raise ImproperlyConfigured(
+            f"{model._meta.label} is already published on channel "
+            f"{_publishers[model].channel!r}; publish each model once."
+        )
+    publisher = ModelPublisher(model, name, field_names, chosen)
+    publisher.connect()
+    _publishers[model] = publisher
+    return model
+
+
+def unpublish_on_save(model: type[models.Model]) -> None:
+    """Undo :func:`publish_on_save` for ``model`` (for tests); a no-op if not published."""
+    publisher = _publishers.pop(model, None)
+    if publisher is not None:
+        publisher.disconnect()
