@@ -21,7 +21,8 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy django_pgpubsub tests scripts bench example_project
+	$(BIN)/mypy django_pgpubsub tests scripts bench
+	cd example_project && DATABASE_URL=postgresql://localhost/example ../$(BIN)/mypy .
 
 ## The example project: PostgreSQL, migrations, listen_events and runserver.
 example: $(VENV)/.installed

@@ -69,7 +69,7 @@ def _world_can_run(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in folders)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -87,7 +87,7 @@ class TemporaryPostgres:
 
     def __init__(self, bindir: Path | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="pgpubsub-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
         bindir = bindir or find_bindir()

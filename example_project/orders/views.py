@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from django_pgpubsub import notify
+from orders.models import Activity, Order
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "orders/index.html", {"orders": Order.objects.order_by("-id")[:20]})
+
+
+@require_POST
+def checkout(request: HttpRequest) -> HttpResponse:
+    customer = request.POST.get("customer", "").strip() or "anonymous"
+    with transaction.atomic():
+        order = Order.objects.create(
+            customer=customer,
+            item=request.POST.get("item", "").strip() or "Widget",
+            quantity=max(1, int(request.POST.get("quantity") or 1)),
+        )
+        # Sent in this transaction: delivered at commit, together with the
+        # model event, and never if anything above fails.
+        notify("audit", {"user": customer, "order": order.pk})
+    return redirect("index")
+
+
+@require_POST
+def ship(request: HttpRequest, pk: int) -> HttpResponse:
+    order = get_object_or_404(Order, pk=pk)
+    order.status = "shipped"
+    order.save()
+    return redirect("index")
+
+
+@require_POST
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    get_object_or_404(Order, pk=pk).delete()
+    return redirect("index")
+
+
+def activity(request: HttpRequest) -> JsonResponse:
+    """The handlers' visible work, polled by the page."""
+    rows = Activity.objects.all()[:30]
+    return JsonResponse(
+        {
+            "activity": [
+                {"channel": a.channel, "message": a.message, "at": a.created_at} for a in rows
+            ]
+        }
+    )
