@@ -12,6 +12,7 @@ from django_pgpubsub import conf
 from django_pgpubsub.connection import database_wrapper
 
 _SETTINGS: tuple[Callable[[], object], ...] = (
+    conf.check_names,
     conf.database,
     conf.listener_database,
     conf.autodiscover_modules,

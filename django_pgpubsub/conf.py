@@ -19,6 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
@@ -31,16 +33,36 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _get(name: str) -> Any:
+def _configured() -> dict[str, Any]:
     configured = getattr(settings, "PGPUBSUB", None) or {}
     if not isinstance(configured, dict):
         raise ImproperlyConfigured("settings.PGPUBSUB must be a dict.")
-    unknown = set(configured) - set(DEFAULTS)
+    return configured
+
+
+def _get(name: str) -> Any:
+    return _configured().get(name, DEFAULTS[name])
+
+
+# notify() needs the DATABASE alias on every call; reading it through Django's
+# lazy settings costs a good share of a round trip. Cached, and forgotten
+# whenever override_settings() changes PGPUBSUB.
+_cached_database: list[str] = []
+
+
+@receiver(setting_changed)
+def _forget_cached(*, setting: str, **kwargs: Any) -> None:
+    if setting == "PGPUBSUB":
+        _cached_database.clear()
+
+
+def check_names() -> None:
+    """Raise ImproperlyConfigured for a misspelt PGPUBSUB key (run by the system check)."""
+    unknown = set(_configured()) - set(DEFAULTS)
     if unknown:
         raise ImproperlyConfigured(
             f"Unknown PGPUBSUB setting(s) {sorted(unknown)}; the settings are {sorted(DEFAULTS)}."
         )
-    return configured.get(name, DEFAULTS[name])
 
 
 def _positive_number(name: str) -> float:
@@ -54,7 +76,9 @@ def _positive_number(name: str) -> float:
 
 def database() -> str:
     """Alias that ``notify()`` and ``connect()`` use by default. Default ``"default"``."""
-    return str(_get("DATABASE"))
+    if not _cached_database:
+        _cached_database.append(str(_get("DATABASE")))
+    return _cached_database[0]
 
 
 def listener_database() -> str:

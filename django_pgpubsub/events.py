@@ -9,7 +9,19 @@ from django_pgpubsub.payload import decode_payload
 _UNDECODED: Any = object()
 
 
-class Event:
+class _Slots:
+    __slots__ = ("_data", "channel", "payload", "pid")
+
+
+# Setting the slots through their descriptors is how Event stays immutable yet
+# cheap to build: a listener makes one per notification.
+_set_channel = _Slots.channel.__set__  # type: ignore[attr-defined]
+_set_payload = _Slots.payload.__set__  # type: ignore[attr-defined]
+_set_pid = _Slots.pid.__set__  # type: ignore[attr-defined]
+_set_data = _Slots._data.__set__  # type: ignore[attr-defined]
+
+
+class Event(_Slots):
     """One notification, exactly as PostgreSQL delivered it.
 
     Attributes:
@@ -18,7 +30,7 @@ class Event:
         pid: The process id of the sending backend.
     """
 
-    __slots__ = ("_data", "channel", "payload", "pid")
+    __slots__ = ()
 
     _data: Any
     channel: str
@@ -26,11 +38,10 @@ class Event:
     pid: int
 
     def __init__(self, channel: str, payload: str, pid: int) -> None:
-        _set = object.__setattr__
-        _set(self, "channel", channel)
-        _set(self, "payload", payload)
-        _set(self, "pid", pid)
-        _set(self, "_data", _UNDECODED)
+        _set_channel(self, channel)
+        _set_payload(self, payload)
+        _set_pid(self, pid)
+        _set_data(self, _UNDECODED)
 
     @property
     def data(self) -> Any:
@@ -41,7 +52,7 @@ class Event:
         data = self._data
         if data is _UNDECODED:
             data = decode_payload(self.payload)
-            object.__setattr__(self, "_data", data)
+            _set_data(self, data)
         return data
 
     def __setattr__(self, name: str, value: object) -> NoReturn:

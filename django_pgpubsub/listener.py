@@ -143,19 +143,24 @@ class Listener:
                 connection.execute("SELECT 1")
 
     def _dispatch(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
-        limit = self.max_events
-        for event in events:
-            for function in table.get(event.channel, ()):
-                try:
-                    function(event)
-                except Exception:
-                    self._log_handler_error(function, event)
-                if self._stopping:
+        # The hot path: locals, and nothing per event that can be done per batch.
+        dispatched = self.dispatched
+        limit = self.max_events or -1
+        try:
+            for event in events:
+                for function in table.get(event.channel, ()):
+                    try:
+                        function(event)
+                    except Exception:
+                        self._log_handler_error(function, event)
+                    if self._stopping:
+                        return
+                dispatched += 1
+                if dispatched == limit:
+                    self.stop()
                     return
-            self.dispatched += 1
-            if limit is not None and self.dispatched >= limit:
-                self.stop()
-                return
+        finally:
+            self.dispatched = dispatched
 
     def _log_handler_error(self, function: Handler, event: Event) -> None:
         logger.exception(

@@ -16,6 +16,43 @@ NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
 
 
+# One driver cursor per Django connection, reused: making a Django cursor per
+# call costs as much as the round trip itself. Kept on the wrapper with the
+# driver connection it belongs to, so a reconnect gets a fresh cursor.
+_CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
+
+
+def _execute(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
+    """Run ``sql`` on Django's connection for ``using``, in its current transaction."""
+    wrapper = connections[using or conf.database()]
+    if wrapper.queries_logged or wrapper.execute_wrappers:
+        # DEBUG query logging or execute_wrapper() instrumentation is on:
+        # take Django's own path so they see the statement.
+        with wrapper.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    # What Django's cursor() and execute() check before running SQL. The
+    # thread-sharing check is moot: connections[] is this thread's own. The
+    # event-loop check of ensure_connection() still guards async code: there,
+    # each context starts without a connection.
+    if wrapper.health_check_enabled and not wrapper.health_check_done:  # type: ignore[attr-defined]
+        wrapper.close_if_health_check_failed()
+    if wrapper.connection is None:
+        wrapper.ensure_connection()
+    wrapper.validate_no_broken_transaction()
+    cached = getattr(wrapper, _CURSOR_ATTRIBUTE, None)
+    if cached is None or cached[0] is not wrapper.connection:
+        cached = (wrapper.connection, wrapper.connection.cursor())
+        setattr(wrapper, _CURSOR_ATTRIBUTE, cached)
+    try:
+        cached[1].execute(sql, params)
+    except Exception:
+        # Entered only on failure (it costs on every call otherwise): turns the
+        # driver's error into Django's and marks the connection as errored.
+        with wrapper.wrap_database_errors:
+            raise
+
+
 def notify(channel: str, payload: Any = "", *, using: str | None = None) -> None:
     """Send a notification in the current transaction of ``using``.
 
@@ -32,9 +69,7 @@ def notify(channel: str, payload: Any = "", *, using: str | None = None) -> None
         PayloadTooLarge: The payload is 8000 bytes or more.
         InvalidPayload: The payload has a NUL byte or is not JSON serialisable.
     """
-    args = (validate_channel(channel), encode_payload(payload))
-    with connections[using or conf.database()].cursor() as cursor:
-        cursor.execute(NOTIFY_SQL, args)
+    _execute(using, NOTIFY_SQL, (validate_channel(channel), encode_payload(payload)))
 
 
 def notify_many(items: Iterable[tuple[str, Any]], *, using: str | None = None) -> int:
@@ -63,6 +98,5 @@ def notify_many(items: Iterable[tuple[str, Any]], *, using: str | None = None) -
         payloads.append(encode_payload(payload))
     if not channels:
         return 0
-    with connections[using or conf.database()].cursor() as cursor:
-        cursor.execute(NOTIFY_MANY_SQL, (channels, payloads))
+    _execute(using, NOTIFY_MANY_SQL, (channels, payloads))
     return len(channels)

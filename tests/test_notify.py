@@ -253,3 +253,70 @@ def test_json_encoding_matches_json_module(pubsub: PubSub) -> None:
     notify("json", value)
     [event] = collect(pubsub, 1)
     assert json.loads(event.payload) == value
+
+
+def test_in_async_code_it_refuses_like_django_does() -> None:
+    import asyncio
+
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    async def from_a_coroutine() -> None:
+        notify("orders", "blocking call in an event loop")
+
+    with pytest.raises(SynchronousOnlyOperation):
+        asyncio.run(from_a_coroutine())
+
+
+def test_debug_query_logging_sees_the_statement(pubsub: PubSub) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    pubsub.listen("orders")
+    with CaptureQueriesContext(connection) as queries:
+        notify("orders", "logged")
+        notify_many([("orders", "logged too")])
+    assert "pg_notify" in queries.captured_queries[0]["sql"]
+    assert "unnest" in queries.captured_queries[1]["sql"]
+    assert [e.payload for e in collect(pubsub, 2)] == ["logged", "logged too"]
+
+
+def test_a_broken_transaction_is_refused_like_django_does() -> None:
+    from django.db import DatabaseError
+    from django.db.transaction import TransactionManagementError
+
+    with transaction.atomic():
+        with (
+            pytest.raises(DatabaseError),
+            transaction.atomic(savepoint=False),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT no_such_column FROM auth_user")
+        with pytest.raises(TransactionManagementError):
+            notify("orders", "in a broken transaction")
+        transaction.set_rollback(True)
+
+
+def test_driver_errors_become_djangos(pubsub: PubSub) -> None:
+    from django.db import ProgrammingError
+
+    pubsub.listen("orders")
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # All undone by the rollback below.
+            cursor.execute("CREATE ROLE pgpubsub_cannot_notify")
+            cursor.execute("REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC")
+            cursor.execute("SET LOCAL ROLE pgpubsub_cannot_notify")
+        with pytest.raises(ProgrammingError, match="permission denied") as info:
+            notify("orders", "refused by the server")
+        assert isinstance(info.value.__cause__, connection.Database.Error)
+        assert connection.errors_occurred
+        transaction.set_rollback(True)
+    notify("orders", "the connection still works")
+    assert collect(pubsub, 1)[0].payload == "the connection still works"
+
+
+def test_survives_django_closing_its_connection(pubsub: PubSub) -> None:
+    pubsub.listen("orders")
+    notify("orders", "before")
+    connection.close()
+    notify("orders", "after")
+    assert [e.payload for e in collect(pubsub, 2)] == ["before", "after"]

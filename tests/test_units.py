@@ -80,6 +80,7 @@ def test_settings_defaults_and_overrides() -> None:
 def test_bad_settings_say_how_to_fix(value: dict[str, object], message: str) -> None:
     with override_settings(PGPUBSUB=value), pytest.raises(ImproperlyConfigured, match=message):
         for accessor in (
+            conf.check_names,
             conf.keepalive_interval,
             conf.autodiscover_modules,
             conf.reconnect_max_attempts,

@@ -1,0 +1,301 @@
+"""Run the benchmarks: ``python -m bench [--quick] [--rounds N] [--json PATH]``.
+
+Needs DATABASE_URL (``make bench`` starts a throwaway server). Every figure
+is a ratio against a raw psycopg2 loop measured in the same run, on the same
+server, in alternating rounds (raw, library, raw, library...), median of the
+rounds. Nothing here is asserted: it prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Sizes:
+    burst: int = 200_000
+    latency: int = 2_000
+    latency_pace: float = 0.001
+    notify: int = 1_000
+    notify_many: int = 100_000
+    memory: int = 1_000_000
+
+
+QUICK = Sizes(
+    burst=5_000, latency=100, latency_pace=0.001, notify=200, notify_many=5_000, memory=20_000
+)
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    raw: float
+    library: float
+    target: str
+    met: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.library / self.raw if self.raw else float("nan")
+
+
+def child_env() -> dict[str, str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+class Listener:
+    """A listening subprocess, library or raw, that exits after ``count`` events."""
+
+    def __init__(self, kind: str, channel: str, count: int, **extra_env: str) -> None:
+        self.out = Path(tempfile.mkstemp(prefix="bench-", suffix=".json")[1])
+        if kind == "raw":
+            command = ["-m", "bench.raw_listener", channel, str(count), str(self.out)]
+            ready = "ready"
+        else:
+            command = ["-m", "django", "listen_events", "--channel", channel]
+            command += ["--max-events", str(count), "-v", "0"]
+            ready = "Listening on"
+        env = {**child_env(), "BENCH_OUT": str(self.out), **extra_env}
+        self.process = subprocess.Popen(
+            [sys.executable, *command], env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if ready in line:
+                return
+        raise RuntimeError(f"{kind} listener exited {self.process.wait()} before listening")
+
+    def finish(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        self.process.stdout.read()
+        self.process.stdout.close()
+        if self.process.wait(timeout=600):
+            raise RuntimeError(f"listener exited {self.process.returncode}")
+        results: dict[str, Any] = json.loads(self.out.read_text())
+        self.out.unlink()
+        return results
+
+
+@contextmanager
+def sender() -> Iterator[Any]:
+    """An autocommit psycopg2 cursor. (``with conn:`` would open a transaction.)"""
+    conn = psycopg2.connect(os.environ["DATABASE_URL"])
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            yield cursor
+    finally:
+        conn.close()
+
+
+BURST_SQL = (
+    "SELECT count(pg_notify(%s, json_build_object('id', i)::text)) FROM generate_series(1, %s) i"
+)
+
+
+def throughput(kind: str, sizes: Sizes) -> float:
+    """Events per second, from the burst's statement to the listener's exit."""
+    listener = Listener(kind, "bench.burst", sizes.burst)
+    with sender() as cursor:
+        started = time.perf_counter()
+        cursor.execute(BURST_SQL, ("bench.burst", sizes.burst))
+        listener.finish()
+        return sizes.burst / (time.perf_counter() - started)
+
+
+def latencies(kind: str, sizes: Sizes) -> list[float]:
+    """Microseconds from just before each autocommit NOTIFY to its handler's start."""
+    listener = Listener(kind, "bench.latency", sizes.latency)
+    with sender() as cursor:
+        for _ in range(sizes.latency):
+            payload = f'{{"t":{time.monotonic_ns()}}}'
+            cursor.execute("SELECT pg_notify('bench.latency', %s)", (payload,))
+            time.sleep(sizes.latency_pace)
+    return [ns / 1000 for ns in listener.finish()["latencies_ns"]]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def per_call_notify(kind: str, sizes: Sizes) -> float:
+    """Microseconds per notify() call inside a transaction, against one reused cursor.
+
+    ``raw`` reuses the driver's cursor; ``django`` reuses a Django cursor
+    (``connection.cursor()``): both on the same connection as notify().
+    """
+    from django.db import connection, transaction
+
+    from django_pgpubsub import notify
+
+    payloads = [str(i) for i in range(sizes.notify)]
+    with transaction.atomic():
+        started = time.perf_counter()
+        if kind in ("raw", "django"):
+            cursor = connection.connection.cursor() if kind == "raw" else connection.cursor()
+            for payload in payloads:
+                cursor.execute("SELECT pg_notify(%s, %s)", ("bench.notify", payload))
+        else:
+            for payload in payloads:
+                notify("bench.notify", payload)
+        elapsed = time.perf_counter() - started
+    return elapsed / sizes.notify * 1e6
+
+
+def notify_many_ms(kind: str, sizes: Sizes) -> float:
+    """Milliseconds for notify_many() of N items, against one raw unnest statement."""
+    from django.db import connection, transaction
+
+    from django_pgpubsub import notify_many
+    from django_pgpubsub.notify import NOTIFY_MANY_SQL
+
+    items = [("bench.many", f'{{"id":{i}}}') for i in range(sizes.notify_many)]
+    with transaction.atomic():
+        started = time.perf_counter()
+        if kind == "raw":
+            channels = [channel for channel, _ in items]
+            payloads = [payload for _, payload in items]
+            with connection.connection.cursor() as cursor:
+                cursor.execute(NOTIFY_MANY_SQL, (channels, payloads))
+        else:
+            notify_many(items)
+        elapsed = time.perf_counter() - started
+    return elapsed * 1000
+
+
+def memory_growth_mb(sizes: Sizes) -> float:
+    """Listener RSS after the last event minus RSS after 10,000 events, in MB."""
+    listener = Listener("library", "bench.memory", sizes.memory, BENCH_LAST=str(sizes.memory))
+    batch = 100_000
+    with sender() as cursor:
+        for start in range(0, sizes.memory, batch):
+            cursor.execute(BURST_SQL, ("bench.memory", min(batch, sizes.memory - start)))
+    rss = listener.finish()["rss"]
+    return float(rss[str(sizes.memory)] - rss["10000"]) / 1e6
+
+
+def alternate(
+    rounds: int, measure: Callable[[str], Any], kinds: tuple[str, ...] = ("raw", "library")
+) -> dict[str, list[Any]]:
+    runs: dict[str, list[Any]] = {kind: [] for kind in kinds}
+    for _ in range(rounds):
+        for kind in kinds:
+            runs[kind].append(measure(kind))
+    return runs
+
+
+def run(sizes: Sizes, rounds: int) -> list[Figure]:
+    figures = []
+    runs = alternate(rounds, lambda kind: throughput(kind, sizes))
+    raw, lib = statistics.median(runs["raw"]), statistics.median(runs["library"])
+    figures.append(Figure("dispatch throughput", "events/s", raw, lib, ">= 0.7", lib >= 0.7 * raw))
+
+    runs = alternate(rounds, lambda kind: latencies(kind, sizes))
+    for name, fraction, limit in (("p50", 0.5, 1.3), ("p99", 0.99, 2.0)):
+        raw = statistics.median(percentile(r, fraction) for r in runs["raw"])
+        lib = statistics.median(percentile(r, fraction) for r in runs["library"])
+        figures.append(Figure(f"latency {name}", "µs", raw, lib, f"<= {limit}", lib <= limit * raw))
+
+    kinds = ("raw", "django", "library")
+    runs = alternate(rounds * 4, lambda kind: per_call_notify(kind, sizes), kinds)
+    raw, django_cursor = statistics.median(runs["raw"]), statistics.median(runs["django"])
+    lib = statistics.median(runs["library"])
+    figures.append(
+        Figure(
+            "notify() vs Django cursor",
+            "µs",
+            django_cursor,
+            lib,
+            "<= 1.15",
+            lib <= 1.15 * django_cursor,
+        )
+    )
+    figures.append(
+        Figure("notify() vs driver cursor", "µs", raw, lib, "<= 1.15", lib <= 1.15 * raw)
+    )
+
+    runs = alternate(rounds, lambda kind: notify_many_ms(kind, sizes))
+    raw, lib = statistics.median(runs["raw"]), statistics.median(runs["library"])
+    figures.append(
+        Figure(f"notify_many({sizes.notify_many:,})", "ms", raw, lib, "<= 1.25", lib <= 1.25 * raw)
+    )
+
+    growth = memory_growth_mb(sizes)
+    figures.append(
+        Figure(f"RSS growth {sizes.memory:,} events", "MB", 5.0, growth, "<= 5 MB", growth <= 5.0)
+    )
+    return figures
+
+
+def table(figures: list[Figure], driver: str) -> str:
+    lines = [
+        f"driver: {driver}; raw loop: psycopg2",
+        f"{'benchmark':<30} {'unit':>8} {'raw':>12} {'library':>12} {'ratio':>7}  target    met",
+    ]
+    for f in figures:
+        ratio = "" if f.unit == "MB" else f"{f.ratio:.2f}"
+        raw = "" if f.unit == "MB" else f"{f.raw:,.1f}"
+        lines.append(
+            f"{f.name:<30} {f.unit:>8} {raw:>12} {f.library:>12,.1f} {ratio:>7}  "
+            f"{f.target:<9} {'yes' if f.met else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--json", type=Path, help="where to write the figures")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    driver = "psycopg 3" if is_psycopg3 else "psycopg2"
+    sizes = QUICK if args.quick else Sizes()
+    figures = run(sizes, args.rounds)
+    print(table(figures, driver))
+    out = args.json or ROOT / "bench" / f"results-{driver.replace(' ', '')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "driver": driver,
+                "python": platform.python_version(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "sizes": asdict(sizes),
+                "rounds": args.rounds,
+                "figures": [{**asdict(f), "ratio": f.ratio} for f in figures],
+            },
+            indent=2,
+        )
+    )
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

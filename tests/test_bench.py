@@ -1,0 +1,37 @@
+"""bench/ runs (a smoke test with small sizes; nothing about speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ROOT
+
+
+def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    names = [figure["name"] for figure in json.loads(out.read_text())["figures"]]
+    assert names == [
+        "dispatch throughput",
+        "latency p50",
+        "latency p99",
+        "notify() vs Django cursor",
+        "notify() vs driver cursor",
+        "notify_many(5,000)",
+        "RSS growth 20,000 events",
+    ]
+    assert "dispatch throughput" in result.stdout
