@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,16 +90,20 @@ class Browser:
         return rows
 
 
-def test_the_one_command_runs_everything_and_ctrl_c_stops_it(example_database_url: str) -> None:
+def test_the_one_command_runs_everything_and_ctrl_c_stops_it(
+    example_database_url: str, tmp_path: Path
+) -> None:
     address = f"127.0.0.1:{free_port()}"
     env = example_env(DATABASE_URL=example_database_url, EXAMPLE_ADDRESS=address)
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLE / "run.py")],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, like a terminal's
-    )
+    log = tmp_path / "run.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "run.py")],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a terminal's
+        )
     try:
         browser = Browser(f"http://{address}")
 
@@ -109,12 +114,17 @@ def test_the_one_command_runs_everything_and_ctrl_c_stops_it(example_database_ur
                 return False
 
         wait_until(page_is_up, 60, "the development server")
+        # Plain NOTIFY reaches only those listening: wait for the listener too.
+        wait_until(lambda: "Listening on" in log.read_text(), 60, "listen_events")
         assert browser.post("/checkout/", {"customer": "Ada", "item": "Lamp", "quantity": "2"})
 
         def handled() -> bool:
             return len(browser.activity()) == 2
 
-        wait_until(handled, 20, "the handlers' activity rows")
+        try:
+            wait_until(handled, 20, "the handlers' activity rows")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; output:\n{log.read_text()}") from None
         messages = sorted(row["message"] for row in browser.activity())
         assert messages[0] == "Audit: Ada placed order #1"
         assert messages[1] == "Order #1 created: 2 x Lamp for Ada (placed)"
