@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from django_pgpubsub.events import Event
+from django_pgpubsub.events import DurableEvent, Event
 from django_pgpubsub.exceptions import (
     ConnectionLost,
     InvalidChannel,
@@ -24,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ConnectionLost",
+    "DurableEvent",
     "Event",
     "InvalidChannel",
     "InvalidPayload",

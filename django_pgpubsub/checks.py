@@ -20,6 +20,11 @@ _SETTINGS: tuple[Callable[[], object], ...] = (
     conf.reconnect_initial_delay,
     conf.reconnect_max_delay,
     conf.reconnect_max_attempts,
+    conf.durable_poll_interval,
+    conf.durable_batch_size,
+    conf.durable_max_attempts,
+    conf.durable_retry_delay,
+    conf.durable_retry_max_delay,
 )
 
 

@@ -10,6 +10,11 @@ Every setting has a default; ``PGPUBSUB`` itself is optional::
         "RECONNECT_INITIAL_DELAY": 0.25,
         "RECONNECT_MAX_DELAY": 30.0,
         "RECONNECT_MAX_ATTEMPTS": None,   # None: forever
+        "DURABLE_POLL_INTERVAL": 5.0,
+        "DURABLE_BATCH_SIZE": 100,
+        "DURABLE_MAX_ATTEMPTS": 5,
+        "DURABLE_RETRY_DELAY": 2.0,
+        "DURABLE_RETRY_MAX_DELAY": 600.0,
     }
 """
 
@@ -30,6 +35,11 @@ DEFAULTS: dict[str, Any] = {
     "RECONNECT_INITIAL_DELAY": 0.25,
     "RECONNECT_MAX_DELAY": 30.0,
     "RECONNECT_MAX_ATTEMPTS": None,
+    "DURABLE_POLL_INTERVAL": 5.0,
+    "DURABLE_BATCH_SIZE": 100,
+    "DURABLE_MAX_ATTEMPTS": 5,
+    "DURABLE_RETRY_DELAY": 2.0,
+    "DURABLE_RETRY_MAX_DELAY": 600.0,
 }
 
 
@@ -114,6 +124,38 @@ def reconnect_initial_delay() -> float:
 def reconnect_max_delay() -> float:
     """Cap on the doubling delay between reconnection attempts. Default 30."""
     return _positive_number("RECONNECT_MAX_DELAY")
+
+
+def _positive_int(name: str) -> int:
+    value = _get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ImproperlyConfigured(f"PGPUBSUB[{name!r}] must be a positive int, not {value!r}.")
+    return value
+
+
+def durable_poll_interval() -> float:
+    """Seconds between the listener's sweeps of the outbox, besides wake-ups. Default 5."""
+    return _positive_number("DURABLE_POLL_INTERVAL")
+
+
+def durable_batch_size() -> int:
+    """Durable events claimed per transaction. Default 100."""
+    return _positive_int("DURABLE_BATCH_SIZE")
+
+
+def durable_max_attempts() -> int:
+    """Attempts before a durable event is left as failed. Default 5."""
+    return _positive_int("DURABLE_MAX_ATTEMPTS")
+
+
+def durable_retry_delay() -> float:
+    """Seconds before the first retry of a failed durable event; it doubles. Default 2."""
+    return _positive_number("DURABLE_RETRY_DELAY")
+
+
+def durable_retry_max_delay() -> float:
+    """Cap on the delay between retries of a durable event. Default 600."""
+    return _positive_number("DURABLE_RETRY_MAX_DELAY")
 
 
 def reconnect_max_attempts() -> int | None:

@@ -76,5 +76,55 @@ class Event(_Slots):
     def __repr__(self) -> str:
         return f"Event(pid={self.pid}, channel={self.channel!r}, payload={self.payload!r})"
 
-    def __reduce__(self) -> tuple[type[Event], tuple[str, str, int]]:
+    def __reduce__(self) -> tuple[type[Event], tuple[Any, ...]]:
         return (Event, (self.channel, self.payload, self.pid))
+
+
+class _DurableSlots(Event):
+    __slots__ = ("attempt", "id")
+
+
+_set_id = _DurableSlots.id.__set__  # type: ignore[attr-defined]
+_set_attempt = _DurableSlots.attempt.__set__  # type: ignore[attr-defined]
+
+
+class DurableEvent(_DurableSlots):
+    """An event sent with ``durable=True``, read from the outbox.
+
+    Attributes:
+        id: The outbox row's id: unique per event, and the same on every
+            retry, so handlers can use it to stay idempotent.
+        attempt: 1 on the first delivery, 2 on the first retry, and so on.
+    """
+
+    __slots__ = ()
+
+    id: int
+    attempt: int
+
+    def __init__(self, channel: str, payload: str, pid: int, id: int, attempt: int) -> None:
+        super().__init__(channel, payload, pid)
+        _set_id(self, id)
+        _set_attempt(self, attempt)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DurableEvent):
+            return NotImplemented
+        return (self.id, self.attempt, self.channel, self.payload) == (
+            other.id,
+            other.attempt,
+            other.channel,
+            other.payload,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.attempt))
+
+    def __repr__(self) -> str:
+        return (
+            f"DurableEvent(id={self.id}, attempt={self.attempt}, pid={self.pid}, "
+            f"channel={self.channel!r}, payload={self.payload!r})"
+        )
+
+    def __reduce__(self) -> tuple[type[Event], tuple[Any, ...]]:
+        return (DurableEvent, (self.channel, self.payload, self.pid, self.id, self.attempt))

@@ -13,14 +13,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.connection import DriverConnection, open_connection
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.registry import Handler, Registry, registry
+from django_pgpubsub.outbox import WAKEUP_CHANNEL, handle_due_events, outbox_exists
+from django_pgpubsub.registry import Handler, Registry, handler_name, registry
 
 logger = logging.getLogger("django_pgpubsub.listener")
 
@@ -28,12 +29,6 @@ APPLICATION_NAME = "django_pgpubsub listener"
 LOGGED_PAYLOAD_CHARS = 200
 
 ConnectHook = Callable[["Listener", bool], None]
-
-
-def handler_name(function: Handler) -> str:
-    """``module.qualname`` of a handler, for logs and ``--list``."""
-    module = getattr(function, "__module__", None) or "?"
-    return f"{module}.{getattr(function, '__qualname__', repr(function))}"
 
 
 class Listener:
@@ -50,6 +45,9 @@ class Listener:
         max_events: Stop after dispatching this many events.
         on_connect: Called with ``(listener, reconnected)`` each time the
             channels are listened to on a new connection.
+        durable: Also handle durable events of these channels (from the
+            outbox of the ``DATABASE`` setting's database): at start, after
+            each reconnect, when woken, and every ``DURABLE_POLL_INTERVAL``.
     """
 
     def __init__(
@@ -60,6 +58,7 @@ class Listener:
         registry: Registry = registry,
         max_events: int | None = None,
         on_connect: ConnectHook | None = None,
+        durable: bool = True,
     ) -> None:
         self.registry = registry
         self.using = using or conf.listener_database()
@@ -69,6 +68,10 @@ class Listener:
             raise ValueError(f"max_events must be at least 1, not {max_events}.")
         self.max_events = max_events
         self.on_connect = on_connect
+        self.durable = durable
+        self.outbox_using = conf.database()
+        self._outbox_ready: bool | None = None  # known after the first sweep
+        self._table: dict[str, tuple[Handler, ...]] = {}
         self.dispatched = 0
         self.connection: DriverConnection | None = None
         self._stopping = False
@@ -106,15 +109,17 @@ class Listener:
                 ``RECONNECT_MAX_ATTEMPTS``.
         """
         # One lookup table per run: handlers are registered at import time.
-        table = {channel: self.registry.handlers(channel) for channel in self.channels}
-        keepalive = conf.keepalive_interval()
+        self._table = {channel: self.registry.handlers(channel) for channel in self.channels}
+        timeout = conf.keepalive_interval()
+        if self.durable:
+            timeout = min(timeout, conf.durable_poll_interval())
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_write.setblocking(False)
         try:
             self._connect_with_retries(reconnecting=False)
             while not self._stopping:
                 try:
-                    self._serve(table, keepalive)
+                    self._serve(self._table, timeout)
                 except ConnectionLost as exc:
                     if not self._stopping:
                         self._connect_with_retries(reconnecting=True, reason=exc)
@@ -124,7 +129,7 @@ class Listener:
             self._wake_write.close()
         return self.dispatched
 
-    def _serve(self, table: dict[str, tuple[Handler, ...]], keepalive: float) -> None:
+    def _serve(self, table: dict[str, tuple[Handler, ...]], timeout: float) -> None:
         connection = self.connection
         assert connection is not None
         assert self._wake_read is not None
@@ -133,14 +138,59 @@ class Listener:
             events = connection.drain()
             if events:
                 close_old_connections()
+                woken = False
+                if self.durable:
+                    plain = [e for e in events if e.channel != WAKEUP_CHANNEL]
+                    if len(plain) != len(events):
+                        woken = any(
+                            e.payload in table for e in events if e.channel == WAKEUP_CHANNEL
+                        )
+                        events = plain
                 self._dispatch(events, table)
+                if woken and not self._stopping:
+                    self._handle_durable()
                 close_old_connections()
                 continue
-            ready, _, _ = select.select(waiting_on, [], [], keepalive)
+            ready, _, _ = select.select(waiting_on, [], [], timeout)
             if not ready:
                 # Idle: a query proves the connection alive, or fails in seconds
-                # instead of at the next TCP timeout.
+                # instead of at the next TCP timeout. Durable events that are
+                # due for a retry (or whose wake-up was missed) are found now.
                 connection.execute("SELECT 1")
+                if self.durable:
+                    close_old_connections()
+                    self._handle_durable()
+                    close_old_connections()
+
+    def _handle_durable(self) -> None:
+        """Claim and handle the durable events that are due (outside any batch)."""
+        if self._outbox_ready is None:
+            try:
+                self._outbox_ready = outbox_exists(self.outbox_using)
+            except DatabaseError as exc:
+                logger.warning("Cannot look for durable events yet: %s", exc)
+                return
+            if not self._outbox_ready:
+                logger.warning(
+                    "No outbox table on %r: durable events are not handled. "
+                    "Run `manage.py migrate django_pgpubsub`.",
+                    self.outbox_using,
+                )
+        if not self._outbox_ready:
+            return
+        remaining = None if self.max_events is None else self.max_events - self.dispatched
+        try:
+            self.dispatched += handle_due_events(
+                using=self.outbox_using,
+                handlers=self._table,
+                should_stop=lambda: self._stopping,
+                limit=remaining,
+            )
+        except DatabaseError as exc:
+            # Rolled back: the events stay pending and the next sweep retries.
+            logger.warning("Handling durable events failed: %s; retrying later.", exc)
+        if self.max_events is not None and self.dispatched >= self.max_events:
+            self.stop()
 
     def _dispatch(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
         # The hot path: locals, and nothing per event that can be done per batch.
@@ -181,10 +231,13 @@ class Listener:
                 "keepalives_count": 3,
             },
         )
+        channels = sorted(self.channels)
+        if self.durable and channels:
+            channels.append(WAKEUP_CHANNEL)
         try:
-            if self.channels:
+            if channels:
                 quote = connection.quote_ident
-                connection.execute("; ".join(f"LISTEN {quote(c)}" for c in sorted(self.channels)))
+                connection.execute("; ".join(f"LISTEN {quote(c)}" for c in channels))
         except BaseException:
             connection.close()
             raise
@@ -227,6 +280,9 @@ class Listener:
                 )
             if self.on_connect is not None:
                 self.on_connect(self, reconnecting)
+            if self.durable:
+                # Listening already: what this sweep misses will wake us.
+                self._handle_durable()
             return
 
     def _sleep(self, seconds: float) -> None:

@@ -9,6 +9,7 @@ from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.outbox import STORE_MANY_SQL, STORE_SQL
 from django_pgpubsub.payload import encode_payload
 
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
@@ -53,7 +54,9 @@ def _execute(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
             raise
 
 
-def notify(channel: str, payload: Any = "", *, using: str | None = None) -> None:
+def notify(
+    channel: str, payload: Any = "", *, using: str | None = None, durable: bool = False
+) -> None:
     """Send a notification in the current transaction of ``using``.
 
     Inside ``transaction.atomic()`` it is delivered when the transaction
@@ -63,25 +66,36 @@ def notify(channel: str, payload: Any = "", *, using: str | None = None) -> None
         channel: The channel name.
         payload: A ``str`` is sent as is; anything else as compact JSON.
         using: The database alias; default the ``DATABASE`` setting.
+        durable: Store the event in the outbox table, in the same
+            transaction, until a listener has handled it: at-least-once
+            delivery, and no size limit on the payload.
 
     Raises:
         InvalidChannel: The channel name is unusable.
-        PayloadTooLarge: The payload is 8000 bytes or more.
+        PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
         InvalidPayload: The payload has a NUL byte or is not JSON serialisable.
     """
-    _execute(using, NOTIFY_SQL, (validate_channel(channel), encode_payload(payload)))
+    channel = validate_channel(channel)
+    if durable:
+        text = encode_payload(payload, limit_size=False)
+        _execute(using, STORE_SQL, (channel, text, channel))
+    else:
+        _execute(using, NOTIFY_SQL, (channel, encode_payload(payload)))
 
 
-def notify_many(items: Iterable[tuple[str, Any]], *, using: str | None = None) -> int:
+def notify_many(
+    items: Iterable[tuple[str, Any]], *, using: str | None = None, durable: bool = False
+) -> int:
     """Send many notifications in one round trip, in the current transaction.
 
     Every item is checked before anything is sent: one bad item sends nothing.
     PostgreSQL delivers identical (channel, payload) pairs of one transaction
-    once.
+    once (durable events are each delivered).
 
     Args:
         items: ``(channel, payload)`` pairs, payloads as for :func:`notify`.
         using: The database alias; default the ``DATABASE`` setting.
+        durable: Store them in the outbox, as :func:`notify` does.
 
     Returns:
         How many notifications were sent.
@@ -95,8 +109,8 @@ def notify_many(items: Iterable[tuple[str, Any]], *, using: str | None = None) -
     payloads: list[str] = []
     for channel, payload in items:
         channels.append(validate_channel(channel))
-        payloads.append(encode_payload(payload))
+        payloads.append(encode_payload(payload, limit_size=not durable))
     if not channels:
         return 0
-    _execute(using, NOTIFY_MANY_SQL, (channels, payloads))
+    _execute(using, STORE_MANY_SQL if durable else NOTIFY_MANY_SQL, (channels, payloads))
     return len(channels)

@@ -19,12 +19,13 @@ _ALWAYS_FITS = MAX_PAYLOAD_BYTES // 4
 _encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def encode_payload(payload: Any) -> str:
+def encode_payload(payload: Any, *, limit_size: bool = True) -> str:
     """Return the text to send for ``payload``.
 
     Args:
         payload: A ``str`` is sent as is; anything else as compact JSON
             (``DjangoJSONEncoder``, so dates, Decimals and UUIDs work).
+        limit_size: Enforce NOTIFY's limit (durable payloads have none).
 
     Returns:
         The payload text.
@@ -41,7 +42,7 @@ def encode_payload(payload: Any) -> str:
             text = _encoder.encode(payload)
         except (TypeError, ValueError) as exc:
             raise InvalidPayload(f"Payload is not JSON serialisable: {exc}") from exc
-    if len(text) > _ALWAYS_FITS:
+    if limit_size and len(text) > _ALWAYS_FITS:
         size = len(text.encode())
         if size > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(

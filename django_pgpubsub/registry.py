@@ -14,6 +14,12 @@ Handler = Callable[[Event], Any]
 HandlerT = TypeVar("HandlerT", bound=Handler)
 
 
+def handler_name(function: Handler) -> str:
+    """``module.qualname`` of a handler, for logs and ``--list``."""
+    module = getattr(function, "__module__", None) or "?"
+    return f"{module}.{getattr(function, '__qualname__', repr(function))}"
+
+
 class Registry:
     """Which functions handle which channel, in registration order."""
 

@@ -15,6 +15,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -30,11 +31,28 @@ ROOT_URLCONF = "tests.testapp.urls"
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
 ]
 PGPUBSUB: dict[str, Any] = {
     "KEEPALIVE_INTERVAL": 1.0,
     "RECONNECT_INITIAL_DELAY": 0.1,
     "RECONNECT_MAX_DELAY": 1.0,
+    "DURABLE_POLL_INTERVAL": 0.5,
+    "DURABLE_MAX_ATTEMPTS": 3,
+    "DURABLE_RETRY_DELAY": 0.2,
 }
 LOGGING = {
     "version": 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from django.contrib.auth.models import User
 
@@ -57,3 +58,18 @@ publish_on_save(User, fields=("username", "email"), events=("created", "deleted"
 @handler("testapp.order")
 def order_changed(event: Event) -> None:
     record(event, f"order {event.data['event']}")
+
+
+@handler("test.durable")
+def durable_recorder(event: Event) -> None:
+    record(event, "durable")
+
+
+@handler("test.durable.kill")
+def killed_the_first_time(event: Event) -> None:
+    """The first attempt marks a file and hangs (to be killed); later ones record."""
+    marker = Path(event.data["marker"])
+    if not marker.exists():
+        marker.touch()
+        time.sleep(600)
+    record(event, "durable after kill")

@@ -9,7 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgpubsub.exceptions import InvalidChannel
-from django_pgpubsub.listener import Listener, handler_name, stop_on_signals
+from django_pgpubsub.listener import Listener, stop_on_signals
+from django_pgpubsub.registry import handler_name
 
 HOW_TO_REGISTER = (
     "Register a handler in <app>/pubsub.py of an installed app:\n\n"
