@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,10 +37,17 @@ class Sizes:
     notify: int = 1_000
     notify_many: int = 100_000
     memory: int = 1_000_000
+    durable: int = 20_000
 
 
 QUICK = Sizes(
-    burst=5_000, latency=100, latency_pace=0.001, notify=200, notify_many=5_000, memory=20_000
+    burst=5_000,
+    latency=100,
+    latency_pace=0.001,
+    notify=200,
+    notify_many=5_000,
+    memory=20_000,
+    durable=500,
 )
 
 
@@ -47,14 +55,14 @@ QUICK = Sizes(
 class Figure:
     name: str
     unit: str
-    raw: float
+    raw: float | None
     library: float
-    target: str
-    met: bool
+    target: str = ""
+    met: bool | None = None
 
     @property
-    def ratio(self) -> float:
-        return self.library / self.raw if self.raw else float("nan")
+    def ratio(self) -> float | None:
+        return None if self.raw is None else self.library / self.raw
 
 
 def child_env() -> dict[str, str]:
@@ -66,14 +74,15 @@ def child_env() -> dict[str, str]:
 class Listener:
     """A listening subprocess, library or raw, that exits after ``count`` events."""
 
-    def __init__(self, kind: str, channel: str, count: int, **extra_env: str) -> None:
+    def __init__(self, kind: str, channel: str, count: int | None, **extra_env: str) -> None:
         self.out = Path(tempfile.mkstemp(prefix="bench-", suffix=".json")[1])
         if kind == "raw":
             command = ["-m", "bench.raw_listener", channel, str(count), str(self.out)]
             ready = "ready"
         else:
-            command = ["-m", "django", "listen_events", "--channel", channel]
-            command += ["--max-events", str(count), "-v", "0"]
+            command = ["-m", "django", "listen_events", "--channel", channel, "-v", "0"]
+            if count is not None:
+                command += ["--max-events", str(count)]
             ready = "Listening on"
         env = {**child_env(), "BENCH_OUT": str(self.out), **extra_env}
         self.process = subprocess.Popen(
@@ -195,6 +204,27 @@ def memory_growth_mb(sizes: Sizes) -> float:
     return float(rss[str(sizes.memory)] - rss["10000"]) / 1e6
 
 
+def durable_throughput(processes: int, sizes: Sizes) -> float:
+    """Durable events per second, from storing them to an empty outbox."""
+    from django.db import transaction
+
+    from django_pgpubsub import notify_many
+    from django_pgpubsub.models import OutboxEvent
+
+    listeners = [Listener("library", "bench.durable", None) for _ in range(processes)]
+    items = (("bench.durable", f'{{"id":{i}}}') for i in range(sizes.durable))
+    started = time.perf_counter()
+    with transaction.atomic():
+        notify_many(items, durable=True)
+    while OutboxEvent.objects.exists():
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    for listener in listeners:
+        listener.process.send_signal(signal.SIGTERM)
+        listener.finish()
+    return sizes.durable / elapsed
+
+
 def alternate(
     rounds: int, measure: Callable[[str], Any], kinds: tuple[str, ...] = ("raw", "library")
 ) -> dict[str, list[Any]]:
@@ -243,8 +273,12 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
 
     growth = memory_growth_mb(sizes)
     figures.append(
-        Figure(f"RSS growth {sizes.memory:,} events", "MB", 5.0, growth, "<= 5 MB", growth <= 5.0)
+        Figure(f"RSS growth {sizes.memory:,} events", "MB", None, growth, "<= 5 MB", growth <= 5.0)
     )
+    for processes in (1, 2):
+        rates = [durable_throughput(processes, sizes) for _ in range(rounds)]
+        name = f"durable, {processes} listener(s)"
+        figures.append(Figure(name, "events/s", None, statistics.median(rates)))
     return figures
 
 
@@ -254,11 +288,12 @@ def table(figures: list[Figure], driver: str) -> str:
         f"{'benchmark':<30} {'unit':>8} {'raw':>12} {'library':>12} {'ratio':>7}  target    met",
     ]
     for f in figures:
-        ratio = "" if f.unit == "MB" else f"{f.ratio:.2f}"
-        raw = "" if f.unit == "MB" else f"{f.raw:,.1f}"
+        ratio = "" if f.ratio is None else f"{f.ratio:.2f}"
+        raw = "" if f.raw is None else f"{f.raw:,.1f}"
+        met = {None: "", True: "yes", False: "NO"}[f.met]
         lines.append(
             f"{f.name:<30} {f.unit:>8} {raw:>12} {f.library:>12,.1f} {ratio:>7}  "
-            f"{f.target:<9} {'yes' if f.met else 'NO'}"
+            f"{f.target:<9} {met}"
         )
     return "\n".join(lines)
 
@@ -278,6 +313,9 @@ def main() -> None:
 
     driver = "psycopg 3" if is_psycopg3 else "psycopg2"
     sizes = QUICK if args.quick else Sizes()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)  # the outbox table, for durable events
     figures = run(sizes, args.rounds)
     print(table(figures, driver))
     out = args.json or ROOT / "bench" / f"results-{driver.replace(' ', '')}.json"

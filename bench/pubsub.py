@@ -30,6 +30,11 @@ def burst(event: Event) -> None:
     event.data["id"]
 
 
+@handler("bench.durable")
+def durable(event: Event) -> None:
+    event.data["id"]
+
+
 @handler("bench.latency")
 def latency(event: Event) -> None:
     results["latencies_ns"].append(time.monotonic_ns() - event.data["t"])

@@ -33,5 +33,7 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "notify() vs driver cursor",
         "notify_many(5,000)",
         "RSS growth 20,000 events",
+        "durable, 1 listener(s)",
+        "durable, 2 listener(s)",
     ]
     assert "dispatch throughput" in result.stdout

@@ -119,7 +119,7 @@ def test_the_one_command_runs_everything_and_ctrl_c_stops_it(
         assert browser.post("/checkout/", {"customer": "Ada", "item": "Lamp", "quantity": "2"})
 
         def handled() -> bool:
-            return len(browser.activity()) == 2
+            return len(browser.activity()) == 3
 
         try:
             wait_until(handled, 20, "the handlers' activity rows")
@@ -127,7 +127,8 @@ def test_the_one_command_runs_everything_and_ctrl_c_stops_it(
             raise AssertionError(f"{exc}; output:\n{log.read_text()}") from None
         messages = sorted(row["message"] for row in browser.activity())
         assert messages[0] == "Audit: Ada placed order #1"
-        assert messages[1] == "Order #1 created: 2 x Lamp for Ada (placed)"
+        assert messages[1].startswith("Mailed the confirmation of order #1 to Ada (durable event")
+        assert messages[2] == "Order #1 created: 2 x Lamp for Ada (placed)"
 
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
         assert process.wait(timeout=30) == 0

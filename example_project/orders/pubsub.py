@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django_pgpubsub import Event, handler
+from django_pgpubsub import DurableEvent, Event, handler
 from orders.models import Activity
 
 
@@ -27,5 +27,20 @@ def audit(event: Event) -> None:
     Activity.objects.create(
         channel=event.channel,
         message=f"Audit: {event.data['user']} placed order #{event.data['order']}",
+        sender_pid=event.pid,
+    )
+
+
+@handler("mail.confirmation")
+def mail_confirmation(event: Event) -> None:
+    """A durable event: runs in the transaction that marks it done, so this
+    row and the event's completion commit together (or are retried together)."""
+    assert isinstance(event, DurableEvent)
+    Activity.objects.create(
+        channel=event.channel,
+        message=(
+            f"Mailed the confirmation of order #{event.data['order']} to "
+            f"{event.data['to']} (durable event {event.id}, attempt {event.attempt})"
+        ),
         sender_pid=event.pid,
     )

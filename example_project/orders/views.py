@@ -25,6 +25,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
         # Sent in this transaction: delivered at commit, together with the
         # model event, and never if anything above fails.
         notify("audit", {"user": customer, "order": order.pk})
+        # Durable: stored in the same transaction and handled even if no
+        # listener is running right now (try it: stop listen_events first).
+        notify("mail.confirmation", {"order": order.pk, "to": customer}, durable=True)
     return redirect("index")
 
 
