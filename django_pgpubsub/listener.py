@@ -119,7 +119,7 @@ class Listener:
             self._connect_with_retries(reconnecting=False)
             while not self._stopping:
                 try:
-                    self._serve(self._table, timeout)
+                    self._serve(timeout)
                 except ConnectionLost as exc:
                     if not self._stopping:
                         self._connect_with_retries(reconnecting=True, reason=exc)
@@ -129,7 +129,8 @@ class Listener:
             self._wake_write.close()
         return self.dispatched
 
-    def _serve(self, table: dict[str, tuple[Handler, ...]], timeout: float) -> None:
+    def _serve(self, timeout: float) -> None:
+        table = self._table
         connection = self.connection
         assert connection is not None
         assert self._wake_read is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection, connections, transaction
-from django.test import Client
+from django.test import Client, override_settings
+from django.utils import timezone
 
 from django_pgpubsub import (
     DurableEvent,
@@ -270,3 +272,46 @@ def test_admin_lists_read_only_and_retries(settings: Any) -> None:
     assert response.status_code == 302
     row.refresh_from_db()
     assert (row.state, row.attempts) == ("pending", 0)
+
+
+def test_swept_after_a_reconnect(handlers: Registry, seen: list[Any]) -> None:
+    """An event whose wake-up the listener never hears is handled as soon as
+    it reconnects, long before the next poll."""
+    rare = {"KEEPALIVE_INTERVAL": 60, "DURABLE_POLL_INTERVAL": 60}
+    connected = threading.Event()
+    reconnections: list[bool] = []
+
+    def on_connect(listener: Listener, reconnected: bool) -> None:
+        reconnections.append(reconnected)
+        connected.set()
+
+    with override_settings(PGPUBSUB=rare):
+        listener = Listener(["jobs"], registry=handlers, max_events=1, on_connect=on_connect)
+
+        def run() -> None:
+            try:
+                listener.run()
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            assert connected.wait(10)
+            time.sleep(0.5)  # the start-up sweep (of an empty outbox) is over
+            # A row with no wake-up at all (as if the wake-up had been missed).
+            now = timezone.now()
+            OutboxEvent.objects.create(
+                channel="jobs", payload="wake-up never heard", sender_pid=0,
+                created_at=now, available_at=now,
+            )  # fmt: skip
+            assert listener.connection is not None
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [listener.connection.pid])
+            thread.join(30)
+        finally:
+            listener.stop()
+            thread.join(10)
+    assert not thread.is_alive()
+    assert seen == [("jobs", "wake-up never heard", 1)]
+    assert reconnections == [False, True]
