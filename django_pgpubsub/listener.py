@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
@@ -279,11 +279,16 @@ class Listener:
                     time.monotonic() - down_since,
                     len(self.channels),
                 )
+                # Whatever broke ours (a restart, the network) likely broke the
+                # connections handlers use too: start them afresh.
+                connections.close_all()
             if self.on_connect is not None:
                 self.on_connect(self, reconnecting)
             if self.durable:
                 # Listening already: what this sweep misses will wake us.
+                close_old_connections()
                 self._handle_durable()
+                close_old_connections()
             return
 
     def _sleep(self, seconds: float) -> None:

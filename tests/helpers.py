@@ -63,8 +63,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
 class ManagePy:
     """A ``manage.py`` command running in a subprocess against a database URL."""
 
-    def __init__(self, *args: str, url: str, settings: str = "tests.settings") -> None:
-        env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self, *args: str, url: str, settings: str = "tests.settings", **extra_env: str
+    ) -> None:
+        env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1", **extra_env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "django", *args, f"--settings={settings}"],

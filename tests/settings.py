@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dj_database_url
@@ -24,7 +25,12 @@ INSTALLED_APPS = [
     "tests.testapp",
 ]
 DATABASES: dict[str, dict[str, Any]] = {
-    "default": {**dj_database_url.parse(_url), "ATOMIC_REQUESTS": True},
+    "default": {
+        **dj_database_url.parse(_url),
+        "ATOMIC_REQUESTS": True,
+        # Persistent connections, for the tests that restart the server.
+        "CONN_MAX_AGE": int(os.environ.get("TEST_CONN_MAX_AGE", "0")),
+    },
     "other": {**dj_database_url.parse(_url), "NAME": "pgpubsub_other"},
 }
 ROOT_URLCONF = "tests.testapp.urls"

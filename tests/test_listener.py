@@ -23,7 +23,14 @@ class Running:
         self.listener = listener
         self.connected = threading.Event()
         self.result: list[Any] = []
-        listener.on_connect = lambda _listener, _again: self.connected.set()
+        chained = listener.on_connect
+
+        def on_connect(listener: Listener, reconnected: bool) -> None:
+            if chained is not None:
+                chained(listener, reconnected)
+            self.connected.set()
+
+        listener.on_connect = on_connect
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
         assert self.connected.wait(10), "the listener did not connect"
@@ -120,3 +127,23 @@ def wait_for(predicate: Any, timeout: float = 10) -> None:
     from tests.helpers import wait_until
 
     wait_until(predicate, timeout)
+
+
+def test_a_reconnect_also_renews_the_handlers_django_connections() -> None:
+    """Whatever broke the listener's connection likely broke Django's too."""
+    observed: list[object] = []
+
+    def on_connect(listener: Listener, reconnected: bool) -> None:
+        default = connections["default"]
+        if not reconnected:
+            default.ensure_connection()  # as a handler would have left it
+            assert listener.connection is not None
+            with default.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [listener.connection.pid])
+        else:
+            observed.append(default.connection)
+            listener.stop()
+
+    run = Running(Listener(["x"], registry=Registry(), on_connect=on_connect, durable=False))
+    assert run.join() == 0
+    assert observed == [None]
