@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.connection import DriverConnection, open_connection
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.outbox import WAKEUP_CHANNEL, handle_due_events, outbox_exists
+from django_pgpubsub.outbox import WAKEUP_CHANNEL, Outbox
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
 
 logger = logging.getLogger("django_pgpubsub.listener")
@@ -69,8 +69,7 @@ class Listener:
         self.max_events = max_events
         self.on_connect = on_connect
         self.durable = durable
-        self.outbox_using = conf.database()
-        self._outbox_ready: bool | None = None  # known after the first sweep
+        self._outbox = Outbox(conf.database())
         self._table: dict[str, tuple[Handler, ...]] = {}
         self.dispatched = 0
         self.connection: DriverConnection | None = None
@@ -165,31 +164,8 @@ class Listener:
 
     def _handle_durable(self) -> None:
         """Claim and handle the durable events that are due (outside any batch)."""
-        if self._outbox_ready is None:
-            try:
-                self._outbox_ready = outbox_exists(self.outbox_using)
-            except DatabaseError as exc:
-                logger.warning("Cannot look for durable events yet: %s", exc)
-                return
-            if not self._outbox_ready:
-                logger.warning(
-                    "No outbox table on %r: durable events are not handled. "
-                    "Run `manage.py migrate django_pgpubsub`.",
-                    self.outbox_using,
-                )
-        if not self._outbox_ready:
-            return
         remaining = None if self.max_events is None else self.max_events - self.dispatched
-        try:
-            self.dispatched += handle_due_events(
-                using=self.outbox_using,
-                handlers=self._table,
-                should_stop=lambda: self._stopping,
-                limit=remaining,
-            )
-        except DatabaseError as exc:
-            # Rolled back: the events stay pending and the next sweep retries.
-            logger.warning("Handling durable events failed: %s; retrying later.", exc)
+        self.dispatched += self._outbox.sweep(self._table, lambda: self._stopping, remaining)
         if self.max_events is not None and self.dispatched >= self.max_events:
             self.stop()
 

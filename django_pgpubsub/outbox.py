@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Count
 
 from django_pgpubsub import conf
@@ -68,11 +68,47 @@ WHERE id = %s
 """
 
 
-def outbox_exists(using: str) -> bool:
-    """Whether the outbox table has been migrated on ``using``."""
-    connection = connections[using]
-    with connection.cursor() as cursor:
-        return OUTBOX_TABLE in connection.introspection.table_names(cursor)
+class Outbox:
+    """The outbox of one database, as a listener sweeps it."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self._exists: bool | None = None  # known after the first look
+
+    def sweep(
+        self,
+        handlers: dict[str, tuple[Handler, ...]],
+        should_stop: Callable[[], bool],
+        limit: int | None,
+    ) -> int:
+        """Handle the due events of ``handlers``' channels; never raises for the database.
+
+        Returns:
+            How many events were handled.
+        """
+        try:
+            if self._exists is None:
+                self._exists = self._table_exists()
+                if not self._exists:
+                    logger.warning(
+                        "No outbox table on %r: durable events are not handled. "
+                        "Run `manage.py migrate django_pgpubsub`.",
+                        self.using,
+                    )
+            if not self._exists:
+                return 0
+            return handle_due_events(
+                using=self.using, handlers=handlers, should_stop=should_stop, limit=limit
+            )
+        except DatabaseError as exc:
+            # Rolled back: the events stay pending and the next sweep retries.
+            logger.warning("Cannot handle durable events now (%s); retrying later.", exc)
+            return 0
+
+    def _table_exists(self) -> bool:
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            return OUTBOX_TABLE in connection.introspection.table_names(cursor)
 
 
 def retry_delay(attempts_so_far: int) -> float:

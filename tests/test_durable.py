@@ -110,7 +110,9 @@ def handlers(seen: list[Any]) -> Registry:
     registry = Registry()
 
     def remember(event: Event) -> None:
-        assert isinstance(event, DurableEvent)
+        if not isinstance(event, DurableEvent):
+            seen.append((event.channel, event.payload, 0))
+            return
         seen.append((event.channel, event.payload, event.attempt))
         User.objects.create(username=f"user-{event.id}")  # committed with completion
 
@@ -168,6 +170,7 @@ def test_max_events_counts_plain_and_durable_events(handlers: Registry, seen: li
         notify("jobs", "durable", durable=True)
 
     assert run_listener(handlers, channels=["jobs"], max_events=2, on_connect=send) == 2
+    assert sorted(seen) == [("jobs", "durable", 1), ("jobs", "plain", 0)]
 
 
 def test_durable_false_ignores_the_outbox(handlers: Registry, seen: list[Any]) -> None:
@@ -177,6 +180,7 @@ def test_durable_false_ignores_the_outbox(handlers: Registry, seen: list[Any]) -
         notify("jobs", "plain")
 
     run_listener(handlers, channels=["jobs"], max_events=1, on_connect=send, durable=False)
+    assert seen == [("jobs", "plain", 0)]
     assert OutboxEvent.objects.count() == 1
 
 
@@ -315,3 +319,23 @@ def test_swept_after_a_reconnect(handlers: Registry, seen: list[Any]) -> None:
     assert not thread.is_alive()
     assert seen == [("jobs", "wake-up never heard", 1)]
     assert reconnections == [False, True]
+
+
+def test_without_the_outbox_table_plain_events_still_flow(
+    handlers: Registry, seen: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE django_pgpubsub_outbox RENAME TO outbox_away")
+    try:
+
+        def send(listener: Listener, reconnected: bool) -> None:
+            notify("jobs", "plain")
+
+        with caplog.at_level("WARNING", "django_pgpubsub"):
+            run_listener(handlers, channels=["jobs"], max_events=1, on_connect=send)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE outbox_away RENAME TO django_pgpubsub_outbox")
+    assert seen == [("jobs", "plain", 0)]
+    assert "No outbox table on 'default'" in caplog.text
+    assert "manage.py migrate django_pgpubsub" in caplog.text
