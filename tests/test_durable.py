@@ -339,3 +339,12 @@ def test_without_the_outbox_table_plain_events_still_flow(
     assert seen == [("jobs", "plain", 0)]
     assert "No outbox table on 'default'" in caplog.text
     assert "manage.py migrate django_pgpubsub" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_durable_events_command_on_another_database(capsys: pytest.CaptureFixture[str]) -> None:
+    notify("elsewhere", "x", using="other", durable=True)
+    call_command("durable_events", "--database", "other", "status")
+    assert "elsewhere  pending  1" in capsys.readouterr().out
+    call_command("durable_events")
+    assert "No durable events" in capsys.readouterr().out
