@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= test,lint,psycopg3
+PINS ?=
 BIN := $(VENV)/bin
 PG15 := /usr/lib/postgresql/15/bin
 
@@ -10,7 +11,7 @@ PG15 := /usr/lib/postgresql/15/bin
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]" $(PINS)
 	touch $@
 
 ## The test suite on a throwaway PostgreSQL (or DATABASE_URL), with psycopg 3.
@@ -33,9 +34,10 @@ example: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python scripts/pgtemp.py $(BIN)/python -m bench $(BENCH_ARGS)
 
-## The suite again with psycopg2 alone, on Debian's PostgreSQL 15.
+## The suite again with psycopg2 alone and the oldest supported Django, on
+## Debian's PostgreSQL 15.
 test-psycopg2-pg15:
-	$(MAKE) test VENV=.venv-psycopg2 EXTRAS=test PG_BINDIR=$(PG15)
+	$(MAKE) test VENV=.venv-psycopg2 EXTRAS=test PINS="Django>=4.2,<4.3" PG_BINDIR=$(PG15)
 
 ci: lint test test-psycopg2-pg15
 
