@@ -37,7 +37,7 @@ bench: $(VENV)/.installed
 ## The suite again with psycopg2 alone and the oldest supported Django, on
 ## Debian's PostgreSQL 15.
 test-psycopg2-pg15:
-	$(MAKE) test VENV=.venv-psycopg2 EXTRAS=test PINS="Django>=4.2,<4.3" PG_BINDIR=$(PG15)
+	$(MAKE) test VENV=.venv-psycopg2 EXTRAS=test PINS=Django~=4.2.0 PG_BINDIR=$(PG15)
 
 ci: lint test test-psycopg2-pg15
 
