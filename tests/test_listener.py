@@ -147,3 +147,26 @@ def test_a_reconnect_also_renews_the_handlers_django_connections() -> None:
     run = Running(Listener(["x"], registry=Registry(), on_connect=on_connect, durable=False))
     assert run.join() == 0
     assert observed == [None]
+
+
+def test_listens_on_several_channels_with_server_side_binding_in_options(
+    calls: list[tuple[str, str]],
+) -> None:
+    """Django's server_side_binding option does not break LISTEN of several channels."""
+    settings_dict = connections["default"].settings_dict
+    settings_dict["OPTIONS"] = {"server_side_binding": True}
+    try:
+        handlers = Registry()
+        handlers.register(lambda event: calls.append(("y", event.payload)), "y")
+        handlers.register(print, "x")
+        listener = Listener(
+            ["x", "y"],
+            registry=handlers,
+            max_events=1,
+            on_connect=lambda _listener, _again: notify("y", "bound"),
+        )
+        assert listener.run() == 1
+    finally:
+        settings_dict["OPTIONS"] = {}
+        connections["default"].close()
+    assert calls == [("y", "bound")]
