@@ -54,16 +54,17 @@ def _get(name: str) -> Any:
     return _configured().get(name, DEFAULTS[name])
 
 
-# notify() needs the DATABASE alias on every call; reading it through Django's
-# lazy settings costs a good share of a round trip. Cached, and forgotten
-# whenever override_settings() changes PGPUBSUB.
-_cached_database: list[str] = []
+# notify() needs DATABASE and DEBUG on every call, and reading Django's lazy
+# settings costs a noticeable share of a round trip. Cached, and forgotten when
+# override_settings() (anything that sends setting_changed) changes them;
+# Django asks that settings not be altered otherwise at run time.
+_cache: dict[str, Any] = {}
 
 
 @receiver(setting_changed)
 def _forget_cached(*, setting: str, **kwargs: Any) -> None:
-    if setting == "PGPUBSUB":
-        _cached_database.clear()
+    if setting in ("PGPUBSUB", "DEBUG"):
+        _cache.clear()
 
 
 def check_names() -> None:
@@ -86,9 +87,20 @@ def _positive_number(name: str) -> float:
 
 def database() -> str:
     """Alias that ``notify()`` and ``connect()`` use by default. Default ``"default"``."""
-    if not _cached_database:
-        _cached_database.append(str(_get("DATABASE")))
-    return _cached_database[0]
+    try:
+        return str(_cache["DATABASE"])
+    except KeyError:
+        value = _cache["DATABASE"] = str(_get("DATABASE"))
+        return value
+
+
+def debug() -> bool:
+    """``settings.DEBUG`` (cached, as above): whether Django logs queries."""
+    try:
+        return bool(_cache["DEBUG"])
+    except KeyError:
+        value = _cache["DEBUG"] = bool(settings.DEBUG)
+        return value
 
 
 def listener_database() -> str:

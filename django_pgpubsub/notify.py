@@ -26,7 +26,7 @@ _CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
 def _execute(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
     """Run ``sql`` on Django's connection for ``using``, in its current transaction."""
     wrapper = connections[using or conf.database()]
-    if wrapper.queries_logged or wrapper.execute_wrappers:
+    if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
         # DEBUG query logging or execute_wrapper() instrumentation is on:
         # take Django's own path so they see the statement.
         with wrapper.cursor() as cursor:

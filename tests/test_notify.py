@@ -279,6 +279,22 @@ def test_debug_query_logging_sees_the_statement(pubsub: PubSub) -> None:
     assert [e.payload for e in collect(pubsub, 2)] == ["logged", "logged too"]
 
 
+def test_debug_setting_logs_the_statement(pubsub: PubSub) -> None:
+    from django.db import reset_queries
+    from django.test import override_settings
+
+    pubsub.listen("orders")
+    notify("orders", "before")
+    with override_settings(DEBUG=True):
+        reset_queries()
+        notify("orders", "while debugging")
+        assert "pg_notify" in connection.queries[-1]["sql"]
+    reset_queries()
+    notify("orders", "after")
+    assert connection.queries == []
+    assert len(collect(pubsub, 3)) == 3
+
+
 def test_a_broken_transaction_is_refused_like_django_does() -> None:
     from django.db import DatabaseError
     from django.db.transaction import TransactionManagementError
