@@ -59,10 +59,6 @@ class Registry:
         """Every channel with at least one handler."""
         return frozenset(self._handlers)
 
-    def table(self) -> dict[str, tuple[Handler, ...]]:
-        """A snapshot of channel -> handlers, for the listener's hot path."""
-        return dict(self._handlers)
-
     def reset(self) -> None:
         """Forget every handler."""
         self._handlers.clear()
