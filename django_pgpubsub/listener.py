@@ -108,7 +108,8 @@ class Listener:
                 ``RECONNECT_MAX_ATTEMPTS``.
         """
         # One lookup table per run: handlers are registered at import time.
-        self._table = {channel: self.registry.handlers(channel) for channel in self.channels}
+        # async def handlers become plain functions that await them.
+        self._table = {channel: self.registry.sync_handlers(channel) for channel in self.channels}
         timeout = conf.keepalive_interval()
         if self.durable:
             timeout = min(timeout, conf.durable_poll_interval())
