@@ -60,7 +60,7 @@ test-private-clone:
 	@if [ "$$(id -u)" != 0 ]; then echo "$@: only meaningful as root; skipped"; exit 0; fi; \
 	set -e; dir=$$(mktemp -d /root/pgpubsub-ci.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
 	chmod 700 "$$dir"; git clone --quiet . "$$dir/clone"; \
-	$(MAKE) -C "$$dir/clone" test PYTEST_ARGS="-q tests/test_notify.py tests/test_conf.py"
+	$(MAKE) -C "$$dir/clone" test PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"
 
 ## notify()'s fallback and fast path on the Django versions the other runs do
 ## not cover (5.2 in `test`, 4.2 in `test-psycopg2-pg15`).
