@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import selectors
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
@@ -21,6 +22,24 @@ from django.utils.connection import ConnectionDoesNotExist
 from django_pgpubsub import conf
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+def wait_readable(fileobj: int | HasFileno, timeout: float | None) -> bool:
+    """Wait until ``fileobj`` can be read, or ``timeout`` seconds pass.
+
+    ``selectors``, unlike ``select.select()``, works for descriptors of 1024
+    and above, which a busy process reaches.
+
+    Returns:
+        True when it can be read.
+    """
+    with selectors.DefaultSelector() as selector:
+        selector.register(fileobj, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
 
 
 class DriverConnection(ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import select
+import selectors
 import signal
 import socket
 import time
@@ -17,11 +17,12 @@ from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import DriverConnection, open_connection
+from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.outbox import WAKEUP_CHANNEL, Outbox
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
+from django_pgpubsub.schedule import Periodic, Schedule
 
 logger = logging.getLogger("django_pgpubsub.listener")
 
@@ -79,6 +80,8 @@ class Listener:
         # write to after they are closed.
         self._wake_read: socket.socket | None = None
         self._wake_write: socket.socket | None = None
+        self._schedule = Schedule()
+        self._keepalive: Periodic | None = None
 
     @property
     def stopping(self) -> bool:
@@ -109,16 +112,14 @@ class Listener:
         """
         # One lookup table per run: handlers are registered at import time.
         self._table = {channel: self.registry.handlers(channel) for channel in self.channels}
-        timeout = conf.keepalive_interval()
-        if self.durable:
-            timeout = min(timeout, conf.durable_poll_interval())
+        self._schedule = self._make_schedule()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_write.setblocking(False)
         try:
             self._connect_with_retries(reconnecting=False)
             while not self._stopping:
                 try:
-                    self._serve(timeout)
+                    self._serve()
                 except ConnectionLost as exc:
                     if not self._stopping:
                         self._connect_with_retries(reconnecting=True, reason=exc)
@@ -128,39 +129,63 @@ class Listener:
             self._wake_write.close()
         return self.dispatched
 
-    def _serve(self, timeout: float) -> None:
+    def _make_schedule(self) -> Schedule:
+        schedule = Schedule()
+        # Idle for this long, a query proves the connection alive, or fails in
+        # seconds instead of at the next TCP timeout. Traffic postpones it.
+        self._keepalive = schedule.every(
+            "keepalive", conf.keepalive_interval(), self._check_connection
+        )
+        if self.durable:
+            # Retries that came due, and events whose wake-up was missed, are
+            # found on time whatever the plain traffic.
+            schedule.every("durable", conf.durable_poll_interval(), self._sweep_durable)
+        return schedule
+
+    def _check_connection(self) -> None:
+        assert self.connection is not None
+        self.connection.execute("SELECT 1")
+
+    def _serve(self) -> None:
         table = self._table
         connection = self.connection
+        schedule = self._schedule
+        keepalive = self._keepalive
         assert connection is not None
+        assert keepalive is not None
         assert self._wake_read is not None
-        waiting_on = [connection.fileno(), self._wake_read.fileno()]
-        while not self._stopping:
-            events = connection.drain()
-            if events:
-                close_old_connections()
-                woken = False
-                if self.durable:
-                    plain = [e for e in events if e.channel != WAKEUP_CHANNEL]
-                    if len(plain) != len(events):
-                        woken = any(
-                            e.payload in table for e in events if e.channel == WAKEUP_CHANNEL
-                        )
-                        events = plain
-                self._dispatch(events, table)
-                if woken and not self._stopping:
-                    self._handle_durable()
-                close_old_connections()
-                continue
-            ready, _, _ = select.select(waiting_on, [], [], timeout)
-            if not ready:
-                # Idle: a query proves the connection alive, or fails in seconds
-                # instead of at the next TCP timeout. Durable events that are
-                # due for a retry (or whose wake-up was missed) are found now.
-                connection.execute("SELECT 1")
-                if self.durable:
-                    close_old_connections()
-                    self._handle_durable()
-                    close_old_connections()
+        # selectors, not select.select(), which fails for descriptors >= 1024.
+        with selectors.DefaultSelector() as selector:
+            selector.register(connection.fileno(), selectors.EVENT_READ)
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            while not self._stopping:
+                events = connection.drain()
+                now = time.monotonic()
+                if events:
+                    keepalive.postpone(now)
+                    self._handle(events, table)
+                if not self._stopping:
+                    schedule.run_due(now)
+                if not events and not self._stopping:
+                    selector.select(schedule.timeout(time.monotonic()))
+
+    def _handle(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
+        close_old_connections()
+        woken = False
+        if self.durable:
+            plain = [e for e in events if e.channel != WAKEUP_CHANNEL]
+            if len(plain) != len(events):
+                woken = any(e.payload in table for e in events if e.channel == WAKEUP_CHANNEL)
+                events = plain
+        self._dispatch(events, table)
+        if woken and not self._stopping:
+            self._handle_durable()
+        close_old_connections()
+
+    def _sweep_durable(self) -> None:
+        close_old_connections()
+        self._handle_durable()
+        close_old_connections()
 
     def _handle_durable(self) -> None:
         """Claim and handle the durable events that are due (outside any batch)."""
@@ -262,15 +287,13 @@ class Listener:
                 self.on_connect(self, reconnecting)
             if self.durable:
                 # Listening already: what this sweep misses will wake us.
-                close_old_connections()
-                self._handle_durable()
-                close_old_connections()
+                self._sweep_durable()
             return
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when :meth:`stop` is called."""
         assert self._wake_read is not None
-        select.select([self._wake_read], [], [], seconds)
+        wait_readable(self._wake_read, seconds)
 
     def _close(self) -> None:
         if self.connection is not None:
