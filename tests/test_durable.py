@@ -190,6 +190,7 @@ def listen_durable(listen_events: Start) -> Start:
     return lambda *args: listen_events("--channel", "test.durable", *args)
 
 
+@pytest.mark.slow
 def test_three_processes_share_twenty_thousand_events_each_handled_once(
     listen_durable: Start,
 ) -> None:
@@ -206,6 +207,7 @@ def test_three_processes_share_twenty_thousand_events_each_handled_once(
     assert len(handled_by) >= 2, "the work was not shared"
 
 
+@pytest.mark.slow
 def test_an_event_whose_listener_is_killed_is_handled_by_another(
     listen_events: Start, tmp_path: Path
 ) -> None:
