@@ -13,6 +13,7 @@ from django_pgpubsub.exceptions import (
     PayloadTooLarge,
     PubSubError,
 )
+from django_pgpubsub.hub import Subscription, subscribe
 from django_pgpubsub.notify import anotify, notify, notify_many
 from django_pgpubsub.publishing import publish_on_save, unpublish_on_save
 from django_pgpubsub.pubsub import PubSub, connect
@@ -34,6 +35,7 @@ __all__ = [
     "PubSub",
     "PubSubError",
     "Registry",
+    "Subscription",
     "__version__",
     "aconnect",
     "anotify",
@@ -43,5 +45,6 @@ __all__ = [
     "notify_many",
     "publish_on_save",
     "registry",
+    "subscribe",
     "unpublish_on_save",
 ]
