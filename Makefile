@@ -2,7 +2,7 @@
 # Each target creates its own virtualenv on first use; nothing needs to be set up.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= test,lint,psycopg3
+EXTRAS ?= test,lint,psycopg3,triggers
 PINS ?=
 BIN := $(VENV)/bin
 PG15 := /usr/lib/postgresql/15/bin
@@ -37,7 +37,7 @@ bench: $(VENV)/.installed
 ## The suite again with psycopg2 alone and the oldest supported Django, on
 ## Debian's PostgreSQL 15.
 test-psycopg2-pg15:
-	$(MAKE) test VENV=.venv-psycopg2 EXTRAS=test PINS=Django~=4.2.0 PG_BINDIR=$(PG15)
+	$(MAKE) test VENV=.venv-psycopg2 EXTRAS=test,triggers PINS=Django~=4.2.0 PG_BINDIR=$(PG15)
 
 ci: lint test test-psycopg2-pg15
 

@@ -13,8 +13,10 @@ from django.db.models.signals import post_delete, post_save
 from django.utils.encoding import is_protected_type
 
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.context import current_context
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.notify import notify
+from django_pgpubsub.triggers import published_channel
 
 logger = logging.getLogger("django_pgpubsub.publishing")
 
@@ -65,6 +67,9 @@ class ModelPublisher:
 
     def publish(self, event: str, instance: models.Model, using: str) -> None:
         payload = self.payload(event, instance)
+        context = current_context()
+        if context is not None:
+            payload["context"] = context
         try:
             notify(self.channel, payload, using=using)
         except InvalidPayload as exc:
@@ -206,10 +211,21 @@ def publish_on_save(
             f"{model._meta.label} is already published on channel "
             f"{_publishers[model].channel!r}; publish each model once."
         )
+    if published_channel(model) is not None:
+        raise ImproperlyConfigured(
+            f"{model._meta.label} is published by publish_changes(); publishing it with "
+            "publish_on_save() too would send each write twice. Choose one."
+        )
     publisher = ModelPublisher(model, name, field_names, chosen)
     publisher.connect()
     _publishers[model] = publisher
     return model
+
+
+def is_published_on_save(model: type[models.Model]) -> bool:
+    """True when ``model`` (or a model sharing its table) is published on save."""
+    concrete = model._meta.concrete_model or model
+    return any((m._meta.concrete_model or m) is concrete for m in _publishers)
 
 
 def unpublish_on_save(model: type[models.Model]) -> None:

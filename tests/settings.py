@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "pgtrigger",
     "django_pgpubsub",
     "tests.testapp",
 ]
