@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import selectors
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
@@ -21,6 +22,24 @@ from django.utils.connection import ConnectionDoesNotExist
 from django_pgpubsub import conf
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+def wait_readable(fileobj: int | HasFileno, timeout: float | None) -> bool:
+    """Wait until ``fileobj`` can be read, or ``timeout`` seconds pass.
+
+    ``selectors``, unlike ``select.select()``, works for descriptors of 1024
+    and above, which a busy process reaches.
+
+    Returns:
+        True when it can be read.
+    """
+    with selectors.DefaultSelector() as selector:
+        selector.register(fileobj, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
 
 
 class DriverConnection(ABC):
@@ -139,6 +158,15 @@ def _lost_errors() -> tuple[type[Exception], ...]:
     return (driver.OperationalError, driver.InterfaceError)
 
 
+def require_psycopg3(what: str) -> None:
+    """Raise ImproperlyConfigured when Django runs on psycopg2: ``what`` is async."""
+    if not is_psycopg3:
+        raise ImproperlyConfigured(
+            f"{what} needs psycopg 3 (its AsyncConnection), but Django is using "
+            "psycopg2: pip install 'psycopg[binary]' (Django prefers it when installed)."
+        )
+
+
 def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
     """Return Django's wrapper for ``using``, checking it is PostgreSQL."""
     alias = using or conf.database()
@@ -155,6 +183,34 @@ def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
             "ENGINE 'django.db.backends.postgresql'."
         )
     return wrapper
+
+
+def dedicated_wrapper(
+    using: str | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    default_options: dict[str, Any] | None = None,
+) -> BaseDatabaseWrapper:
+    """A new, unconnected Django wrapper for ``using``, never one Django hands out.
+
+    Args:
+        using: The alias; default the ``DATABASE`` setting.
+        options: libpq parameters that override the alias's OPTIONS.
+        default_options: libpq parameters used where OPTIONS does not set them.
+
+    Raises:
+        ImproperlyConfigured: Unknown alias, or not PostgreSQL.
+    """
+    base = database_wrapper(using)
+    settings_dict = copy.deepcopy(base.settings_dict)
+    settings_options = settings_dict.get("OPTIONS") or {}
+    settings_options.pop("pool", None)  # a listener holds its connection for good
+    settings_dict["OPTIONS"] = {
+        **(default_options or {}),
+        **settings_options,
+        **(options or {}),
+    }
+    return type(base)(settings_dict, base.alias)
 
 
 def open_connection(
@@ -182,19 +238,10 @@ def open_connection(
         ImproperlyConfigured: Unknown alias, or not PostgreSQL.
         ConnectionLost: PostgreSQL could not be reached.
     """
-    base = database_wrapper(using)
-    settings_dict = copy.deepcopy(base.settings_dict)
-    settings_options = settings_dict.get("OPTIONS") or {}
-    settings_options.pop("pool", None)  # a listener holds its connection for good
-    settings_dict["OPTIONS"] = {
-        **(default_options or {}),
-        **settings_options,
-        **(options or {}),
-    }
-    wrapper = type(base)(settings_dict, base.alias)
+    wrapper = dedicated_wrapper(using, options=options, default_options=default_options)
     try:
         wrapper.connect()
     except _lost_errors() as exc:
-        raise ConnectionLost(f"Cannot connect to database {base.alias!r}: {exc}") from exc
+        raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
     driver_class = Psycopg3Connection if is_psycopg3 else Psycopg2Connection
     return driver_class(wrapper)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
-import select
+import selectors
 import signal
 import socket
 import time
@@ -16,12 +17,15 @@ from types import FrameType
 from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
-from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import DriverConnection, open_connection
-from django_pgpubsub.events import Event
+from django_pgpubsub.channels import validate_channels
+from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
+from django_pgpubsub.events import Event, log_fields
 from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.observer import Observer
 from django_pgpubsub.outbox import WAKEUP_CHANNEL, Outbox
+from django_pgpubsub.probe import PRESENCE_SQL, PROBE_SQL, Probe, presence_key
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
+from django_pgpubsub.schedule import Periodic, Schedule
 
 logger = logging.getLogger("django_pgpubsub.listener")
 
@@ -39,7 +43,8 @@ class Listener:
     connections, never on the listening one.
 
     Args:
-        channels: Channels to listen on; default every channel of ``registry``.
+        channels: Channels to listen on (a list, not a ``str``); default
+            every channel of ``registry``.
         using: ``DATABASES`` alias; default the ``LISTENER_DATABASE`` setting.
         registry: Where handlers are registered; default the global one.
         max_events: Stop after dispatching this many events.
@@ -48,6 +53,7 @@ class Listener:
         durable: Also handle durable events of these channels (from the
             outbox of the ``DATABASE`` setting's database): at start, after
             each reconnect, when woken, and every ``DURABLE_POLL_INTERVAL``.
+        observer: Told what the listener does (metrics); default: nothing is.
     """
 
     def __init__(
@@ -59,17 +65,19 @@ class Listener:
         max_events: int | None = None,
         on_connect: ConnectHook | None = None,
         durable: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         self.registry = registry
         self.using = using or conf.listener_database()
         requested = registry.channels() if channels is None else channels
-        self.channels = frozenset(validate_channel(channel) for channel in requested)
+        self.channels = frozenset(validate_channels(requested))
         if max_events is not None and max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}.")
         self.max_events = max_events
         self.on_connect = on_connect
         self.durable = durable
-        self._outbox = Outbox(conf.database())
+        self.observer = observer or Observer()
+        self._outbox = Outbox(conf.database(), self.observer)
         self._table: dict[str, tuple[Handler, ...]] = {}
         self.dispatched = 0
         self.connection: DriverConnection | None = None
@@ -79,6 +87,11 @@ class Listener:
         # write to after they are closed.
         self._wake_read: socket.socket | None = None
         self._wake_write: socket.socket | None = None
+        self._schedule = Schedule()
+        self._keepalive: Periodic | None = None
+        self._probe = Probe(conf.keepalive_interval() / 2)
+        self._probe_deadline: Periodic | None = None
+        self._alive_at = 0.0  # monotonic time of the last notification read
 
     @property
     def stopping(self) -> bool:
@@ -108,17 +121,16 @@ class Listener:
                 ``RECONNECT_MAX_ATTEMPTS``.
         """
         # One lookup table per run: handlers are registered at import time.
-        self._table = {channel: self.registry.handlers(channel) for channel in self.channels}
-        timeout = conf.keepalive_interval()
-        if self.durable:
-            timeout = min(timeout, conf.durable_poll_interval())
+        # async def handlers become plain functions that await them.
+        self._table = {channel: self.registry.sync_handlers(channel) for channel in self.channels}
+        self._schedule = self._make_schedule()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_write.setblocking(False)
         try:
             self._connect_with_retries(reconnecting=False)
             while not self._stopping:
                 try:
-                    self._serve(timeout)
+                    self._serve()
                 except ConnectionLost as exc:
                     if not self._stopping:
                         self._connect_with_retries(reconnecting=True, reason=exc)
@@ -128,39 +140,72 @@ class Listener:
             self._wake_write.close()
         return self.dispatched
 
-    def _serve(self, timeout: float) -> None:
+    def _make_schedule(self) -> Schedule:
+        schedule = Schedule()
+        # Idle for this long, the listener notifies itself: the query fails in
+        # seconds on a dead connection instead of at the next TCP timeout, and
+        # the answer proves that notifications still arrive. Traffic postpones it.
+        interval = conf.keepalive_interval()
+        self._probe = Probe(interval / 2)
+        self._keepalive = schedule.every("keepalive", interval, self._send_probe)
+        # Due only while a probe is out (math.inf otherwise): see _send_probe.
+        self._probe_deadline = schedule.every("probe deadline", math.inf, self._probe.check)
+        if self.durable:
+            # Retries that came due, and events whose wake-up was missed, are
+            # found on time whatever the plain traffic.
+            schedule.every("durable", conf.durable_poll_interval(), self._sweep_durable)
+        return schedule
+
+    def _send_probe(self) -> None:
+        assert self.connection is not None
+        assert self._probe_deadline is not None
+        # Set first: the answer usually arrives while the statement runs.
+        self._probe_deadline.due = self._probe.sent()
+        self.connection.execute(PROBE_SQL, (self._probe.channel,))
+
+    def _serve(self) -> None:
         table = self._table
         connection = self.connection
+        schedule = self._schedule
+        keepalive = self._keepalive
         assert connection is not None
+        assert keepalive is not None
         assert self._wake_read is not None
-        waiting_on = [connection.fileno(), self._wake_read.fileno()]
-        while not self._stopping:
-            events = connection.drain()
-            if events:
-                close_old_connections()
-                woken = False
-                if self.durable:
-                    plain = [e for e in events if e.channel != WAKEUP_CHANNEL]
-                    if len(plain) != len(events):
-                        woken = any(
-                            e.payload in table for e in events if e.channel == WAKEUP_CHANNEL
-                        )
-                        events = plain
-                self._dispatch(events, table)
-                if woken and not self._stopping:
-                    self._handle_durable()
-                close_old_connections()
-                continue
-            ready, _, _ = select.select(waiting_on, [], [], timeout)
-            if not ready:
-                # Idle: a query proves the connection alive, or fails in seconds
-                # instead of at the next TCP timeout. Durable events that are
-                # due for a retry (or whose wake-up was missed) are found now.
-                connection.execute("SELECT 1")
-                if self.durable:
-                    close_old_connections()
-                    self._handle_durable()
-                    close_old_connections()
+        # selectors, not select.select(), which fails for descriptors >= 1024.
+        with selectors.DefaultSelector() as selector:
+            selector.register(connection.fileno(), selectors.EVENT_READ)
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            while not self._stopping:
+                events = connection.drain()
+                now = time.monotonic()
+                if events:
+                    keepalive.postpone(now)
+                    self._alive_at = now
+                    self._handle(events, table)
+                if not self._stopping:
+                    schedule.run_due(now)
+                if not events and not self._stopping:
+                    selector.select(schedule.timeout(time.monotonic()))
+
+    def _handle(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
+        if self._probe.waiting:
+            events = self._probe.receive(events)
+        close_old_connections()
+        woken = False
+        if self.durable:
+            plain = [e for e in events if e.channel != WAKEUP_CHANNEL]
+            if len(plain) != len(events):
+                woken = any(e.payload in table for e in events if e.channel == WAKEUP_CHANNEL)
+                events = plain
+        self._dispatch(events, table)
+        if woken and not self._stopping:
+            self._handle_durable()
+        close_old_connections()
+
+    def _sweep_durable(self) -> None:
+        close_old_connections()
+        self._handle_durable()
+        close_old_connections()
 
     def _handle_durable(self) -> None:
         """Claim and handle the durable events that are due (outside any batch)."""
@@ -173,8 +218,13 @@ class Listener:
         # The hot path: locals, and nothing per event that can be done per batch.
         dispatched = self.dispatched
         limit = self.max_events or -1
+        observer = self.observer
+        timed = observer.timed
+        clock = time.perf_counter
         try:
             for event in events:
+                if timed:
+                    started = clock()
                 for function in table.get(event.channel, ()):
                     try:
                         function(event)
@@ -182,6 +232,8 @@ class Listener:
                         self._log_handler_error(function, event)
                     if self._stopping:
                         return
+                if timed:
+                    observer.handled(event.channel, clock() - started)
                 dispatched += 1
                 if dispatched == limit:
                     self.stop()
@@ -190,10 +242,13 @@ class Listener:
             self.dispatched = dispatched
 
     def _log_handler_error(self, function: Handler, event: Event) -> None:
+        self.observer.handler_failed(event.channel, function)
+        name = handler_name(function)
+        extra = {**log_fields(event), "handler": name}
         logger.exception(
-            "Handler %s failed on channel %r; carrying on.", handler_name(function), event.channel
+            "Handler %s failed on channel %r; carrying on.", name, event.channel, extra=extra
         )
-        logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload)
+        logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload, extra=extra)
 
     def _open(self) -> DriverConnection:
         keepalive = max(1, round(conf.keepalive_interval()))
@@ -211,10 +266,13 @@ class Listener:
         channels = sorted(self.channels)
         if self.durable and channels:
             channels.append(WAKEUP_CHANNEL)
+        channels.append(self._probe.start(connection.pid))
         try:
-            if channels:
-                quote = connection.quote_ident
-                connection.execute("; ".join(f"LISTEN {quote(c)}" for c in channels))
+            quote = connection.quote_ident
+            connection.execute("; ".join(f"LISTEN {quote(c)}" for c in channels))
+            # Shows pubsub_health which channels this listener serves.
+            keys = [presence_key(channel) for channel in sorted(self.channels)]
+            connection.execute(PRESENCE_SQL, (keys,))
         except BaseException:
             connection.close()
             raise
@@ -225,6 +283,9 @@ class Listener:
     ) -> None:
         self._close()
         down_since = time.monotonic()
+        # Plain events may have been missed since the last sign of life: a
+        # notification read, or a probe answered.
+        alive = max(self._alive_at, self._probe.answered_at) if reconnecting else down_since
         if reason is not None:
             logger.warning("Lost the connection to %r (%s); reconnecting.", self.using, reason)
         initial, cap = conf.reconnect_initial_delay(), conf.reconnect_max_delay()
@@ -248,12 +309,17 @@ class Listener:
                 )
                 self._sleep(delay)
                 continue
+            self._alive_at = time.monotonic()
+            self.observer.connected(reconnecting)
             if reconnecting or failures:
+                outage = self._alive_at - alive
                 logger.warning(
-                    "Connected to %r again after %.1f s; listening on %d channel(s).",
+                    "Connected to %r again after %.1f s without a working connection; "
+                    "listening on %d channel(s).",
                     self.using,
-                    time.monotonic() - down_since,
+                    outage,
                     len(self.channels),
+                    extra={"outage_seconds": round(outage, 3), "failed_attempts": failures},
                 )
                 # Whatever broke ours (a restart, the network) likely broke the
                 # connections handlers use too: start them afresh.
@@ -262,20 +328,19 @@ class Listener:
                 self.on_connect(self, reconnecting)
             if self.durable:
                 # Listening already: what this sweep misses will wake us.
-                close_old_connections()
-                self._handle_durable()
-                close_old_connections()
+                self._sweep_durable()
             return
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when :meth:`stop` is called."""
         assert self._wake_read is not None
-        select.select([self._wake_read], [], [], seconds)
+        wait_readable(self._wake_read, seconds)
 
     def _close(self) -> None:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+            self.observer.disconnected()
 
 
 @contextmanager

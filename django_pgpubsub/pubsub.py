@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import select
 from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Literal, overload
 
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import DriverConnection, open_connection
+from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
 from django_pgpubsub.events import Event
 from django_pgpubsub.notify import NOTIFY_SQL
 from django_pgpubsub.payload import encode_payload
@@ -112,8 +111,7 @@ class PubSub:
             if event is not None:
                 yield event
                 continue
-            ready, _, _ = select.select([self.fileno()], [], [], select_timeout)
-            if not ready and yield_timeouts:
+            if not wait_readable(self, select_timeout) and yield_timeouts:
                 yield None
 
     def close(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from django_pgpubsub import Event, PubSub
+from django_pgpubsub.connection import wait_readable
 
 
 def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:
@@ -28,13 +28,13 @@ def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"got {len(events)} of {count} events: {events[-3:]}")
-        select.select([pubsub.fileno()], [], [], remaining)
+        wait_readable(pubsub, remaining)
     return events
 
 
 def nothing_arrives(pubsub: PubSub, wait: float = 0.3) -> bool:
     """True when no event arrives within ``wait`` seconds."""
-    select.select([pubsub.fileno()], [], [], wait)
+    wait_readable(pubsub, wait)
     return pubsub.get_event() is None
 
 

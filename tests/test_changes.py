@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pgtrigger
 import pytest
 from django.apps import apps
 from django.conf import settings
@@ -18,6 +19,8 @@ from django.test import Client, override_settings
 
 from django_pgpubsub import (
     Event,
+    InvalidPayload,
+    PayloadTooLarge,
     PubSub,
     Registry,
     publish_changes,
@@ -29,15 +32,15 @@ from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
 from tests.helpers import collect, nothing_arrives, run_sql
 from tests.testapp.models import (
+    Cinema,
     Code,
     DurableItem,
     Gadget,
     Item,
     Order,
-    Place,
-    Restaurant,
     Ticket,
     Tracked,
+    Venue,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -304,6 +307,24 @@ def test_middleware_example_records_the_user_of_a_request(pubsub: PubSub) -> Non
     assert got.data["context"] == {"user": user.pk}
 
 
+def test_context_must_be_small_json() -> None:
+    with pytest.raises(PayloadTooLarge, match="at most 1000 bytes"), publish_context(n="x" * 1000):
+        pass  # pragma: no cover - never entered
+    with pytest.raises(InvalidPayload), publish_context(n=object()):
+        pass  # pragma: no cover - never entered
+
+
+def test_pgtrigger_ignore_silences_one_trigger(pubsub: PubSub) -> None:
+    [pk] = items("a")
+    pubsub.listen("testapp.item")
+    with pgtrigger.ignore("testapp.Item:pgpubsub_updated"):
+        Item.objects.update(status="quiet")
+        Item.objects.filter(pk=pk).delete()
+    [got] = collect(pubsub, 1)
+    assert got.data["event"] == "deleted"
+    assert nothing_arrives(pubsub, 0.1)
+
+
 def test_non_default_schema_table(pubsub: PubSub) -> None:
     pubsub.listen("testapp.gadget")
     try:
@@ -320,21 +341,27 @@ def test_non_default_schema_table(pubsub: PubSub) -> None:
 
 
 def test_multi_table_inheritance_each_table_publishes_its_own_writes(pubsub: PubSub) -> None:
-    pubsub.listen("testapp.place", "testapp.restaurant")
-    restaurant = Restaurant.objects.create(name="r", cuisine="thai")
-    place_event, restaurant_event = collect(pubsub, 2)
-    assert (place_event.channel, place_event.data["pks"]) == ("testapp.place", [restaurant.pk])
-    assert (restaurant_event.channel, restaurant_event.data["pks"]) == (
-        "testapp.restaurant",
-        [restaurant.pk],
+    pubsub.listen("testapp.venue", "testapp.cinema")
+    cinema = Cinema.objects.create(name="r", film="Ran")
+    venue_event, cinema_event = collect(pubsub, 2)
+    assert (venue_event.channel, venue_event.data["pks"]) == ("testapp.venue", [cinema.pk])
+    assert (cinema_event.channel, cinema_event.data["pks"]) == (
+        "testapp.cinema",
+        [cinema.pk],
     )
     # A parent column lives in the parent's table: only the parent publishes.
-    Restaurant.objects.filter(pk=restaurant.pk).update(name="renamed")
+    Cinema.objects.filter(pk=cinema.pk).update(name="renamed")
     [got] = collect(pubsub, 1)
-    assert (got.channel, got.data["event"]) == ("testapp.place", "updated")
-    Restaurant.objects.filter(pk=restaurant.pk).update(cuisine="lao")
+    assert (got.channel, got.data["event"]) == ("testapp.venue", "updated")
+    Cinema.objects.filter(pk=cinema.pk).update(film="Ikiru")
     [got] = collect(pubsub, 1)
-    assert (got.channel, got.data["model"]) == ("testapp.restaurant", "testapp.restaurant")
+    assert (got.channel, got.data["model"]) == ("testapp.cinema", "testapp.cinema")
+    Cinema.objects.filter(pk=cinema.pk).delete()
+    deleted = collect(pubsub, 2)
+    assert sorted((e.channel, e.data["event"], e.data["pks"][0]) for e in deleted) == [
+        ("testapp.cinema", "deleted", cinema.pk),
+        ("testapp.venue", "deleted", cinema.pk),
+    ]
     assert nothing_arrives(pubsub, 0.1)
 
 
@@ -364,7 +391,7 @@ def test_publishing_a_model_both_ways_is_an_error() -> None:
     with pytest.raises(ImproperlyConfigured, match="already published"):
         publish_changes(Item)
     with pytest.raises(ImproperlyConfigured, match="already published"):
-        publish_changes(Place)
+        publish_changes(Venue)
 
 
 @pytest.mark.parametrize(
@@ -379,4 +406,4 @@ def test_publishing_a_model_both_ways_is_an_error() -> None:
 )
 def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=message):
-        publish_changes(Restaurant if "changed" in kwargs else Order, **kwargs)
+        publish_changes(Cinema if "changed" in kwargs else Order, **kwargs)

@@ -13,7 +13,7 @@ from django_pgpubsub import publish_changes, unpublish_changes
 from tests.helpers import ManagePy
 from tests.testapp.models import Received, Tracked
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def planned() -> list[str]:
@@ -73,7 +73,7 @@ def test_adding_changing_and_removing_a_publication_makes_a_migration() -> None:
 
 def test_migrating_backwards_drops_the_triggers() -> None:
     try:
-        call_command("migrate", "testapp", "0002", verbosity=0)
+        call_command("migrate", "testapp", "0003", verbosity=0)
         assert installed("testapp_item") == set()
         assert installed('"testapp_schema"."gadget"') == set()
         assert installed("auth_permission") == set()  # the proxy's migration removed it

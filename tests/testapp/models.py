@@ -49,6 +49,22 @@ class Shipment(models.Model):
         return self.code
 
 
+@publish_on_save(fields=("name",))
+class Place(models.Model):
+    """A published parent of a multi-table child (channel "testapp.place")."""
+
+    name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Restaurant(Place):
+    """A multi-table child of Place, not published itself."""
+
+    serves_pizza = models.BooleanField(default=False)
+
+
 @publish_changes
 class Item(models.Model):
     """Published by statement-level triggers, with the defaults."""
@@ -107,8 +123,8 @@ class Gadget(models.Model):
 
 
 @publish_changes
-class Place(models.Model):
-    """Parent of a multi-table inheritance pair; both published."""
+class Venue(models.Model):
+    """Parent of a multi-table inheritance pair; both published by triggers."""
 
     name = models.CharField(max_length=40)
 
@@ -117,8 +133,8 @@ class Place(models.Model):
 
 
 @publish_changes
-class Restaurant(Place):
-    cuisine = models.CharField(max_length=40)
+class Cinema(Venue):
+    film = models.CharField(max_length=40)
 
 
 @publish_changes
