@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.connection import require_psycopg3
 from django_pgpubsub.outbox import STORE_MANY_SQL, STORE_SQL
 from django_pgpubsub.payload import encode_payload
 
@@ -103,6 +105,37 @@ def notify(
         _execute(using, STORE_SQL, (channel, text, channel))
     else:
         _execute(using, NOTIFY_SQL, (channel, encode_payload(payload)))
+
+
+_notify_in_sync_thread = sync_to_async(notify, thread_sensitive=True)
+
+
+async def anotify(
+    channel: str, payload: Any = "", *, using: str | None = None, durable: bool = False
+) -> None:
+    """:func:`notify` for async code: runs it where Django runs async ORM calls.
+
+    Like Django's own async ORM methods, it runs :func:`notify` through
+    ``sync_to_async`` (thread-sensitive), so it is in autocommit and is
+    delivered at once. To publish inside a transaction from async code, put
+    the transaction and :func:`notify` in one sync function and call that
+    through ``sync_to_async``.
+
+    Args:
+        channel: The channel name.
+        payload: A ``str`` is sent as is; anything else as compact JSON.
+        using: The database alias; default the ``DATABASE`` setting.
+        durable: Store the event in the outbox, as :func:`notify` does.
+
+    Raises:
+        ImproperlyConfigured: Django uses psycopg2 (the async API needs psycopg 3).
+        InvalidChannel: The channel name is unusable.
+        PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
+        InvalidPayload: The payload has a NUL byte or is not JSON serialisable.
+    """
+    require_psycopg3("anotify()")
+    validate_channel(channel)
+    await _notify_in_sync_thread(channel, payload, using=using, durable=durable)
 
 
 def notify_many(
