@@ -160,6 +160,15 @@ def _lost_errors() -> tuple[type[Exception], ...]:
     return (driver.OperationalError, driver.InterfaceError)
 
 
+def require_psycopg3(what: str) -> None:
+    """Raise ImproperlyConfigured when Django runs on psycopg2: ``what`` is async."""
+    if not is_psycopg3:
+        raise ImproperlyConfigured(
+            f"{what} needs psycopg 3 (its AsyncConnection), but Django is using "
+            "psycopg2: pip install 'psycopg[binary]' (Django prefers it when installed)."
+        )
+
+
 def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
     """Return Django's wrapper for ``using``, checking it is PostgreSQL."""
     alias = using or conf.database()
@@ -199,8 +208,17 @@ def execute_in_transaction(using: str | None, sql: str, params: tuple[Any, ...])
         using: The alias; default the ``DATABASE`` setting.
         sql: One statement.
         params: Its parameters.
+
+    Raises:
+        ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
     """
     wrapper = connections[using or conf.database()]
+    if wrapper.vendor != "postgresql":  # a class attribute: costs next to nothing
+        raise ImproperlyConfigured(
+            f"DATABASES[{wrapper.alias!r}] uses {wrapper.vendor}, which has no "
+            "LISTEN/NOTIFY; pass using= a PostgreSQL alias (default: "
+            "PGPUBSUB['DATABASE'])."
+        )
     if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
         with wrapper.cursor() as cursor:
             cursor.execute(sql, params)
@@ -224,6 +242,34 @@ def execute_in_transaction(using: str | None, sql: str, params: tuple[Any, ...])
         # driver's error into Django's and marks the connection as errored.
         with wrapper.wrap_database_errors:
             raise
+
+
+def dedicated_wrapper(
+    using: str | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    default_options: dict[str, Any] | None = None,
+) -> BaseDatabaseWrapper:
+    """A new, unconnected Django wrapper for ``using``, never one Django hands out.
+
+    Args:
+        using: The alias; default the ``DATABASE`` setting.
+        options: libpq parameters that override the alias's OPTIONS.
+        default_options: libpq parameters used where OPTIONS does not set them.
+
+    Raises:
+        ImproperlyConfigured: Unknown alias, or not PostgreSQL.
+    """
+    base = database_wrapper(using)
+    settings_dict = copy.deepcopy(base.settings_dict)
+    settings_options = settings_dict.get("OPTIONS") or {}
+    settings_options.pop("pool", None)  # a listener holds its connection for good
+    settings_dict["OPTIONS"] = {
+        **(default_options or {}),
+        **settings_options,
+        **(options or {}),
+    }
+    return type(base)(settings_dict, base.alias)
 
 
 def open_connection(
@@ -251,19 +297,10 @@ def open_connection(
         ImproperlyConfigured: Unknown alias, or not PostgreSQL.
         ConnectionLost: PostgreSQL could not be reached.
     """
-    base = database_wrapper(using)
-    settings_dict = copy.deepcopy(base.settings_dict)
-    settings_options = settings_dict.get("OPTIONS") or {}
-    settings_options.pop("pool", None)  # a listener holds its connection for good
-    settings_dict["OPTIONS"] = {
-        **(default_options or {}),
-        **settings_options,
-        **(options or {}),
-    }
-    wrapper = type(base)(settings_dict, base.alias)
+    wrapper = dedicated_wrapper(using, options=options, default_options=default_options)
     try:
         wrapper.connect()
     except _lost_errors() as exc:
-        raise ConnectionLost(f"Cannot connect to database {base.alias!r}: {exc}") from exc
+        raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
     driver_class = Psycopg3Connection if is_psycopg3 else Psycopg2Connection
     return driver_class(wrapper)

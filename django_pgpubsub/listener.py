@@ -16,7 +16,7 @@ from types import FrameType
 from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
-from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
@@ -40,7 +40,8 @@ class Listener:
     connections, never on the listening one.
 
     Args:
-        channels: Channels to listen on; default every channel of ``registry``.
+        channels: Channels to listen on (a list, not a ``str``); default
+            every channel of ``registry``.
         using: ``DATABASES`` alias; default the ``LISTENER_DATABASE`` setting.
         registry: Where handlers are registered; default the global one.
         max_events: Stop after dispatching this many events.
@@ -64,7 +65,7 @@ class Listener:
         self.registry = registry
         self.using = using or conf.listener_database()
         requested = registry.channels() if channels is None else channels
-        self.channels = frozenset(validate_channel(channel) for channel in requested)
+        self.channels = frozenset(validate_channels(requested))
         if max_events is not None and max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}.")
         self.max_events = max_events
@@ -111,7 +112,8 @@ class Listener:
                 ``RECONNECT_MAX_ATTEMPTS``.
         """
         # One lookup table per run: handlers are registered at import time.
-        self._table = {channel: self.registry.handlers(channel) for channel in self.channels}
+        # async def handlers become plain functions that await them.
+        self._table = {channel: self.registry.sync_handlers(channel) for channel in self.channels}
         self._schedule = self._make_schedule()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_write.setblocking(False)

@@ -20,6 +20,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Count
 
 from django_pgpubsub import conf
+from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.events import DurableEvent
 from django_pgpubsub.registry import Handler, handler_name
 
@@ -225,7 +226,7 @@ def retry_failed(
         if ids is not None:
             failed = failed.filter(id__in=list(ids))
         if channels is not None:
-            failed = failed.filter(channel__in=list(channels))
+            failed = failed.filter(channel__in=validate_channels(channels))
         woken = sorted(set(failed.values_list("channel", flat=True)))
         count = failed.update(state=OutboxEvent.State.PENDING, attempts=0, available_at=_now(alias))
         with connections[alias].cursor() as cursor:

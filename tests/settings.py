@@ -35,6 +35,8 @@ DATABASES: dict[str, dict[str, Any]] = {
         "CONN_MAX_AGE": int(os.environ.get("TEST_CONN_MAX_AGE", "0")),
     },
     "other": {**dj_database_url.parse(_url), "NAME": "pgpubsub_other"},
+    # Not PostgreSQL: for models routed elsewhere and notify(using="lite").
+    "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 ROOT_URLCONF = "tests.testapp.urls"
 MIDDLEWARE = [
