@@ -228,8 +228,9 @@ autodiscover_modules = ModuleNames(
 keepalive_interval = Seconds(
     "KEEPALIVE_INTERVAL",
     5.0,
-    "Idle time after which the listener checks its connection with "
-    "``SELECT 1``; also its TCP keepalive interval.",
+    "Idle time after which the listener probes its connection with a "
+    "notification to itself (it must come back within half this time); also "
+    "its TCP keepalive interval.",
 )
 reconnect_initial_delay = Seconds(
     "RECONNECT_INITIAL_DELAY",

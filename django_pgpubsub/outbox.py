@@ -12,6 +12,7 @@ listener's transaction rolls back and its rows are claimed again.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -21,7 +22,8 @@ from django.db.models import Count
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.events import DurableEvent
+from django_pgpubsub.events import DurableEvent, log_fields
+from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
 
 logger = logging.getLogger("django_pgpubsub.durable")
@@ -72,8 +74,9 @@ WHERE id = %s
 class Outbox:
     """The outbox of one database, as a listener sweeps it."""
 
-    def __init__(self, using: str) -> None:
+    def __init__(self, using: str, observer: Observer | None = None) -> None:
         self.using = using
+        self.observer = observer or Observer()
         self._exists: bool | None = None  # known after the first look
 
     def sweep(
@@ -99,7 +102,11 @@ class Outbox:
             if not self._exists:
                 return 0
             return handle_due_events(
-                using=self.using, handlers=handlers, should_stop=should_stop, limit=limit
+                using=self.using,
+                handlers=handlers,
+                should_stop=should_stop,
+                limit=limit,
+                observer=self.observer,
             )
         except DatabaseError as exc:
             # Rolled back: the events stay pending and the next sweep retries.
@@ -126,6 +133,7 @@ def handle_due_events(
     handlers: dict[str, tuple[Handler, ...]],
     should_stop: Callable[[], bool],
     limit: int | None = None,
+    observer: Observer | None = None,
 ) -> int:
     """Claim due events of ``handlers``' channels batch after batch; handle each.
 
@@ -139,11 +147,13 @@ def handle_due_events(
         handlers: Channel -> handlers; only these channels are claimed.
         should_stop: Checked after each event.
         limit: Handle at most this many events.
+        observer: Told of each event handled and each handler that failed.
 
     Returns:
         How many events were handled, successfully or not.
     """
     channels = sorted(handlers)
+    observer = observer or Observer()
     max_attempts = conf.durable_max_attempts()
     total = 0
     while not should_stop():
@@ -158,7 +168,10 @@ def handle_due_events(
             done: list[int] = []
             for row_id, channel, payload, sender_pid, attempts in rows:
                 event = DurableEvent(channel, payload, sender_pid, row_id, attempts + 1)
-                error = _run(event, handlers[channel], using)
+                started = time.perf_counter()
+                error = _run(event, handlers[channel], using, observer)
+                if observer.timed:
+                    observer.handled(channel, time.perf_counter() - started)
                 if error is None:
                     done.append(row_id)
                 else:
@@ -174,7 +187,9 @@ def handle_due_events(
     return total
 
 
-def _run(event: DurableEvent, functions: tuple[Handler, ...], using: str) -> str | None:
+def _run(
+    event: DurableEvent, functions: tuple[Handler, ...], using: str, observer: Observer
+) -> str | None:
     """Run the event's handlers in a savepoint; return the traceback of a failure."""
     running: Handler | None = None
     try:
@@ -182,13 +197,17 @@ def _run(event: DurableEvent, functions: tuple[Handler, ...], using: str) -> str
             for running in functions:
                 running(event)
     except Exception:
+        name = handler_name(running) if running else "?"
+        if running is not None:
+            observer.handler_failed(event.channel, running)
         logger.exception(
             "Handler %s failed on durable event %d (channel %r, attempt %d); "
             "its handlers' writes are rolled back and it will be retried.",
-            handler_name(running) if running else "?",
+            name,
             event.id,
             event.channel,
             event.attempt,
+            extra={**log_fields(event), "handler": name},
         )
         return traceback.format_exc()
     return None
