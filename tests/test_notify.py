@@ -25,7 +25,7 @@ from django_pgpubsub import (
 )
 from django_pgpubsub.connection import execute_in_transaction
 from django_pgpubsub.notify import NOTIFY_MANY_SQL, NOTIFY_SQL
-from tests.helpers import collect, nothing_arrives, wait_until
+from tests.helpers import collect, database_url, nothing_arrives, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -370,13 +370,11 @@ def test_a_failed_health_check_reconnects_before_sending(pubsub: PubSub) -> None
         notify("orders", "first request")
         old_pid = connection.connection.info.backend_pid
         close_old_connections()  # what Django does when a request starts
-        with pubsub.conn.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+        url = database_url(connection.settings_dict)
+        run_sql(url, "SELECT pg_terminate_backend(%s)", (old_pid,))
 
         def gone() -> bool:
-            with pubsub.conn.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (old_pid,))
-                return bool(cursor.fetchone()[0] == 0)
+            return run_sql(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (old_pid,)) == []
 
         wait_until(gone, 10, "the backend to exit")
         notify("orders", "second request")
