@@ -58,6 +58,7 @@ def prometheus() -> ModuleType:
     """
     try:
         import prometheus_client  # noqa: PLC0415 - an optional dependency, needed only here
+        import prometheus_client.core  # noqa: PLC0415
     except ImportError as exc:
         raise ImproperlyConfigured(MISSING_EXTRA) from exc
     return prometheus_client
@@ -171,7 +172,9 @@ class ListenerMetrics(Observer):
             "pgpubsub_durable_pending", "Durable events waiting.", labels=["channel"]
         )
         failed = core.GaugeMetricFamily(
-            "pgpubsub_durable_failed", "Durable events that failed every attempt.", ["channel"]
+            "pgpubsub_durable_failed",
+            "Durable events that failed every attempt.",
+            labels=["channel"],
         )
         oldest = 0.0
         for channel, (waiting, dead, age) in sorted(outbox.items()):
