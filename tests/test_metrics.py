@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_pgpubsub import Event, Registry, notify
 from django_pgpubsub.listener import Listener
-from django_pgpubsub.metrics import ListenerMetrics
+from django_pgpubsub.metrics import ListenerMetrics, serve
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ManagePy, wait_until
 
@@ -100,6 +100,23 @@ def test_gauges_come_from_one_query_and_keep_channels_that_emptied() -> None:
     collect(cached)
     notify("g.one", "4", durable=True)
     assert 'pgpubsub_durable_pending{channel="g.one"}' not in collect(cached)  # not refreshed
+
+
+def test_serve_and_close() -> None:
+    server = serve(ListenerMetrics("default"), 0, "127.0.0.1")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", server.url)
+    with urllib.request.urlopen(server.url, timeout=10) as response:
+        assert "pgpubsub_listener_up 0.0" in response.read().decode()
+    server.close()
+
+    def refused() -> bool:
+        try:
+            urllib.request.urlopen(server.url, timeout=1).close()
+        except OSError:
+            return True
+        return False
+
+    wait_until(refused, 5, "the server to stop")
 
 
 @pytest.mark.slow

@@ -108,14 +108,13 @@ class Command(BaseCommand):
         server = None
         if metrics is not None:
             server = serve(metrics, options["metrics_port"], options["metrics_address"])
-            host, port = server.server_address[:2]
-            self.stdout.write(f"Serving metrics on http://{host}:{port}/metrics")
+            self.stdout.write(f"Serving metrics on {server.url}")
         try:
             with stop_on_signals(listener):
                 listener.run()
         finally:
             if server is not None:
-                server.shutdown()
+                server.close()
 
     def _announce(self, listener: Listener, reconnected: bool) -> None:
         if reconnected:
