@@ -1,13 +1,16 @@
-"""Dedicated listening connections, built by Django's own PostgreSQL backend.
+"""Connections: dedicated listening ones, and statements on Django's own.
 
-The differences between psycopg2 and psycopg 3 live here and nowhere else:
-the rest of the package talks to a :class:`DriverConnection`.
+The differences between psycopg2 and psycopg 3, and the driver-level fast
+path that ``notify()`` takes on Django's connections, live here and nowhere
+else: the rest of the package talks to a :class:`DriverConnection` or calls
+:func:`execute_in_transaction`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import selectors
 from abc import ABC, abstractmethod
 from collections import deque
@@ -22,6 +25,8 @@ from django.utils.connection import ConnectionDoesNotExist
 from django_pgpubsub import conf
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+
+logger = logging.getLogger("django_pgpubsub.connection")
 
 
 class HasFileno(Protocol):
@@ -42,11 +47,17 @@ def wait_readable(fileobj: int | HasFileno, timeout: float | None) -> bool:
         return bool(selector.select(timeout))
 
 
+# SQLSTATE 25006 (read_only_sql_transaction): "cannot execute LISTEN during
+# recovery" from a hot standby, where a reconnect may land after a failover.
+READ_ONLY_SQLSTATE = "25006"
+
+
 class DriverConnection(ABC):
     """An autocommit driver connection that receives notifications.
 
     Subclasses adapt one driver. Every method that touches the network raises
-    :class:`ConnectionLost` when the connection is gone.
+    :class:`ConnectionLost` when the connection is gone, except :meth:`drain`,
+    which first hands over what was received before the loss.
     """
 
     def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
@@ -54,6 +65,7 @@ class DriverConnection(ABC):
         self.raw: Any = wrapper.connection
         self.raw.autocommit = True
         self._lost_errors = _lost_errors()
+        self._lost: Exception | None = None
         self.pid: int = self.raw.info.backend_pid
 
     def fileno(self) -> int:
@@ -68,16 +80,57 @@ class DriverConnection(ABC):
         return bool(self.raw.closed)
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
-        """Run one statement, discarding any result."""
+        """Run one statement, discarding any result.
+
+        Notifications the driver reads meanwhile are kept for :meth:`drain`,
+        even when the statement finds the connection broken.
+        """
         try:
             with self.raw.cursor() as cursor:
                 cursor.execute(sql, params)
         except self._lost_errors as exc:
+            self._lost = exc
             raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
 
-    @abstractmethod
+    def listen(self, channels: list[str]) -> None:
+        """LISTEN on ``channels``, one statement each.
+
+        One statement each works with every valid OPTIONS: psycopg 3 may
+        prepare a statement (``prepare_threshold``), and PostgreSQL refuses to
+        prepare several commands at once.
+
+        Raises:
+            ConnectionLost: The connection broke, or the server is a hot
+                standby, which refuses LISTEN (retry: a failover may follow).
+        """
+        for channel in channels:
+            try:
+                self.execute(f"LISTEN {self.quote_ident(channel)}")
+            except _driver().Error as exc:
+                if _sqlstate(exc) != READ_ONLY_SQLSTATE:
+                    raise
+                raise ConnectionLost(
+                    f"Database {self.alias!r} refuses LISTEN ({str(exc).strip()}): it is a "
+                    "read-only standby. Reach the primary, e.g. with "
+                    "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
+                ) from exc
+
     def drain(self) -> list[Event]:
-        """Read what the socket holds, without blocking; return every queued event."""
+        """Read what the socket holds, without blocking; return every queued event.
+
+        Raises:
+            ConnectionLost: The connection is gone and every notification
+                received before that was returned by an earlier call.
+        """
+        events = self._read()
+        if not events and self._lost is not None:
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {self._lost}") from self._lost
+        return events
+
+    @abstractmethod
+    def _read(self) -> list[Event]:
+        """Return every notification received so far; on a broken connection,
+        set ``_lost`` instead of raising."""
 
     @abstractmethod
     def quote_ident(self, name: str) -> str:
@@ -92,12 +145,12 @@ class DriverConnection(ABC):
 class Psycopg2Connection(DriverConnection):
     """psycopg2: ``poll()`` moves notifications into the ``notifies`` list."""
 
-    def drain(self) -> list[Event]:
+    def _read(self) -> list[Event]:
         raw = self.raw
         try:
             raw.poll()
         except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+            self._lost = exc
         notifies = raw.notifies
         if not notifies:
             return []
@@ -113,34 +166,65 @@ class Psycopg2Connection(DriverConnection):
 
 class Psycopg3Connection(DriverConnection):
     """psycopg 3: read libpq's queue directly; a handler catches the ones
-    psycopg itself reads while a statement runs."""
+    psycopg itself reads while one of our statements runs.
+
+    The handler is installed only for our own statements: notifications
+    psycopg reads for the application's own use of :attr:`raw` (its
+    ``notifies()`` generator, its statements) are psycopg's, never copied
+    here. Of those caught during our statements, at most :attr:`MAX_UNREAD`
+    wait for :meth:`drain`; past that the oldest are dropped, with a warning.
+    """
+
+    MAX_UNREAD = 100_000
 
     def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
         super().__init__(wrapper)
-        self._during_statements: deque[Any] = deque()
-        self.raw.add_notify_handler(self._during_statements.append)
+        self._during_statements: deque[Any] = deque(maxlen=self.MAX_UNREAD)
+        self._warned_full = False
         self._encoding: str = self.raw.info.encoding
 
-    def drain(self) -> list[Event]:
+    def _keep(self, notify: Any) -> None:
+        backlog = self._during_statements
+        if len(backlog) == backlog.maxlen and not self._warned_full:
+            self._warned_full = True
+            logger.warning(
+                "Over %d notifications received on %r were not read; dropping the "
+                "oldest. Read them (get_event()), or UNLISTEN.",
+                backlog.maxlen,
+                self.alias,
+            )
+        backlog.append(notify)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
+        self.raw.add_notify_handler(self._keep)
+        try:
+            super().execute(sql, params)
+        finally:
+            self.raw.remove_notify_handler(self._keep)
+
+    def _read(self) -> list[Event]:
         pgconn = self.raw.pgconn
         try:
             pgconn.consume_input()
         except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+            self._lost = exc  # what libpq parsed before the loss is still queued
         events = []
         backlog = self._during_statements
         if backlog:
             events = [Event(n.channel, n.payload, n.pid) for n in backlog]
             backlog.clear()
         encoding = self._encoding
-        while (notify := pgconn.notifies()) is not None:
-            events.append(
-                Event(
-                    notify.relname.decode(encoding),
-                    notify.extra.decode(encoding),
-                    notify.be_pid,
+        try:
+            while (notify := pgconn.notifies()) is not None:
+                events.append(
+                    Event(
+                        notify.relname.decode(encoding),
+                        notify.extra.decode(encoding),
+                        notify.be_pid,
+                    )
                 )
-            )
+        except self._lost_errors as exc:  # the connection was closed
+            self._lost = self._lost or exc
         return events
 
     def quote_ident(self, name: str) -> str:
@@ -149,12 +233,25 @@ class Psycopg3Connection(DriverConnection):
         return sql.Identifier(name).as_string(self.raw)
 
 
+def _driver() -> Any:
+    """The driver module Django uses."""
+    if is_psycopg3:
+        import psycopg  # noqa: PLC0415
+
+        return psycopg
+    import psycopg2  # noqa: PLC0415
+
+    return psycopg2
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (psycopg 3: sqlstate; psycopg2: pgcode)."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
 def _lost_errors() -> tuple[type[Exception], ...]:
     """The driver's errors for a connection that failed or broke."""
-    if is_psycopg3:
-        import psycopg as driver  # noqa: PLC0415
-    else:
-        import psycopg2 as driver  # type: ignore[no-redef]  # noqa: PLC0415
+    driver = _driver()
     return (driver.OperationalError, driver.InterfaceError)
 
 
@@ -183,6 +280,63 @@ def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
             "ENGINE 'django.db.backends.postgresql'."
         )
     return wrapper
+
+
+# One driver cursor per Django connection, reused: making a Django cursor per
+# call costs as much as the round trip itself. Kept on the wrapper with the
+# driver connection it belongs to, so a reconnect gets a fresh cursor.
+_CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
+
+
+def execute_in_transaction(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
+    """Run ``sql`` on Django's connection for ``using``, in its current transaction.
+
+    Django's own cursor (``connection.cursor()``) when anything should see the
+    statement: ``DEBUG`` or ``CaptureQueriesContext`` query logging, or an
+    ``execute_wrapper()``. Otherwise a driver cursor reused across calls,
+    after the checks Django's cursor makes: the health check
+    (``CONN_HEALTH_CHECKS``), connecting, refusing a broken transaction; and
+    driver errors become Django's (``django.db.utils``), marking the
+    connection as errored, as from any query.
+
+    Args:
+        using: The alias; default the ``DATABASE`` setting.
+        sql: One statement.
+        params: Its parameters.
+
+    Raises:
+        ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
+    """
+    wrapper = connections[using or conf.database()]
+    if wrapper.vendor != "postgresql":  # a class attribute: costs next to nothing
+        raise ImproperlyConfigured(
+            f"DATABASES[{wrapper.alias!r}] uses {wrapper.vendor}, which has no "
+            "LISTEN/NOTIFY; pass using= a PostgreSQL alias (default: "
+            "PGPUBSUB['DATABASE'])."
+        )
+    if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
+        with wrapper.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    # The thread-sharing check of Django's cursor is moot: connections[] is
+    # this thread's own. The event-loop check of ensure_connection() still
+    # guards async code: there, each context starts without a connection.
+    if wrapper.health_check_enabled and not wrapper.health_check_done:  # type: ignore[attr-defined]
+        wrapper.close_if_health_check_failed()
+    if wrapper.connection is None:
+        wrapper.ensure_connection()
+    wrapper.validate_no_broken_transaction()
+    cached = getattr(wrapper, _CURSOR_ATTRIBUTE, None)
+    if cached is None or cached[0] is not wrapper.connection:
+        cached = (wrapper.connection, wrapper.connection.cursor())
+        setattr(wrapper, _CURSOR_ATTRIBUTE, cached)
+    try:
+        cached[1].execute(sql, params)
+    except Exception:
+        # Entered only on failure (it costs on every call otherwise): turns the
+        # driver's error into Django's and marks the connection as errored.
+        with wrapper.wrap_database_errors:
+            raise
 
 
 def dedicated_wrapper(

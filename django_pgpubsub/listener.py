@@ -9,6 +9,7 @@ import random
 import selectors
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -132,6 +133,7 @@ class Listener:
                 try:
                     self._serve()
                 except ConnectionLost as exc:
+                    self._handle_received()
                     if not self._stopping:
                         self._connect_with_retries(reconnecting=True, reason=exc)
         finally:
@@ -186,6 +188,19 @@ class Listener:
                     schedule.run_due(now)
                 if not events and not self._stopping:
                     selector.select(schedule.timeout(time.monotonic()))
+
+    def _handle_received(self) -> None:
+        """Dispatch what the lost connection received before it broke.
+
+        The keepalive query can be what finds the loss, after the driver read
+        notifications that no drain() has returned yet.
+        """
+        connection = self.connection
+        if connection is None:
+            return
+        with contextlib.suppress(ConnectionLost):
+            while not self._stopping and (events := connection.drain()):
+                self._handle(events, self._table)
 
     def _handle(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
         if self._probe.waiting:
@@ -270,8 +285,7 @@ class Listener:
             channels.append(WAKEUP_CHANNEL)
         channels.append(self._probe.start(connection.pid))
         try:
-            quote = connection.quote_ident
-            connection.execute("; ".join(f"LISTEN {quote(c)}" for c in channels))
+            connection.listen(channels)
             # Shows pubsub_health which channels this listener serves.
             keys = [presence_key(channel) for channel in sorted(self.channels)]
             connection.execute(PRESENCE_SQL, (keys,))
@@ -349,7 +363,8 @@ class Listener:
 def stop_on_signals(listener: Listener) -> Iterator[None]:
     """SIGTERM/SIGINT stop ``listener`` gracefully; a second one exits at once.
 
-    Must be used from the main thread (Python's rule for signal handlers).
+    Python installs signal handlers from the main thread only: in any other
+    thread this installs nothing, and ``listener.stop()`` is how to stop it.
     """
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -357,9 +372,17 @@ def stop_on_signals(listener: Listener) -> Iterator[None]:
         if listener.stopping:
             logger.warning("Second %s: exiting now.", name)
             raise SystemExit(128 + signum)
-        logger.warning("%s: stopping after the running handler.", name)
+        # Stop first: should logging fail, or another signal interrupt its
+        # write to stderr, the loop still stops.
         listener.stop()
+        logger.warning("%s: stopping after the running handler.", name)
 
+    if threading.current_thread() is not threading.main_thread():
+        # Python installs signal handlers from the main thread only; a
+        # listener run in a worker thread is stopped with listener.stop().
+        logger.debug("Not in the main thread: SIGTERM/SIGINT handlers left alone.")
+        yield
+        return
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield

@@ -155,6 +155,18 @@ class TemporaryPostgres:
         if result.returncode:
             raise RuntimeError(f"{args[0]} failed:\n{result.stdout}{result.stderr}")
 
+    def clone_standby_of(self, primary: TemporaryPostgres) -> TemporaryPostgres:
+        """Make this cluster, not created yet, a streaming hot standby of ``primary``.
+
+        ``start()`` then starts it in recovery: read-only, refusing LISTEN,
+        until ``SELECT pg_promote()`` makes it a primary.
+        """
+        self._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+            "-D", str(self.datadir), "--write-recovery-conf", "--no-sync",
+        )  # fmt: skip
+        return self
+
     def start(self) -> TemporaryPostgres:
         """Create the cluster on first use, start the server, wait until ready."""
         if not self.datadir.exists():
