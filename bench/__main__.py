@@ -244,9 +244,7 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
     raw, lib = statistics.median(runs["raw"]), statistics.median(runs["library"])
     figures.append(Figure("dispatch throughput", "events/s", raw, lib, ">= 0.7", lib >= 0.7 * raw))
     met = statistics.median(runs["metrics"])
-    figures.append(
-        Figure("dispatch, metrics on", "events/s", raw, met, ">= 0.7", met >= 0.7 * raw)
-    )
+    figures.append(Figure("dispatch, metrics on", "events/s", raw, met, ">= 0.7", met >= 0.7 * raw))
     # What counting adds to each event: the difference of the time per event.
     figures.append(Figure("metrics cost per event", "µs", None, (1 / met - 1 / lib) * 1e6))
 

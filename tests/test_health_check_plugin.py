@@ -13,7 +13,7 @@ from django.test import RequestFactory
 from django_pgpubsub import Registry, notify
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from tests.test_listener import Running
+from tests.helpers import ListenerThread
 
 pytest.importorskip("health_check")
 
@@ -54,9 +54,5 @@ def test_options_require_a_listener_per_channel() -> None:
     assert "no listen_events process listens on channel(s) ['a']" in next(iter(body.values()))
     handlers = Registry()
     handlers.register(print, "a")
-    run = Running(Listener(registry=handlers, durable=False))
-    try:
+    with ListenerThread(Listener(registry=handlers, durable=False)).wait_connected():
         assert get((PLUGIN, {"require_listener": True, "channels": ("a",)}))[0] == 200
-    finally:
-        run.listener.stop()
-        run.join()
