@@ -107,13 +107,10 @@ class DriverConnection(ABC):
             try:
                 self.execute(f"LISTEN {self.quote_ident(channel)}")
             except _driver().Error as exc:
-                if _sqlstate(exc) != READ_ONLY_SQLSTATE:
+                lost = standby_refusal(exc, self.alias)
+                if lost is None:
                     raise
-                raise ConnectionLost(
-                    f"Database {self.alias!r} refuses LISTEN ({str(exc).strip()}): it is a "
-                    "read-only standby. Reach the primary, e.g. with "
-                    "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
-                ) from exc
+                raise lost from exc
 
     def drain(self) -> list[Event]:
         """Read what the socket holds, without blocking; return every queued event.
@@ -181,9 +178,10 @@ class Psycopg3Connection(DriverConnection):
         super().__init__(wrapper)
         self._during_statements: deque[Any] = deque(maxlen=self.MAX_UNREAD)
         self._warned_full = False
+        self._keep = self._keep_notify  # one bound method, to add and remove
         self._encoding: str = self.raw.info.encoding
 
-    def _keep(self, notify: Any) -> None:
+    def _keep_notify(self, notify: Any) -> None:
         backlog = self._during_statements
         if len(backlog) == backlog.maxlen and not self._warned_full:
             self._warned_full = True
@@ -244,9 +242,18 @@ def _driver() -> Any:
     return psycopg2
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a driver error (psycopg 3: sqlstate; psycopg2: pgcode)."""
-    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+def standby_refusal(exc: Exception, alias: str) -> ConnectionLost | None:
+    """``ConnectionLost`` to raise when driver error ``exc`` is a hot standby
+    refusing LISTEN (a failover may follow: retry); ``None`` for other errors."""
+    # psycopg 3 names it sqlstate, psycopg2 pgcode.
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if sqlstate != READ_ONLY_SQLSTATE:
+        return None
+    return ConnectionLost(
+        f"Database {alias!r} refuses LISTEN ({str(exc).strip()}): it is a read-only "
+        "standby. Reach the primary, e.g. with "
+        "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
+    )
 
 
 def _lost_errors() -> tuple[type[Exception], ...]:
