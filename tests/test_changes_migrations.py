@@ -40,11 +40,15 @@ def installed(table: str) -> set[str]:
 ALL = {f"pgtrigger_pgpubsub_{event}" for event in ("created", "updated", "deleted")}
 
 
+@pytest.mark.slow
 def test_makemigrations_is_clean_after_migrate(test_database_url: str) -> None:
     # In a process of its own: this one holds models that test modules declare.
     check = ManagePy("makemigrations", "--check", "--dry-run", url=test_database_url)
     assert check.wait() == 0, check.output()
     assert "No changes detected" in check.output()
+
+
+def test_triggers_are_installed_by_migrate() -> None:
     assert installed("testapp_item") == ALL
     assert installed('"testapp_schema"."gadget"') == ALL
     assert installed("auth_permission") == {"pgtrigger_pgpubsub_created"}
