@@ -19,7 +19,8 @@ from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
+from django_pgpubsub.connection import open_connection
+from django_pgpubsub.drivers import DriverConnection, wait_readable
 from django_pgpubsub.events import Event, log_fields
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.observer import Observer
