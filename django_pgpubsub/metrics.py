@@ -2,8 +2,8 @@
 
 Needs ``prometheus_client`` (the ``[metrics]`` extra). The counters live in
 plain Python objects that only the listener's thread writes, and become
-Prometheus metric families when scraped: counting an event costs two clock
-reads and two increments, with no lock. The durable outbox gauges and the
+Prometheus metric families when scraped: counting an event costs one clock
+read, a call and two increments, with no lock. The durable outbox gauges and the
 queue usage come from one query, run when scraped, at most every
 ``REFRESH_INTERVAL`` seconds.
 """
