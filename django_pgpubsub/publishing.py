@@ -255,7 +255,11 @@ def publish_on_save(
     ``{"event": "created"|"updated"|"deleted", "model": "app_label.model_name",
     "pk": ..., "fields": {...}}``. Fixture loading (``raw=True``) publishes
     nothing. A payload too large for NOTIFY is replaced by one with
-    ``"fields": null, "truncated": true`` so the write never fails.
+    ``"fields": null, "truncated": true`` so the write never fails. Fields
+    not loaded (``.only()``, ``.defer()``) are never read: they are listed
+    under ``"deferred"`` instead. Saves and deletes of a multi-table child
+    publish for the published parent too. Writes on a database that is not
+    PostgreSQL are not published (a warning is logged once).
 
     Args:
         model: The model class.
