@@ -59,14 +59,18 @@ test-psycopg2-pg15:
 
 ## As root: a fresh clone in a folder only root can enter (a home under /root,
 ## a CI workspace), where PostgreSQL, run as nobody, cannot reach the
-## virtualenv. Creates its virtualenv (without the lint tools) and runs the
-## quick tier of a few modules there; the folder is removed whatever happens.
+## virtualenv. Creates its virtualenv (without the lint tools), runs the quick
+## tier of a few modules there and reaches the server that scripts/pgtemp.py
+## starts for make example and make bench; the folder is removed whatever
+## happens.
 test-private-clone:
 	@if [ "$$(id -u)" != 0 ]; then echo "$@: only meaningful as root; skipped"; exit 0; fi; \
 	set -e; dir=$$(mktemp -d /root/pgpubsub-ci.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
 	chmod 700 "$$dir"; git clone --quiet . "$$dir/clone"; \
 	$(MAKE) -C "$$dir/clone" test EXTRAS=test,psycopg3 \
-		PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"
+		PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"; \
+	cd "$$dir/clone" && .venv/bin/python scripts/pgtemp.py .venv/bin/python -c \
+		"import os, psycopg; psycopg.connect(os.environ['DATABASE_URL']).close(); print('pgtemp.py (make example, make bench): server reached')"
 
 ## notify()'s fallback and fast path on the Django versions the other runs do
 ## not cover (5.2 in `test`, 4.2 in `test-psycopg2-pg15`).
