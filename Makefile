@@ -2,7 +2,7 @@
 # Each target creates its own virtualenv on first use; nothing needs to be set up.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= test,lint,psycopg3
+EXTRAS ?= test,lint,psycopg3,metrics,health
 PINS ?=
 BIN := $(VENV)/bin
 PG15 := /usr/lib/postgresql/15/bin
@@ -54,7 +54,7 @@ bench: $(VENV)/.installed
 ## Debian's PostgreSQL 15: the quick tier and the slow tests that involve the
 ## driver (PSYCOPG2_SKIP above).
 test-psycopg2-pg15:
-	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test PINS=Django~=4.2.0
+	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test,metrics PINS=Django~=4.2.0
 	PG_BINDIR=$(PG15) .venv-psycopg2/bin/python -m pytest $(PSYCOPG2_SKIP) $(PYTEST_ARGS)
 
 ## As root: a fresh clone in a folder only root can enter (a home under /root,
@@ -67,7 +67,7 @@ test-private-clone:
 	@if [ "$$(id -u)" != 0 ]; then echo "$@: only meaningful as root; skipped"; exit 0; fi; \
 	set -e; dir=$$(mktemp -d /root/pgpubsub-ci.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
 	chmod 700 "$$dir"; git clone --quiet . "$$dir/clone"; \
-	$(MAKE) -C "$$dir/clone" test EXTRAS=test,psycopg3 \
+	$(MAKE) -C "$$dir/clone" test EXTRAS=test,psycopg3,metrics,health \
 		PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"; \
 	cd "$$dir/clone" && .venv/bin/python scripts/pgtemp.py .venv/bin/python -c \
 		"import os, psycopg; psycopg.connect(os.environ['DATABASE_URL']).close(); print('pgtemp.py (make example, make bench): server reached')"
