@@ -199,3 +199,18 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
     assert bucket("+Inf") == 4
     assert samples['pgpubsub_handler_duration_seconds_sum{channel="h"}'] == pytest.approx(20.0036)
     assert samples['pgpubsub_events_dispatched_total{channel="h"}'] == 4
+
+
+def test_gauges_keep_their_last_values_when_the_query_fails() -> None:
+    metrics = ListenerMetrics("default", refresh_interval=0)
+    notify("k.one", "1", durable=True)
+    assert collect(metrics)['pgpubsub_durable_pending{channel="k.one"}'] == 1
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE django_pgpubsub_outbox RENAME TO outbox_away")
+    try:
+        samples = collect(metrics)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE outbox_away RENAME TO django_pgpubsub_outbox")
+    assert samples['pgpubsub_durable_pending{channel="k.one"}'] == 1
+    assert samples["pgpubsub_notification_queue_usage"] == 0
