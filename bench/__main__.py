@@ -38,6 +38,7 @@ class Sizes:
     notify_many: int = 100_000
     memory: int = 1_000_000
     durable: int = 20_000
+    changes: int = 100_000
 
 
 QUICK = Sizes(
@@ -48,6 +49,7 @@ QUICK = Sizes(
     notify_many=5_000,
     memory=20_000,
     durable=500,
+    changes=5_000,
 )
 
 
@@ -286,7 +288,24 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
         rates = [durable_throughput(processes, sizes) for _ in range(rounds)]
         name = f"durable, {processes} listener(s)"
         figures.append(Figure(name, "events/s", None, statistics.median(rates)))
+    figures.extend(trigger_figures(sizes, rounds))
     return figures
+
+
+def trigger_figures(sizes: Sizes, rounds: int) -> list[Figure]:
+    """One UPDATE of every row: no trigger, publish_changes, a row-level pg_notify."""
+    from bench import triggers
+
+    results = triggers.measure(sizes.changes, rounds)
+    plain = results.update_ms["bench_plain"]
+    ours, row = results.update_ms["bench_statement"], results.update_ms["bench_row"]
+    n = f"{sizes.changes:,}"
+    return [
+        Figure(f"UPDATE {n}, statement trigger", "ms", plain, ours, "<= 1.3", ours <= 1.3 * plain),
+        Figure(f"UPDATE {n}, row trigger", "ms", plain, row),
+        Figure(f"{n} keys received, statement", "ms", None, results.received_ms["bench_statement"]),
+        Figure(f"{n} keys received, row", "ms", None, results.received_ms["bench_row"]),
+    ]
 
 
 def table(figures: list[Figure], driver: str) -> str:

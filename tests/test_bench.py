@@ -41,5 +41,9 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "RSS growth 20,000 events",
         "durable, 1 listener(s)",
         "durable, 2 listener(s)",
+        "UPDATE 5,000, statement trigger",
+        "UPDATE 5,000, row trigger",
+        "5,000 keys received, statement",
+        "5,000 keys received, row",
     ]
     assert "dispatch throughput" in result.stdout
