@@ -25,6 +25,7 @@ _SETTINGS: tuple[Callable[[], object], ...] = (
     conf.durable_max_attempts,
     conf.durable_retry_delay,
     conf.durable_retry_max_delay,
+    conf.durable_lease,
 )
 
 

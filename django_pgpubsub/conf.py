@@ -15,6 +15,7 @@ Every setting has a default; ``PGPUBSUB`` itself is optional::
         "DURABLE_MAX_ATTEMPTS": 5,
         "DURABLE_RETRY_DELAY": 2.0,
         "DURABLE_RETRY_MAX_DELAY": 600.0,
+        "DURABLE_LEASE": 60.0,
     }
 """
 
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "DURABLE_MAX_ATTEMPTS": 5,
     "DURABLE_RETRY_DELAY": 2.0,
     "DURABLE_RETRY_MAX_DELAY": 600.0,
+    "DURABLE_LEASE": 60.0,
 }
 
 
@@ -168,6 +170,15 @@ def durable_retry_delay() -> float:
 def durable_retry_max_delay() -> float:
     """Cap on the delay between retries of a durable event. Default 600."""
     return _positive_number("DURABLE_RETRY_MAX_DELAY")
+
+
+def durable_lease() -> float:
+    """Seconds a listener holds a claimed durable event before others may take it. Default 60.
+
+    Renewed while the listener makes progress; a handler running longer than
+    this has its event claimed again by another listener.
+    """
+    return _positive_number("DURABLE_LEASE")
 
 
 def reconnect_max_attempts() -> int | None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.outbox import STORE_MANY_SQL, STORE_SQL
+from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.sql import STORE_MANY_SQL, STORE_SQL
 
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 # unnest() of two arrays walks them side by side, in order: one round trip.
@@ -23,15 +24,21 @@ NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::tex
 _CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
 
 
-def _execute(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
-    """Run ``sql`` on Django's connection for ``using``, in its current transaction."""
+def _execute(
+    using: str | None, sql: str, params: tuple[Any, ...], *, fetch: bool = False
+) -> tuple[Any, ...] | None:
+    """Run ``sql`` on Django's connection for ``using``, in its current transaction.
+
+    Returns:
+        The first row of the result when ``fetch`` is true, else None.
+    """
     wrapper = connections[using or conf.database()]
     if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
         # DEBUG query logging or execute_wrapper() instrumentation is on:
         # take Django's own path so they see the statement.
         with wrapper.cursor() as cursor:
             cursor.execute(sql, params)
-        return
+            return cursor.fetchone() if fetch else None
     # What Django's cursor() and execute() check before running SQL. The
     # thread-sharing check is moot: connections[] is this thread's own. The
     # event-loop check of ensure_connection() still guards async code: there,
@@ -52,11 +59,58 @@ def _execute(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
         # driver's error into Django's and marks the connection as errored.
         with wrapper.wrap_database_errors:
             raise
+    return cached[1].fetchone() if fetch else None
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise InvalidPayload(
+            f"An idempotency key must be a non-empty str without NUL, not {key!r}."
+        )
+    return key
+
+
+@overload
+def notify(
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: Literal[False] = False,
+    key: None = None,
+) -> None: ...
+
+
+@overload
+def notify(
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: Literal[True],
+    key: str | None = None,
+) -> bool: ...
+
+
+@overload
+def notify(
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: bool = False,
+    key: str | None = None,
+) -> bool | None: ...
 
 
 def notify(
-    channel: str, payload: Any = "", *, using: str | None = None, durable: bool = False
-) -> None:
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: bool = False,
+    key: str | None = None,
+) -> bool | None:
     """Send a notification in the current transaction of ``using``.
 
     Inside ``transaction.atomic()`` it is delivered when the transaction
@@ -69,22 +123,38 @@ def notify(
         durable: Store the event in the outbox table, in the same
             transaction, until a listener has handled it: at-least-once
             delivery, and no size limit on the payload.
+        key: Idempotency key of a durable event: nothing is stored while an
+            event with the same key is pending or running.
+
+    Returns:
+        None for a plain event. For a durable one, True when it was stored;
+        False when an event with the same ``key`` was waiting (pending or
+        running), and nothing was stored.
 
     Raises:
         InvalidChannel: The channel name is unusable.
         PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
-        InvalidPayload: The payload has a NUL byte or is not JSON serialisable.
+        InvalidPayload: The payload has a NUL byte or is not JSON serialisable,
+            or ``key`` is not a non-empty str (or is given without ``durable``).
     """
     channel = validate_channel(channel)
     if durable:
         text = encode_payload(payload, limit_size=False)
-        _execute(using, STORE_SQL, (channel, text, channel))
-    else:
-        _execute(using, NOTIFY_SQL, (channel, encode_payload(payload)))
+        if key is not None:
+            key = _check_key(key)
+        row = _execute(using, STORE_SQL, (channel, text, key), fetch=True)
+        return bool(row and row[0])
+    if key is not None:
+        raise InvalidPayload("key= is for durable events: pass durable=True too.")
+    _execute(using, NOTIFY_SQL, (channel, encode_payload(payload)))
+    return None
 
 
 def notify_many(
-    items: Iterable[tuple[str, Any]], *, using: str | None = None, durable: bool = False
+    items: Iterable[tuple[str, Any] | tuple[str, Any, str | None]],
+    *,
+    using: str | None = None,
+    durable: bool = False,
 ) -> int:
     """Send many notifications in one round trip, in the current transaction.
 
@@ -93,24 +163,38 @@ def notify_many(
     once (durable events are each delivered).
 
     Args:
-        items: ``(channel, payload)`` pairs, payloads as for :func:`notify`.
+        items: ``(channel, payload)`` pairs, payloads as for :func:`notify`;
+            durable items may be ``(channel, payload, key)`` triples, with an
+            idempotency key (or None) as for :func:`notify`.
         using: The database alias; default the ``DATABASE`` setting.
         durable: Store them in the outbox, as :func:`notify` does.
 
     Returns:
-        How many notifications were sent.
+        How many notifications were sent or stored: durable items whose key
+        is already waiting (or repeated in ``items``) are not counted.
 
     Raises:
         InvalidChannel: A channel name is unusable.
         PayloadTooLarge: A payload is 8000 bytes or more.
-        InvalidPayload: A payload has a NUL byte or is not JSON serialisable.
+        InvalidPayload: A payload has a NUL byte or is not JSON serialisable,
+            or a key is unusable (or given without ``durable``).
     """
     channels: list[str] = []
     payloads: list[str] = []
-    for channel, payload in items:
-        channels.append(validate_channel(channel))
-        payloads.append(encode_payload(payload, limit_size=not durable))
+    keys: list[str | None] = []
+    for item in items:
+        channels.append(validate_channel(item[0]))
+        payloads.append(encode_payload(item[1], limit_size=not durable))
+        key = item[2] if len(item) > 2 else None
+        if key is not None:
+            if not durable:
+                raise InvalidPayload("Keys are for durable events: pass durable=True too.")
+            key = _check_key(key)
+        keys.append(key)
     if not channels:
         return 0
-    _execute(using, STORE_MANY_SQL if durable else NOTIFY_MANY_SQL, (channels, payloads))
-    return len(channels)
+    if not durable:
+        _execute(using, NOTIFY_MANY_SQL, (channels, payloads))
+        return len(channels)
+    row = _execute(using, STORE_MANY_SQL, (channels, payloads, keys), fetch=True)
+    return int(row[0]) if row else 0

@@ -34,6 +34,8 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "notify_many(5,000)",
         "RSS growth 20,000 events",
         "durable, 1 listener(s)",
-        "durable, 2 listener(s)",
+        "durable, 2 listener(s) vs 1",
+        "durable drain, 20,000 vs 1,000 backlog",
+        "durable claim, 20,000 parked",
     ]
     assert "dispatch throughput" in result.stdout

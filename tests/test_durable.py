@@ -28,7 +28,7 @@ from django_pgpubsub import (
 )
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.outbox import WAKEUP_CHANNEL
+from django_pgpubsub.sql import WAKEUP_CHANNEL
 from tests.helpers import ManagePy, collect, wait_until
 from tests.testapp.models import Received
 
@@ -189,6 +189,7 @@ def listen_durable(listen_events: Start) -> Start:
     return lambda *args: listen_events("--channel", "test.durable", *args)
 
 
+@pytest.mark.slow
 def test_three_processes_share_twenty_thousand_events_each_handled_once(
     listen_durable: Start,
 ) -> None:
@@ -205,6 +206,7 @@ def test_three_processes_share_twenty_thousand_events_each_handled_once(
     assert len(handled_by) >= 2, "the work was not shared"
 
 
+@pytest.mark.slow
 def test_an_event_whose_listener_is_killed_is_handled_by_another(
     listen_events: Start, tmp_path: Path
 ) -> None:
