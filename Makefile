@@ -6,17 +6,29 @@ EXTRAS ?= test,lint,psycopg3
 PINS ?=
 BIN := $(VENV)/bin
 PG15 := /usr/lib/postgresql/15/bin
+# The test tiers, declared in setup.cfg: the quick one is everything unmarked.
+QUICK := not slow and not bench and not browser
+SLOW := slow or bench or browser
+# What the psycopg2 run leaves out: nothing in them depends on the driver.
+NOT_DRIVER := not bench and not browser
 
-.PHONY: test lint example bench ci test-psycopg2-pg15 clean
+.PHONY: test test-slow lint example bench ci test-psycopg2-pg15 test-private-clone \
+	test-django-versions clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]" $(PINS)
 	touch $@
 
-## The test suite on a throwaway PostgreSQL (or DATABASE_URL), with psycopg 3.
+## The quick tier (under a minute) on a throwaway PostgreSQL (or DATABASE_URL),
+## with psycopg 3.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(QUICK)" $(PYTEST_ARGS)
+
+## The other tiers: processes, server restarts, many events, the example
+## project, the benchmark smoke test, the browser.
+test-slow: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "$(SLOW)" $(PYTEST_ARGS)
 
 ## ruff (format and lint) and mypy, all blocking.
 lint: $(VENV)/.installed
@@ -35,11 +47,31 @@ bench: $(VENV)/.installed
 	$(BIN)/python scripts/pgtemp.py $(BIN)/python -m bench $(BENCH_ARGS)
 
 ## The suite again with psycopg2 alone and the oldest supported Django, on
-## Debian's PostgreSQL 15.
+## Debian's PostgreSQL 15: every tier but the benchmark and the browser.
 test-psycopg2-pg15:
-	$(MAKE) test VENV=.venv-psycopg2 EXTRAS=test PINS=Django~=4.2.0 PG_BINDIR=$(PG15)
+	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test PINS=Django~=4.2.0
+	PG_BINDIR=$(PG15) .venv-psycopg2/bin/python -m pytest -m "$(NOT_DRIVER)" $(PYTEST_ARGS)
 
-ci: lint test test-psycopg2-pg15
+## As root: a fresh clone in a folder only root can enter (a home under /root,
+## a CI workspace), where PostgreSQL, run as nobody, cannot reach the
+## virtualenv. Creates its virtualenv and runs the quick tier of a few modules
+## there; the folder is removed whatever happens.
+test-private-clone:
+	@if [ "$$(id -u)" != 0 ]; then echo "$@: only meaningful as root; skipped"; exit 0; fi; \
+	set -e; dir=$$(mktemp -d /root/pgpubsub-ci.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
+	chmod 700 "$$dir"; git clone --quiet . "$$dir/clone"; \
+	$(MAKE) -C "$$dir/clone" test PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"
+
+## notify()'s fallback and fast path on the Django versions the other runs do
+## not cover (5.2 in `test`, 4.2 in `test-psycopg2-pg15`).
+test-django-versions:
+	$(MAKE) .venv-django50/.installed VENV=.venv-django50 EXTRAS=test,psycopg3 PINS=Django~=5.0.0
+	.venv-django50/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py
+	$(MAKE) .venv-django51/.installed VENV=.venv-django51 EXTRAS=test,psycopg3 PINS=Django~=5.1.0
+	.venv-django51/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py
+
+ci: lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions
 
 clean:
-	rm -rf .venv .venv-psycopg2 *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .venv-psycopg2 .venv-django50 .venv-django51 *.egg-info .mypy_cache \
+		.ruff_cache .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from django_pgpubsub.apubsub import AsyncPubSub, aconnect
 from django_pgpubsub.events import DurableEvent, Event
 from django_pgpubsub.exceptions import (
     ConnectionLost,
@@ -12,7 +13,7 @@ from django_pgpubsub.exceptions import (
     PayloadTooLarge,
     PubSubError,
 )
-from django_pgpubsub.notify import notify, notify_many
+from django_pgpubsub.notify import anotify, notify, notify_many
 from django_pgpubsub.publishing import publish_on_save, unpublish_on_save
 from django_pgpubsub.pubsub import PubSub, connect
 from django_pgpubsub.registry import Registry, handler, registry
@@ -23,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "AsyncPubSub",
     "ConnectionLost",
     "DurableEvent",
     "Event",
@@ -33,6 +35,8 @@ __all__ = [
     "PubSubError",
     "Registry",
     "__version__",
+    "aconnect",
+    "anotify",
     "connect",
     "handler",
     "notify",

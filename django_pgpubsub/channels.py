@@ -6,14 +6,11 @@ quietly listen on a different channel than the one notified. We refuse it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django_pgpubsub.exceptions import InvalidChannel
 
 MAX_CHANNEL_BYTES = 63
-
-# Channels are few and reused on every notify; remembering the valid ones keeps
-# validation off the hot path. Bounded so hostile input cannot grow it forever.
-_valid: set[str] = set()
-_VALID_CACHE_SIZE = 4096
 
 
 def validate_channel(channel: object) -> str:
@@ -26,22 +23,38 @@ def validate_channel(channel: object) -> str:
         The same string.
 
     Raises:
-        InvalidChannel: Not a str, empty, has a NUL byte, or is over 63 bytes.
+        InvalidChannel: Not a str, empty, has a NUL byte or a lone surrogate
+            (not encodable in UTF-8), or is over 63 bytes.
     """
-    if channel in _valid:
-        return channel
     if not isinstance(channel, str):
         raise InvalidChannel(f"Channel names are str, not {type(channel).__name__}: {channel!r}.")
     if not channel:
         raise InvalidChannel("Channel name is empty.")
     if "\x00" in channel:
         raise InvalidChannel(f"Channel name contains a NUL byte: {channel!r}.")
-    size = len(channel.encode())
+    try:
+        size = len(channel.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidChannel(
+            f"Channel name cannot be encoded in UTF-8 ({exc.reason}): {channel!r}."
+        ) from None
     if size > MAX_CHANNEL_BYTES:
         raise InvalidChannel(
             f"Channel name is {size} bytes in UTF-8; PostgreSQL allows "
             f"{MAX_CHANNEL_BYTES} and would silently truncate it: {channel!r}."
         )
-    if len(_valid) < _VALID_CACHE_SIZE:
-        _valid.add(channel)
     return channel
+
+
+def validate_channels(channels: Iterable[str]) -> tuple[str, ...]:
+    """Return ``channels`` as a tuple, each checked by :func:`validate_channel`.
+
+    Raises:
+        InvalidChannel: ``channels`` is a single ``str`` (which would otherwise
+            be taken letter by letter), or one of them is unusable.
+    """
+    if isinstance(channels, str | bytes):
+        raise InvalidChannel(
+            f"Expected a list of channel names, not the string {channels!r}; write [{channels!r}]."
+        )
+    return tuple(validate_channel(channel) for channel in channels)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.core import checks
@@ -11,35 +10,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django_pgpubsub import conf
 from django_pgpubsub.connection import database_wrapper
 
-_SETTINGS: tuple[Callable[[], object], ...] = (
-    conf.check_names,
-    conf.database,
-    conf.listener_database,
-    conf.autodiscover_modules,
-    conf.keepalive_interval,
-    conf.reconnect_initial_delay,
-    conf.reconnect_max_delay,
-    conf.reconnect_max_attempts,
-    conf.durable_poll_interval,
-    conf.durable_batch_size,
-    conf.durable_max_attempts,
-    conf.durable_retry_delay,
-    conf.durable_retry_max_delay,
-    conf.durable_lease,
-)
-
 
 @checks.register(checks.Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """django_pgpubsub.E002: every PGPUBSUB setting must be valid."""
-    errors: list[checks.CheckMessage] = []
-    for accessor in _SETTINGS:
-        try:
-            accessor()
-        except ImproperlyConfigured as exc:
-            errors.append(checks.Error(str(exc), id="django_pgpubsub.E002"))
-            break  # an unknown key or a non-dict fails every accessor alike
-    return errors
+    """django_pgpubsub.E002: every PGPUBSUB setting must be known and valid."""
+    return [checks.Error(problem, id="django_pgpubsub.E002") for problem in conf.problems()]
 
 
 @checks.register(checks.Tags.compatibility)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import selectors
 from abc import ABC, abstractmethod
 from collections import deque
@@ -22,6 +23,8 @@ from django.utils.connection import ConnectionDoesNotExist
 from django_pgpubsub import conf
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+
+logger = logging.getLogger("django_pgpubsub.connection")
 
 
 class HasFileno(Protocol):
@@ -42,11 +45,17 @@ def wait_readable(fileobj: int | HasFileno, timeout: float | None) -> bool:
         return bool(selector.select(timeout))
 
 
+# SQLSTATE 25006 (read_only_sql_transaction): "cannot execute LISTEN during
+# recovery" from a hot standby, where a reconnect may land after a failover.
+READ_ONLY_SQLSTATE = "25006"
+
+
 class DriverConnection(ABC):
     """An autocommit driver connection that receives notifications.
 
     Subclasses adapt one driver. Every method that touches the network raises
-    :class:`ConnectionLost` when the connection is gone.
+    :class:`ConnectionLost` when the connection is gone, except :meth:`drain`,
+    which first hands over what was received before the loss.
     """
 
     def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
@@ -54,6 +63,7 @@ class DriverConnection(ABC):
         self.raw: Any = wrapper.connection
         self.raw.autocommit = True
         self._lost_errors = _lost_errors()
+        self._lost: Exception | None = None
         self.pid: int = self.raw.info.backend_pid
 
     def fileno(self) -> int:
@@ -68,16 +78,57 @@ class DriverConnection(ABC):
         return bool(self.raw.closed)
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
-        """Run one statement, discarding any result."""
+        """Run one statement, discarding any result.
+
+        Notifications the driver reads meanwhile are kept for :meth:`drain`,
+        even when the statement finds the connection broken.
+        """
         try:
             with self.raw.cursor() as cursor:
                 cursor.execute(sql, params)
         except self._lost_errors as exc:
+            self._lost = exc
             raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
 
-    @abstractmethod
+    def listen(self, channels: list[str]) -> None:
+        """LISTEN on ``channels``, one statement each.
+
+        One statement each works with every valid OPTIONS: psycopg 3 may
+        prepare a statement (``prepare_threshold``), and PostgreSQL refuses to
+        prepare several commands at once.
+
+        Raises:
+            ConnectionLost: The connection broke, or the server is a hot
+                standby, which refuses LISTEN (retry: a failover may follow).
+        """
+        for channel in channels:
+            try:
+                self.execute(f"LISTEN {self.quote_ident(channel)}")
+            except _driver().Error as exc:
+                if _sqlstate(exc) != READ_ONLY_SQLSTATE:
+                    raise
+                raise ConnectionLost(
+                    f"Database {self.alias!r} refuses LISTEN ({str(exc).strip()}): it is a "
+                    "read-only standby. Reach the primary, e.g. with "
+                    "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
+                ) from exc
+
     def drain(self) -> list[Event]:
-        """Read what the socket holds, without blocking; return every queued event."""
+        """Read what the socket holds, without blocking; return every queued event.
+
+        Raises:
+            ConnectionLost: The connection is gone and every notification
+                received before that was returned by an earlier call.
+        """
+        events = self._read()
+        if not events and self._lost is not None:
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {self._lost}") from self._lost
+        return events
+
+    @abstractmethod
+    def _read(self) -> list[Event]:
+        """Return every notification received so far; on a broken connection,
+        set ``_lost`` instead of raising."""
 
     @abstractmethod
     def quote_ident(self, name: str) -> str:
@@ -92,12 +143,12 @@ class DriverConnection(ABC):
 class Psycopg2Connection(DriverConnection):
     """psycopg2: ``poll()`` moves notifications into the ``notifies`` list."""
 
-    def drain(self) -> list[Event]:
+    def _read(self) -> list[Event]:
         raw = self.raw
         try:
             raw.poll()
         except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+            self._lost = exc
         notifies = raw.notifies
         if not notifies:
             return []
@@ -113,34 +164,65 @@ class Psycopg2Connection(DriverConnection):
 
 class Psycopg3Connection(DriverConnection):
     """psycopg 3: read libpq's queue directly; a handler catches the ones
-    psycopg itself reads while a statement runs."""
+    psycopg itself reads while one of our statements runs.
+
+    The handler is installed only for our own statements: notifications
+    psycopg reads for the application's own use of :attr:`raw` (its
+    ``notifies()`` generator, its statements) are psycopg's, never copied
+    here. Of those caught during our statements, at most :attr:`MAX_UNREAD`
+    wait for :meth:`drain`; past that the oldest are dropped, with a warning.
+    """
+
+    MAX_UNREAD = 100_000
 
     def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
         super().__init__(wrapper)
-        self._during_statements: deque[Any] = deque()
-        self.raw.add_notify_handler(self._during_statements.append)
+        self._during_statements: deque[Any] = deque(maxlen=self.MAX_UNREAD)
+        self._warned_full = False
         self._encoding: str = self.raw.info.encoding
 
-    def drain(self) -> list[Event]:
+    def _keep(self, notify: Any) -> None:
+        backlog = self._during_statements
+        if len(backlog) == backlog.maxlen and not self._warned_full:
+            self._warned_full = True
+            logger.warning(
+                "Over %d notifications received on %r were not read; dropping the "
+                "oldest. Read them (get_event()), or UNLISTEN.",
+                backlog.maxlen,
+                self.alias,
+            )
+        backlog.append(notify)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
+        self.raw.add_notify_handler(self._keep)
+        try:
+            super().execute(sql, params)
+        finally:
+            self.raw.remove_notify_handler(self._keep)
+
+    def _read(self) -> list[Event]:
         pgconn = self.raw.pgconn
         try:
             pgconn.consume_input()
         except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+            self._lost = exc  # what libpq parsed before the loss is still queued
         events = []
         backlog = self._during_statements
         if backlog:
             events = [Event(n.channel, n.payload, n.pid) for n in backlog]
             backlog.clear()
         encoding = self._encoding
-        while (notify := pgconn.notifies()) is not None:
-            events.append(
-                Event(
-                    notify.relname.decode(encoding),
-                    notify.extra.decode(encoding),
-                    notify.be_pid,
+        try:
+            while (notify := pgconn.notifies()) is not None:
+                events.append(
+                    Event(
+                        notify.relname.decode(encoding),
+                        notify.extra.decode(encoding),
+                        notify.be_pid,
+                    )
                 )
-            )
+        except self._lost_errors as exc:  # the connection was closed
+            self._lost = self._lost or exc
         return events
 
     def quote_ident(self, name: str) -> str:
@@ -149,13 +231,35 @@ class Psycopg3Connection(DriverConnection):
         return sql.Identifier(name).as_string(self.raw)
 
 
+def _driver() -> Any:
+    """The driver module Django uses."""
+    if is_psycopg3:
+        import psycopg  # noqa: PLC0415
+
+        return psycopg
+    import psycopg2  # noqa: PLC0415
+
+    return psycopg2
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (psycopg 3: sqlstate; psycopg2: pgcode)."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
 def _lost_errors() -> tuple[type[Exception], ...]:
     """The driver's errors for a connection that failed or broke."""
-    if is_psycopg3:
-        import psycopg as driver  # noqa: PLC0415
-    else:
-        import psycopg2 as driver  # type: ignore[no-redef]  # noqa: PLC0415
+    driver = _driver()
     return (driver.OperationalError, driver.InterfaceError)
+
+
+def require_psycopg3(what: str) -> None:
+    """Raise ImproperlyConfigured when Django runs on psycopg2: ``what`` is async."""
+    if not is_psycopg3:
+        raise ImproperlyConfigured(
+            f"{what} needs psycopg 3 (its AsyncConnection), but Django is using "
+            "psycopg2: pip install 'psycopg[binary]' (Django prefers it when installed)."
+        )
 
 
 def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
@@ -174,6 +278,34 @@ def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
             "ENGINE 'django.db.backends.postgresql'."
         )
     return wrapper
+
+
+def dedicated_wrapper(
+    using: str | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    default_options: dict[str, Any] | None = None,
+) -> BaseDatabaseWrapper:
+    """A new, unconnected Django wrapper for ``using``, never one Django hands out.
+
+    Args:
+        using: The alias; default the ``DATABASE`` setting.
+        options: libpq parameters that override the alias's OPTIONS.
+        default_options: libpq parameters used where OPTIONS does not set them.
+
+    Raises:
+        ImproperlyConfigured: Unknown alias, or not PostgreSQL.
+    """
+    base = database_wrapper(using)
+    settings_dict = copy.deepcopy(base.settings_dict)
+    settings_options = settings_dict.get("OPTIONS") or {}
+    settings_options.pop("pool", None)  # a listener holds its connection for good
+    settings_dict["OPTIONS"] = {
+        **(default_options or {}),
+        **settings_options,
+        **(options or {}),
+    }
+    return type(base)(settings_dict, base.alias)
 
 
 def open_connection(
@@ -201,19 +333,10 @@ def open_connection(
         ImproperlyConfigured: Unknown alias, or not PostgreSQL.
         ConnectionLost: PostgreSQL could not be reached.
     """
-    base = database_wrapper(using)
-    settings_dict = copy.deepcopy(base.settings_dict)
-    settings_options = settings_dict.get("OPTIONS") or {}
-    settings_options.pop("pool", None)  # a listener holds its connection for good
-    settings_dict["OPTIONS"] = {
-        **(default_options or {}),
-        **settings_options,
-        **(options or {}),
-    }
-    wrapper = type(base)(settings_dict, base.alias)
+    wrapper = dedicated_wrapper(using, options=options, default_options=default_options)
     try:
         wrapper.connect()
     except _lost_errors() as exc:
-        raise ConnectionLost(f"Cannot connect to database {base.alias!r}: {exc}") from exc
+        raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
     driver_class = Psycopg3Connection if is_psycopg3 else Psycopg2Connection
     return driver_class(wrapper)

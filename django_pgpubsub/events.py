@@ -61,17 +61,19 @@ class Event(_Slots):
     def __delattr__(self, name: str) -> NoReturn:
         raise AttributeError(f"Event is immutable; cannot delete {name!r}")
 
+    def _key(self) -> tuple[Any, ...]:
+        """What equality and the hash compare."""
+        return (self.channel, self.payload, self.pid)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return (self.channel, self.payload, self.pid) == (
-            other.channel,
-            other.payload,
-            other.pid,
-        )
+        # Only events of the same class compare equal: a DurableEvent is also
+        # told apart by its id, so equal objects always hash equal.
+        return type(self) is type(other) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.channel, self.payload, self.pid))
+        return hash(self._key())
 
     def __repr__(self) -> str:
         return f"Event(pid={self.pid}, channel={self.channel!r}, payload={self.payload!r})"
@@ -107,18 +109,8 @@ class DurableEvent(_DurableSlots):
         _set_id(self, id)
         _set_attempt(self, attempt)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DurableEvent):
-            return NotImplemented
-        return (self.id, self.attempt, self.channel, self.payload) == (
-            other.id,
-            other.attempt,
-            other.channel,
-            other.payload,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.id, self.attempt))
+    def _key(self) -> tuple[Any, ...]:
+        return (self.id, self.attempt, self.channel, self.payload)
 
     def __repr__(self) -> str:
         return (
@@ -128,3 +120,11 @@ class DurableEvent(_DurableSlots):
 
     def __reduce__(self) -> tuple[type[Event], tuple[Any, ...]]:
         return (DurableEvent, (self.channel, self.payload, self.pid, self.id, self.attempt))
+
+
+def log_fields(event: Event) -> dict[str, object]:
+    """``extra`` for a log line about ``event``: ``channel``, and for a durable
+    event ``event_id`` and ``attempt``, so structured logging can index them."""
+    if isinstance(event, DurableEvent):
+        return {"channel": event.channel, "event_id": event.id, "attempt": event.attempt}
+    return {"channel": event.channel}

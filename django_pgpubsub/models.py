@@ -3,11 +3,13 @@ maintenance: counts, retry, purge and release, on ``OutboxEvent.objects``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import connections, models, transaction
 from django.db.models import Count, Q
 
+from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
 
 WAITING = ("pending", "running")
@@ -19,6 +21,14 @@ class OutboxQuerySet(models.QuerySet["OutboxEvent"]):
     ``OutboxEvent.objects.using("other").filter(channel="mail").retry()``
     narrows it to one database and channel.
     """
+
+    def for_channels(self, channels: Iterable[str]) -> OutboxQuerySet:
+        """The events of these channels.
+
+        Raises:
+            InvalidChannel: ``channels`` is a single ``str``, or a name is unusable.
+        """
+        return self.filter(channel__in=validate_channels(channels))  # type: ignore[no-any-return]
 
     def counts(self) -> list[tuple[str, str, int]]:
         """``(channel, state, count)``, ordered by channel and state."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal, overload
 
+from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.connection import require_psycopg3
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.payload import encode_payload
 from django_pgpubsub.sql import STORE_MANY_SQL, STORE_SQL
@@ -33,6 +36,12 @@ def _execute(
         The first row of the result when ``fetch`` is true, else None.
     """
     wrapper = connections[using or conf.database()]
+    if wrapper.vendor != "postgresql":  # a class attribute: costs next to nothing
+        raise ImproperlyConfigured(
+            f"DATABASES[{wrapper.alias!r}] uses {wrapper.vendor}, which has no "
+            "LISTEN/NOTIFY; pass using= a PostgreSQL alias (default: "
+            "PGPUBSUB['DATABASE'])."
+        )
     if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
         # DEBUG query logging or execute_wrapper() instrumentation is on:
         # take Django's own path so they see the statement.
@@ -68,6 +77,17 @@ def _check_key(key: object) -> str:
             f"An idempotency key must be a non-empty str without NUL, not {key!r}."
         )
     return key
+
+
+def _check_durable(using: str | None) -> None:
+    outbox = conf.database()
+    if using is not None and using != outbox:
+        raise ImproperlyConfigured(
+            f"Durable events are stored in the outbox of PGPUBSUB['DATABASE'] "
+            f"({outbox!r}), where listeners claim them; with using={using!r} they "
+            "would be stored where no listener looks. Leave using= out, or set "
+            f"PGPUBSUB['DATABASE'] to {using!r}."
+        )
 
 
 @overload
@@ -134,11 +154,15 @@ def notify(
     Raises:
         InvalidChannel: The channel name is unusable.
         PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
-        InvalidPayload: The payload has a NUL byte or is not JSON serialisable,
-            or ``key`` is not a non-empty str (or is given without ``durable``).
+        InvalidPayload: The payload has a NUL byte or a lone surrogate, or is
+            not JSON serialisable, or ``key`` is not a non-empty str (or is
+            given without ``durable``).
+        ImproperlyConfigured: ``using`` is not PostgreSQL, or ``durable`` with
+            ``using`` other than the ``DATABASE`` setting (the outbox's).
     """
     channel = validate_channel(channel)
     if durable:
+        _check_durable(using)
         text = encode_payload(payload, limit_size=False)
         if key is not None:
             key = _check_key(key)
@@ -148,6 +172,53 @@ def notify(
         raise InvalidPayload("key= is for durable events: pass durable=True too.")
     _execute(using, NOTIFY_SQL, (channel, encode_payload(payload)))
     return None
+
+
+def _notify(
+    channel: str, payload: Any, using: str | None, durable: bool, key: str | None
+) -> bool | None:
+    return notify(channel, payload, using=using, durable=durable, key=key)
+
+
+_notify_in_sync_thread = sync_to_async(_notify, thread_sensitive=True)
+
+
+async def anotify(
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: bool = False,
+    key: str | None = None,
+) -> bool | None:
+    """:func:`notify` for async code: runs it where Django runs async ORM calls.
+
+    Like Django's own async ORM methods, it runs :func:`notify` through
+    ``sync_to_async`` (thread-sensitive), so it is in autocommit and is
+    delivered at once. To publish inside a transaction from async code, put
+    the transaction and :func:`notify` in one sync function and call that
+    through ``sync_to_async``.
+
+    Args:
+        channel: The channel name.
+        payload: A ``str`` is sent as is; anything else as compact JSON.
+        using: The database alias; default the ``DATABASE`` setting.
+        durable: Store the event in the outbox, as :func:`notify` does.
+        key: Idempotency key of a durable event, as for :func:`notify`.
+
+    Returns:
+        As :func:`notify`: None for a plain event; for a durable one, whether
+        it was stored.
+
+    Raises:
+        ImproperlyConfigured: Django uses psycopg2 (the async API needs psycopg 3).
+        InvalidChannel: The channel name is unusable.
+        PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
+        InvalidPayload: The payload has a NUL byte or is not JSON serialisable.
+    """
+    require_psycopg3("anotify()")
+    validate_channel(channel)
+    return await _notify_in_sync_thread(channel, payload, using, durable, key)
 
 
 def notify_many(
@@ -176,9 +247,13 @@ def notify_many(
     Raises:
         InvalidChannel: A channel name is unusable.
         PayloadTooLarge: A payload is 8000 bytes or more.
-        InvalidPayload: A payload has a NUL byte or is not JSON serialisable,
-            or a key is unusable (or given without ``durable``).
+        InvalidPayload: A payload has a NUL byte or a lone surrogate, or is not
+            JSON serialisable, or a key is unusable (or given without
+            ``durable``).
+        ImproperlyConfigured: As for :func:`notify`.
     """
+    if durable:
+        _check_durable(using)
     channels: list[str] = []
     payloads: list[str] = []
     keys: list[str | None] = []

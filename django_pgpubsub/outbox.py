@@ -32,7 +32,8 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgpubsub import conf, sql
-from django_pgpubsub.events import DurableEvent
+from django_pgpubsub.events import DurableEvent, log_fields
+from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
 from django_pgpubsub.schedule import MAX_DELAY, backoff
 
@@ -60,8 +61,9 @@ def retry_delay(attempt: int) -> float:
 class Outbox:
     """The outbox of one database, as a listener sweeps it."""
 
-    def __init__(self, using: str) -> None:
+    def __init__(self, using: str, observer: Observer | None = None) -> None:
         self.using = using
+        self.observer = observer or Observer()
         self._exists = False
         self._warned = False
 
@@ -254,6 +256,8 @@ class Claim:
         params = self._params(id=event.id, next=following)
         running: Handler | None = None
         completed: tuple[Any, ...] | None = None
+        observer = self.outbox.observer
+        began = time.perf_counter()
         try:
             with transaction.atomic(using=self.using):
                 for running in functions:
@@ -269,6 +273,7 @@ class Claim:
                 event.id,
                 event.channel,
                 event.attempt,
+                extra=log_fields(event),
             )
             return None
         except Exception:
@@ -280,17 +285,25 @@ class Claim:
                     "the event was handled.",
                     event.id,
                     event.channel,
+                    extra=log_fields(event),
                 )
                 return None if completed[1] is None else int(completed[1])
+            name = handler_name(running) if running else "(completion)"
+            if running is not None:
+                observer.handler_failed(event.channel, running)
             logger.exception(
                 "Handler %s failed on durable event %d (channel %r, attempt %d); its "
                 "handlers' writes are rolled back.",
-                handler_name(running) if running else "(completion)",
+                name,
                 event.id,
                 event.channel,
                 event.attempt,
+                extra={**log_fields(event), "handler": name},
             )
             return self._fail(event, error, following)
+        finally:
+            if observer.timed:
+                observer.handled(event.channel, time.perf_counter() - began)
         return None if completed[1] is None else int(completed[1])
 
     def _held(self, row_id: int) -> bool:
@@ -313,5 +326,6 @@ class Claim:
                 event.id,
                 event.channel,
                 event.attempt,
+                extra=log_fields(event),
             )
         return None if attempt is None else int(attempt)

@@ -12,10 +12,6 @@ from django_pgpubsub.exceptions import InvalidPayload, PayloadTooLarge
 MAX_PAYLOAD_BYTES = 7999
 """PostgreSQL refuses payloads of 8000 bytes; its count includes a NUL."""
 
-# Four UTF-8 bytes at most per character: anything shorter cannot be too large,
-# so most payloads skip the encode() needed to measure them.
-_ALWAYS_FITS = MAX_PAYLOAD_BYTES // 4
-
 _encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -32,8 +28,8 @@ def encode_payload(payload: Any, *, limit_size: bool = True) -> str:
 
     Raises:
         PayloadTooLarge: The text is 8000 bytes or more in UTF-8.
-        InvalidPayload: The text has a NUL byte, or the value is not JSON
-            serialisable.
+        InvalidPayload: The text has a NUL byte or a lone surrogate (which
+            UTF-8 cannot encode), or the value is not JSON serialisable.
     """
     if isinstance(payload, str):
         text = payload
@@ -42,14 +38,23 @@ def encode_payload(payload: Any, *, limit_size: bool = True) -> str:
             text = _encoder.encode(payload)
         except (TypeError, ValueError) as exc:
             raise InvalidPayload(f"Payload is not JSON serialisable: {exc}") from exc
-    if limit_size and len(text) > _ALWAYS_FITS:
-        size = len(text.encode())
-        if size > MAX_PAYLOAD_BYTES:
-            raise PayloadTooLarge(
-                f"Payload is {size} bytes in UTF-8; PostgreSQL's limit is "
-                f"{MAX_PAYLOAD_BYTES}. Send a key (e.g. a primary key) and load "
-                "the data in the handler."
-            )
+    if not text.isascii():
+        # Only non-ASCII text can hold a lone surrogate, which UTF-8 cannot
+        # encode: refused here, not as a UnicodeEncodeError from the driver.
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError as exc:
+            raise InvalidPayload(
+                f"Payload cannot be encoded in UTF-8 ({exc.reason} at index {exc.start})."
+            ) from None
+    else:
+        size = len(text)
+    if limit_size and size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(
+            f"Payload is {size} bytes in UTF-8; PostgreSQL's limit is "
+            f"{MAX_PAYLOAD_BYTES}. Send a key (e.g. a primary key) and load "
+            "the data in the handler."
+        )
     if "\x00" in text:
         raise InvalidPayload("Payload contains a NUL byte, which PostgreSQL cannot send.")
     return text

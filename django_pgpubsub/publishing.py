@@ -8,8 +8,9 @@ from functools import cached_property
 from typing import Any, TypeVar, overload
 
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import models
-from django.db.models.signals import post_delete, post_save
+from django.db import connections, models
+from django.db.models.signals import class_prepared, post_delete, post_save
+from django.dispatch import receiver
 from django.utils.encoding import is_protected_type
 
 from django_pgpubsub.channels import validate_channel
@@ -38,6 +39,9 @@ class ModelPublisher:
         self._field_names = field_names
         self.events = events
         self._warned = False
+        self._skipped: set[str] = set()
+        self._pk_attname = model._meta.pk.attname
+        self._save_senders: list[type[models.Model]] = []
 
     @cached_property
     def fields(self) -> tuple[models.Field[Any, Any], ...]:
@@ -48,22 +52,50 @@ class ModelPublisher:
         return tuple(opts.get_field(name) for name in self._field_names)  # type: ignore[misc]
 
     def payload(self, event: str, instance: models.Model) -> dict[str, Any]:
-        """The published dict; values serialised as Django's serializers do."""
+        """The published dict; values serialised as Django's serializers do.
+
+        A field that was not loaded (``.only()``, ``.defer()``) is never read:
+        reading it would query the row again, and after a delete it is gone.
+        It is left out of ``"fields"`` and named under ``"deferred"``.
+        """
+        loaded = instance.__dict__
         values = {}
+        deferred = []
         for field in self.fields:
-            value = getattr(instance, field.attname)
+            attname = field.attname
+            if attname not in loaded:
+                deferred.append(field.name)
+                continue
+            value = loaded[attname]
             values[field.name] = (
                 value if is_protected_type(value) else field.value_to_string(instance)
             )
-        pk = instance.pk
-        return {
+        # The published model's own primary key: for a multi-table child it
+        # is the parent link, whose value is the parent row's key.
+        pk = loaded[self._pk_attname]
+        payload = {
             "event": event,
             "model": self.label,
             "pk": pk if is_protected_type(pk) else str(pk),
             "fields": values,
         }
+        if deferred:
+            payload["deferred"] = deferred
+        return payload
 
     def publish(self, event: str, instance: models.Model, using: str) -> None:
+        if connections[using].vendor != "postgresql":
+            # The write itself must not fail: skip, and say so once per alias.
+            if using not in self._skipped:
+                self._skipped.add(using)
+                logger.warning(
+                    "%s events on database %r are not published: it is %s, which "
+                    "has no NOTIFY (logged once per model and database).",
+                    self.label,
+                    using,
+                    connections[using].vendor,
+                )
+            return
         payload = self.payload(event, instance)
         try:
             notify(self.channel, payload, using=using)
@@ -98,14 +130,52 @@ class ModelPublisher:
     def connect(self) -> None:
         uid = f"django_pgpubsub:{self.label}"
         if self.events & {"created", "updated"}:
-            post_save.connect(self.on_save, sender=self.model, weak=False, dispatch_uid=uid)
+            for sender in (self.model, *_descendants(self.model)):
+                self.connect_descendant(sender)
         if "deleted" in self.events:
+            # Deleting a multi-table child deletes its parent rows, and Django
+            # sends post_delete for each of them itself.
             post_delete.connect(self.on_delete, sender=self.model, weak=False, dispatch_uid=uid)
+
+    def connect_descendant(self, sender: type[models.Model]) -> None:
+        """Publish saves of ``sender``: the model, or a multi-table child of it.
+
+        Saving a child writes its parent rows too, but Django sends post_save
+        for the child class only.
+        """
+        if not self.events & {"created", "updated"} or sender in self._save_senders:
+            return
+        uid = f"django_pgpubsub:{self.label}"
+        post_save.connect(self.on_save, sender=sender, weak=False, dispatch_uid=uid)
+        self._save_senders.append(sender)
 
     def disconnect(self) -> None:
         uid = f"django_pgpubsub:{self.label}"
-        post_save.disconnect(sender=self.model, dispatch_uid=uid)
+        for sender in self._save_senders:
+            post_save.disconnect(sender=sender, dispatch_uid=uid)
+        self._save_senders.clear()
         post_delete.disconnect(sender=self.model, dispatch_uid=uid)
+
+
+def _descendants(model: type[models.Model]) -> list[type[models.Model]]:
+    """The multi-table children of ``model`` defined so far, at any depth."""
+    found = []
+    for subclass in model.__subclasses__():
+        if not subclass._meta.proxy and not subclass._meta.abstract:
+            found.append(subclass)
+        found.extend(_descendants(subclass))
+    return found
+
+
+@receiver(class_prepared)
+def _connect_new_descendant(sender: type[models.Model], **kwargs: Any) -> None:
+    """A multi-table child defined after its parent was published publishes it too."""
+    if sender._meta.proxy or sender._meta.abstract:
+        return
+    for parent in sender._meta.get_parent_list():
+        publisher = _publishers.get(parent)
+        if publisher is not None:
+            publisher.connect_descendant(sender)
 
 
 _publishers: dict[type[models.Model], ModelPublisher] = {}

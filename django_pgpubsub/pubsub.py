@@ -49,7 +49,7 @@ class PubSub:
         """Start listening on ``channels``. All are checked before any is sent."""
         names = [validate_channel(channel) for channel in channels]
         for name in names:
-            self._connection.execute(f"LISTEN {self._connection.quote_ident(name)}")
+            self._connection.listen([name])
             self._channels.add(name)
 
     def unlisten(self, *channels: str) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from asgiref.sync import async_to_sync, iscoroutinefunction
 
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.events import Event
@@ -18,6 +21,25 @@ def handler_name(function: Handler) -> str:
     """``module.qualname`` of a handler, for logs and ``--list``."""
     module = getattr(function, "__module__", None) or "?"
     return f"{module}.{getattr(function, '__qualname__', repr(function))}"
+
+
+def run_to_completion(function: Handler) -> Handler:
+    """``function`` itself, or for an ``async def`` one a plain function awaiting it.
+
+    The plain function runs the coroutine with asgiref's ``async_to_sync`` on
+    an event loop of its own, while the ORM calls it makes through
+    ``sync_to_async`` (as Django's async ORM methods do) run back in the
+    calling thread: on the caller's connections and inside its transaction.
+    """
+    if not iscoroutinefunction(function):
+        return function
+    runner = async_to_sync(function)
+
+    @functools.wraps(function)
+    def run(event: Event) -> Any:
+        return runner(event)
+
+    return run
 
 
 class Registry:
@@ -54,6 +76,10 @@ class Registry:
     def handlers(self, channel: str) -> tuple[Handler, ...]:
         """The handlers of ``channel``, in registration order."""
         return self._handlers.get(channel, ())
+
+    def sync_handlers(self, channel: str) -> tuple[Handler, ...]:
+        """The handlers of ``channel`` as plain functions (see :func:`run_to_completion`)."""
+        return tuple(run_to_completion(function) for function in self.handlers(channel))
 
     def channels(self) -> frozenset[str]:
         """Every channel with at least one handler."""

@@ -73,7 +73,7 @@ def dispatch(channel: str, payload: Any = "", *, handlers: Registry = registry) 
         LookupError: No handler is registered for ``channel``.
     """
     event = Event(validate_channel(channel), encode_payload(payload), 0)
-    functions = handlers.handlers(channel)
+    functions = handlers.sync_handlers(channel)
     if not functions:
         raise LookupError(f"No handler is registered for channel {channel!r}.")
     for function in functions:

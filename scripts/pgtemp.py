@@ -25,6 +25,7 @@ import ctypes
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -69,6 +70,42 @@ def _world_can_run(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in folders)
 
 
+# A run path relative to the file holding it, as auditwheel writes them
+# ("$ORIGIN/../../pgserver.libs"); ELF strings end with NUL, lists with ":".
+_ORIGIN_PATH = re.compile(rb"\$ORIGIN((?:/[^\x00:]*)?)")
+
+
+def _reached_folders(install: Path) -> set[Path]:
+    """Folders outside ``install`` that its programs and libraries load from."""
+    found = set()
+    for path in install.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        with path.open("rb") as file:
+            if file.read(4) != b"\x7fELF":
+                continue
+        for match in _ORIGIN_PATH.finditer(path.read_bytes()):
+            folder = (path.parent / match.group(1).decode().lstrip("/")).resolve()
+            if folder.is_dir() and not folder.is_relative_to(install):
+                found.add(folder)
+    return found
+
+
+def _private_copy(install: Path, destination: Path) -> Path:
+    """Copy ``install`` and the folders it loads libraries from into ``destination``.
+
+    Their layout relative to each other is kept, so relative run paths still
+    resolve in the copy (pgserver's programs find libpq in ``pgserver.libs``,
+    beside the package). Returns the copy of ``install``.
+    """
+    install = install.resolve()
+    folders = [install, *sorted(_reached_folders(install))]
+    top = Path(os.path.commonpath(folders))
+    for folder in folders:
+        shutil.copytree(folder, destination / folder.relative_to(top), symlinks=True)
+    return destination / install.relative_to(top)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,9 +135,7 @@ class TemporaryPostgres:
             os.chown(self.root, account.pw_uid, account.pw_gid)
             if not _world_can_run(bindir / "postgres"):
                 # e.g. pgserver inside a virtualenv under /root
-                copy = self.root / "install"
-                shutil.copytree(bindir.parent, copy, symlinks=True)
-                bindir = copy / bindir.name
+                bindir = _private_copy(bindir.parent, self.root / "install") / bindir.name
         self.bindir = bindir
         self.datadir = self.root / "data"
         self.logfile = self.root / "server.log"
@@ -119,6 +154,18 @@ class TemporaryPostgres:
         )
         if result.returncode:
             raise RuntimeError(f"{args[0]} failed:\n{result.stdout}{result.stderr}")
+
+    def clone_standby_of(self, primary: TemporaryPostgres) -> TemporaryPostgres:
+        """Make this cluster, not created yet, a streaming hot standby of ``primary``.
+
+        ``start()`` then starts it in recovery: read-only, refusing LISTEN,
+        until ``SELECT pg_promote()`` makes it a primary.
+        """
+        self._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+            "-D", str(self.datadir), "--write-recovery-conf", "--no-sync",
+        )  # fmt: skip
+        return self
 
     def start(self) -> TemporaryPostgres:
         """Create the cluster on first use, start the server, wait until ready."""

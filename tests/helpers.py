@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from django_pgpubsub import Event, PubSub
-from django_pgpubsub.connection import wait_readable
+from django_pgpubsub.connection import HasFileno, wait_readable
 
 
 def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:
@@ -30,6 +31,18 @@ def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:
             raise AssertionError(f"got {len(events)} of {count} events: {events[-3:]}")
         wait_readable(pubsub, remaining)
     return events
+
+
+def in_socket(fileobj: HasFileno, marker: bytes) -> bool:
+    """True once ``marker`` is in the socket's receive buffer (peeked, not read)."""
+    sock = socket.socket(fileno=fileobj.fileno())
+    try:
+        try:
+            return marker in sock.recv(1 << 16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+    finally:
+        sock.detach()  # the driver owns the descriptor
 
 
 def nothing_arrives(pubsub: PubSub, wait: float = 0.3) -> bool:

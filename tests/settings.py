@@ -1,4 +1,9 @@
-"""Settings for the test suite: a real PostgreSQL from DATABASE_URL, or a throwaway one."""
+"""Settings for the test suite: the PostgreSQL at ``DATABASE_URL``.
+
+They only read it: tests/plugin.py starts a throwaway server for a pytest run
+and sets ``DATABASE_URL``; anything else that imports these settings (mypy's
+Django plugin, scripts/readme_settings.py) starts nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,7 @@ from typing import Any
 
 import dj_database_url
 
-from scripts.pgtemp import ensure_database_url
-
-_url = ensure_database_url()
+_url = os.environ.get("DATABASE_URL", "postgresql://postgres@localhost/postgres")
 
 SECRET_KEY = "tests-only"
 USE_TZ = True
@@ -32,6 +35,8 @@ DATABASES: dict[str, dict[str, Any]] = {
         "CONN_MAX_AGE": int(os.environ.get("TEST_CONN_MAX_AGE", "0")),
     },
     "other": {**dj_database_url.parse(_url), "NAME": "pgpubsub_other"},
+    # Not PostgreSQL: for models routed elsewhere and notify(using="lite").
+    "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 ROOT_URLCONF = "tests.testapp.urls"
 MIDDLEWARE = [

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.bench
 
 
 def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:

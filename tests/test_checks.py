@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from django.core import checks
 from django.test import override_settings
 
@@ -16,6 +17,7 @@ def test_postgresql_passes() -> None:
     assert check_settings() == []
 
 
+@pytest.mark.slow  # a process
 def test_non_postgresql_database_is_e001() -> None:
     # A real `manage.py check` run, with settings that point at SQLite.
     result = subprocess.run(

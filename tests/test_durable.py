@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection, connections, transaction
@@ -345,7 +346,9 @@ def test_without_the_outbox_table_plain_events_still_flow(
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_durable_events_command_on_another_database(capsys: pytest.CaptureFixture[str]) -> None:
-    notify("elsewhere", "x", using="other", durable=True)
+    # Durable events are stored on the DATABASE setting's alias.
+    with override_settings(PGPUBSUB={**settings.PGPUBSUB, "DATABASE": "other"}):
+        notify("elsewhere", "x", durable=True)
     call_command("durable_events", "--database", "other", "status")
     assert "elsewhere  pending  1" in capsys.readouterr().out
     call_command("durable_events")

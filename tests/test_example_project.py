@@ -21,6 +21,8 @@ from scripts.pgtemp import free_port
 from tests.helpers import ROOT, run_sql, wait_until
 
 EXAMPLE = ROOT / "example_project"
+# Every test runs the example's manage.py or run.py in a process.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

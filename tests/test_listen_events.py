@@ -13,7 +13,8 @@ from django_pgpubsub import notify, notify_many
 from tests.helpers import ManagePy, wait_until
 from tests.testapp.models import Received
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Each test starts a process.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 Start = Callable[..., ManagePy]
 

@@ -172,6 +172,7 @@ def test_view_with_atomic_requests(pubsub: PubSub) -> None:
     assert not Order.objects.filter(status="rolled back").exists()
 
 
+@pytest.mark.slow
 def test_listen_events_handler_receives_model_events(
     listen_events: Callable[..., ManagePy],
 ) -> None:

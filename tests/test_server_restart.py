@@ -5,8 +5,12 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from scripts.pgtemp import TemporaryPostgres
 from tests.helpers import ManagePy, run_sql, wait_until
+
+pytestmark = pytest.mark.slow
 
 
 def handled(url: str) -> list[str]:

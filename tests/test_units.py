@@ -1,14 +1,12 @@
-"""Fast tests that need no database: Event, channel and payload checks, settings."""
+"""Fast tests that need no database: Event, channel and payload checks."""
 
 from __future__ import annotations
 
 import pickle
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
-from django.test import override_settings
 
-from django_pgpubsub import Event, InvalidChannel, PayloadTooLarge, conf
+from django_pgpubsub import Event, InvalidChannel, PayloadTooLarge
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.payload import encode_payload
 
@@ -54,35 +52,3 @@ def test_encode_payload_boundaries() -> None:
     with pytest.raises(PayloadTooLarge):
         encode_payload({"k": "x" * 8000})
     assert encode_payload({"b": None, "a": 1}) == '{"b":null,"a":1}'
-
-
-def test_settings_defaults_and_overrides() -> None:
-    with override_settings(PGPUBSUB={}):
-        assert conf.database() == "default"
-        assert conf.listener_database() == "default"
-        assert conf.autodiscover_modules() == ("pubsub",)
-        assert conf.reconnect_max_attempts() is None
-    with override_settings(PGPUBSUB={"DATABASE": "other", "KEEPALIVE_INTERVAL": 2}):
-        assert conf.listener_database() == "other"
-        assert conf.keepalive_interval() == 2.0
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ({"KEEPALIVE": 1}, "Unknown PGPUBSUB"),
-        ({"KEEPALIVE_INTERVAL": 0}, "positive number"),
-        ({"KEEPALIVE_INTERVAL": "5"}, "positive number"),
-        ({"AUTODISCOVER_MODULES": "pubsub"}, r"write \['pubsub'\]"),
-        ({"RECONNECT_MAX_ATTEMPTS": 0}, "positive int"),
-    ],
-)
-def test_bad_settings_say_how_to_fix(value: dict[str, object], message: str) -> None:
-    with override_settings(PGPUBSUB=value), pytest.raises(ImproperlyConfigured, match=message):
-        for accessor in (
-            conf.check_names,
-            conf.keepalive_interval,
-            conf.autodiscover_modules,
-            conf.reconnect_max_attempts,
-        ):
-            accessor()

@@ -47,3 +47,19 @@ class Shipment(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+@publish_on_save(fields=("name",))
+class Place(models.Model):
+    """A published parent of a multi-table child (channel "testapp.place")."""
+
+    name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Restaurant(Place):
+    """A multi-table child of Place, not published itself."""
+
+    serves_pizza = models.BooleanField(default=False)

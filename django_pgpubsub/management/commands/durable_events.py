@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgpubsub import conf
+from django_pgpubsub.exceptions import InvalidChannel
 from django_pgpubsub.models import OutboxEvent
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -52,7 +53,10 @@ class Command(BaseCommand):
         if options.get("ids") is not None:
             events = events.filter(id__in=options["ids"])
         if options.get("channel") is not None:
-            events = events.filter(channel__in=options["channel"])
+            try:
+                events = events.for_channels(options["channel"])
+            except InvalidChannel as exc:
+                raise CommandError(str(exc)) from exc
         if action == "retry":
             self.stdout.write(f"{events.retry()} failed event(s) will be retried.")
         elif action == "release":

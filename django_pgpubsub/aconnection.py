@@ -1,0 +1,146 @@
+"""Dedicated async connections (psycopg 3 only), for AsyncPubSub and the hub.
+
+The connection's socket is watched with the event loop's ``add_reader`` for as
+long as the connection is idle. psycopg registers its own reader on the same
+socket while a statement runs (a loop allows one reader per socket), so
+:meth:`AsyncDriverConnection.execute` steps aside for the statement and
+watches again after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+from django_pgpubsub.connection import _lost_errors, dedicated_wrapper, require_psycopg3
+from django_pgpubsub.events import Event
+from django_pgpubsub.exceptions import ConnectionLost
+
+
+class AsyncDriverConnection:
+    """An autocommit psycopg 3 ``AsyncConnection`` that receives notifications.
+
+    Every method that touches the network raises :class:`ConnectionLost` when
+    the connection is gone. Bound to the event loop it was opened in.
+    """
+
+    def __init__(self, raw: Any, alias: str) -> None:
+        self.alias = alias
+        self.raw = raw
+        self.pid: int = raw.info.backend_pid
+        self._lost_errors = _lost_errors()
+        self._encoding: str = raw.info.encoding
+        # Notifications psycopg reads while one of our statements runs.
+        self._during_statements: deque[Any] = deque()
+        raw.add_notify_handler(self._during_statements.append)
+        self._lock = asyncio.Lock()
+        self._readable = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._fileno: int = raw.fileno()
+        self._watching = False
+        self._watch()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed)
+
+    def _watch(self) -> None:
+        if not self._watching and not self.raw.closed:
+            self._loop.add_reader(self._fileno, self._readable.set)
+            self._watching = True
+        # Whatever psycopg read meanwhile is in the backlog: let waiters drain it.
+        self._readable.set()
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._fileno)
+            self._watching = False
+
+    async def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> list[Any]:
+        """Run one statement (one at a time); return its rows, if any."""
+        async with self._lock:
+            self._unwatch()
+            try:
+                cursor = await self.raw.execute(sql, params)
+                return list(await cursor.fetchall()) if cursor.description else []
+            except self._lost_errors as exc:
+                raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+            finally:
+                self._watch()
+
+    def drain(self) -> list[Event]:
+        """Read what the socket holds, without blocking; return every queued event."""
+        pgconn = self.raw.pgconn
+        try:
+            pgconn.consume_input()
+        except self._lost_errors as exc:
+            self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+        events = []
+        backlog = self._during_statements
+        if backlog:
+            events = [Event(n.channel, n.payload, n.pid) for n in backlog]
+            backlog.clear()
+        encoding = self._encoding
+        while (notify := pgconn.notifies()) is not None:
+            events.append(
+                Event(notify.relname.decode(encoding), notify.extra.decode(encoding), notify.be_pid)
+            )
+        return events
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until something may have arrived; ``False`` once ``timeout`` passed."""
+        readable = self._readable
+        if not readable.is_set():
+            if timeout is None:
+                await readable.wait()
+            else:
+                try:
+                    await asyncio.wait_for(readable.wait(), timeout)
+                except asyncio.TimeoutError:
+                    return False
+        readable.clear()
+        return True
+
+    def quote_ident(self, name: str) -> str:
+        """Quote ``name`` as an SQL identifier with psycopg's own quoting."""
+        from psycopg import sql  # noqa: PLC0415 - psycopg 3 may not be installed
+
+        return sql.Identifier(name).as_string(self.raw)
+
+    async def close(self) -> None:
+        """Close the connection; closing a closed or broken one is a no-op."""
+        self._unwatch()
+        with contextlib.suppress(*self._lost_errors):
+            await self.raw.close()
+
+
+async def open_async_connection(
+    using: str | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    default_options: dict[str, Any] | None = None,
+    what: str = "aconnect()",
+) -> AsyncDriverConnection:
+    """Open a new dedicated autocommit async connection for a ``DATABASES`` alias.
+
+    Built from the parameters Django's own backend derives from the alias
+    (HOST, PORT, NAME, USER, PASSWORD, OPTIONS), as :func:`open_connection`.
+
+    Raises:
+        ImproperlyConfigured: Django uses psycopg2; unknown alias; not PostgreSQL.
+        ConnectionLost: PostgreSQL could not be reached.
+    """
+    require_psycopg3(what)
+    import psycopg  # noqa: PLC0415 - psycopg 3 may not be installed
+
+    wrapper = dedicated_wrapper(using, options=options, default_options=default_options)
+    params = wrapper.get_connection_params()
+    params.pop("cursor_factory", None)  # Django's is a sync cursor
+    try:
+        raw = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    except _lost_errors() as exc:
+        raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
+    return AsyncDriverConnection(raw, wrapper.alias)

@@ -1,0 +1,144 @@
+"""The async twin of :class:`~django_pgpubsub.PubSub` (psycopg 3 only)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, overload
+
+from django_pgpubsub.aconnection import AsyncDriverConnection, open_async_connection
+from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.events import Event
+from django_pgpubsub.notify import NOTIFY_SQL
+from django_pgpubsub.payload import encode_payload
+
+
+class AsyncPubSub:
+    """A dedicated async connection that listens and notifies.
+
+    Made by :func:`aconnect`; use it from the event loop that made it, one
+    task at a time. Notifications it sends are committed at once.
+    """
+
+    def __init__(self, connection: AsyncDriverConnection) -> None:
+        self._connection = connection
+        self._queue: deque[Event] = deque()
+        self._channels: set[str] = set()
+
+    @property
+    def conn(self) -> Any:
+        """The driver connection (a psycopg 3 ``AsyncConnection``)."""
+        return self._connection.raw
+
+    @property
+    def pid(self) -> int:
+        """The process id of this connection's backend."""
+        return self._connection.pid
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels listened to."""
+        return frozenset(self._channels)
+
+    @property
+    def closed(self) -> bool:
+        return self._connection.closed
+
+    async def listen(self, *channels: str) -> None:
+        """Start listening on ``channels``. All are checked before any is sent."""
+        names = [validate_channel(channel) for channel in channels]
+        if names:
+            quote = self._connection.quote_ident
+            await self._connection.execute("; ".join(f"LISTEN {quote(n)}" for n in names))
+            self._channels.update(names)
+
+    async def unlisten(self, *channels: str) -> None:
+        """Stop listening on ``channels``; with none, on every channel.
+
+        Events of those channels already received but not yet read are dropped.
+        """
+        names = [validate_channel(channel) for channel in channels]
+        if not names:
+            await self._connection.execute("UNLISTEN *")
+            self._channels.clear()
+        else:
+            quote = self._connection.quote_ident
+            await self._connection.execute("; ".join(f"UNLISTEN {quote(n)}" for n in names))
+            self._channels.difference_update(names)
+        self._queue.extend(self._connection.drain())
+        self._queue = deque(e for e in self._queue if e.channel in self._channels)
+
+    async def notify(self, channel: str, payload: Any = "") -> None:
+        """Send a notification on this connection, committed at once.
+
+        Args:
+            channel: The channel name.
+            payload: A ``str`` is sent as is; anything else as compact JSON.
+        """
+        args = (validate_channel(channel), encode_payload(payload))
+        await self._connection.execute(NOTIFY_SQL, args)
+
+    @overload
+    def events(self, timeout: None = None) -> AsyncIterator[Event]: ...
+
+    @overload
+    def events(self, timeout: float) -> AsyncIterator[Event | None]: ...
+
+    async def events(self, timeout: float | None = None) -> AsyncIterator[Event | None]:
+        """Yield events as they arrive, forever.
+
+        Args:
+            timeout: With a number of seconds, ``None`` is yielded each time
+                that long passes without an event.
+
+        Raises:
+            ConnectionLost: The connection broke.
+        """
+        connection = self._connection
+        while True:
+            queue = self._queue
+            while queue:
+                yield queue.popleft()
+            batch = connection.drain()
+            if batch:
+                queue.extend(batch)
+            elif not await connection.wait(timeout):
+                yield None
+
+    async def close(self) -> None:
+        """Close the connection. Its channels are unlistened by the server."""
+        await self._connection.close()
+        self._channels.clear()
+
+    async def __aenter__(self) -> AsyncPubSub:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"pid={self.pid}"
+        return f"<AsyncPubSub {self._connection.alias!r} {state} channels={sorted(self._channels)}>"
+
+
+async def aconnect(using: str | None = None, **overrides: Any) -> AsyncPubSub:
+    """Open an :class:`AsyncPubSub` on a new dedicated async connection.
+
+    Args:
+        using: The ``DATABASES`` alias; default the ``DATABASE`` setting.
+        **overrides: libpq parameters that override the alias's OPTIONS.
+
+    Returns:
+        The AsyncPubSub; close it, or use it with ``async with``.
+
+    Raises:
+        ImproperlyConfigured: Django uses psycopg2, or ``using`` is unusable.
+        ConnectionLost: PostgreSQL could not be reached.
+    """
+    return AsyncPubSub(await open_async_connection(using, options=overrides))
