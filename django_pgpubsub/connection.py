@@ -1,7 +1,9 @@
-"""Dedicated listening connections, built by Django's own PostgreSQL backend.
+"""Connections: dedicated listening ones, and statements on Django's own.
 
-The differences between psycopg2 and psycopg 3 live here and nowhere else:
-the rest of the package talks to a :class:`DriverConnection`.
+The differences between psycopg2 and psycopg 3, and the driver-level fast
+path that ``notify()`` takes on Django's connections, live here and nowhere
+else: the rest of the package talks to a :class:`DriverConnection` or calls
+:func:`execute_in_transaction`.
 """
 
 from __future__ import annotations
@@ -105,13 +107,10 @@ class DriverConnection(ABC):
             try:
                 self.execute(f"LISTEN {self.quote_ident(channel)}")
             except _driver().Error as exc:
-                if _sqlstate(exc) != READ_ONLY_SQLSTATE:
+                lost = standby_refusal(exc, self.alias)
+                if lost is None:
                     raise
-                raise ConnectionLost(
-                    f"Database {self.alias!r} refuses LISTEN ({str(exc).strip()}): it is a "
-                    "read-only standby. Reach the primary, e.g. with "
-                    "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
-                ) from exc
+                raise lost from exc
 
     def drain(self) -> list[Event]:
         """Read what the socket holds, without blocking; return every queued event.
@@ -179,9 +178,10 @@ class Psycopg3Connection(DriverConnection):
         super().__init__(wrapper)
         self._during_statements: deque[Any] = deque(maxlen=self.MAX_UNREAD)
         self._warned_full = False
+        self._keep = self._keep_notify  # one bound method, to add and remove
         self._encoding: str = self.raw.info.encoding
 
-    def _keep(self, notify: Any) -> None:
+    def _keep_notify(self, notify: Any) -> None:
         backlog = self._during_statements
         if len(backlog) == backlog.maxlen and not self._warned_full:
             self._warned_full = True
@@ -242,9 +242,18 @@ def _driver() -> Any:
     return psycopg2
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a driver error (psycopg 3: sqlstate; psycopg2: pgcode)."""
-    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+def standby_refusal(exc: Exception, alias: str) -> ConnectionLost | None:
+    """``ConnectionLost`` to raise when driver error ``exc`` is a hot standby
+    refusing LISTEN (a failover may follow: retry); ``None`` for other errors."""
+    # psycopg 3 names it sqlstate, psycopg2 pgcode.
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if sqlstate != READ_ONLY_SQLSTATE:
+        return None
+    return ConnectionLost(
+        f"Database {alias!r} refuses LISTEN ({str(exc).strip()}): it is a read-only "
+        "standby. Reach the primary, e.g. with "
+        "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
+    )
 
 
 def _lost_errors() -> tuple[type[Exception], ...]:
@@ -278,6 +287,70 @@ def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
             "ENGINE 'django.db.backends.postgresql'."
         )
     return wrapper
+
+
+# One driver cursor per Django connection, reused: making a Django cursor per
+# call costs as much as the round trip itself. Kept on the wrapper with the
+# driver connection it belongs to, so a reconnect gets a fresh cursor.
+_CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
+
+
+def execute_in_transaction(
+    using: str | None, sql: str, params: tuple[Any, ...], *, fetch: bool = False
+) -> tuple[Any, ...] | None:
+    """Run ``sql`` on Django's connection for ``using``, in its current transaction.
+
+    Django's own cursor (``connection.cursor()``) when anything should see the
+    statement: ``DEBUG`` or ``CaptureQueriesContext`` query logging, or an
+    ``execute_wrapper()``. Otherwise a driver cursor reused across calls,
+    after the checks Django's cursor makes: the health check
+    (``CONN_HEALTH_CHECKS``), connecting, refusing a broken transaction; and
+    driver errors become Django's (``django.db.utils``), marking the
+    connection as errored, as from any query.
+
+    Args:
+        using: The alias; default the ``DATABASE`` setting.
+        sql: One statement.
+        params: Its parameters.
+        fetch: Return the first row of the result.
+
+    Returns:
+        The first row when ``fetch`` is true, else None.
+
+    Raises:
+        ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
+    """
+    wrapper = connections[using or conf.database()]
+    if wrapper.vendor != "postgresql":  # a class attribute: costs next to nothing
+        raise ImproperlyConfigured(
+            f"DATABASES[{wrapper.alias!r}] uses {wrapper.vendor}, which has no "
+            "LISTEN/NOTIFY; pass using= a PostgreSQL alias (default: "
+            "PGPUBSUB['DATABASE'])."
+        )
+    if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
+        with wrapper.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if fetch else None
+    # The thread-sharing check of Django's cursor is moot: connections[] is
+    # this thread's own. The event-loop check of ensure_connection() still
+    # guards async code: there, each context starts without a connection.
+    if wrapper.health_check_enabled and not wrapper.health_check_done:  # type: ignore[attr-defined]
+        wrapper.close_if_health_check_failed()
+    if wrapper.connection is None:
+        wrapper.ensure_connection()
+    wrapper.validate_no_broken_transaction()
+    cached = getattr(wrapper, _CURSOR_ATTRIBUTE, None)
+    if cached is None or cached[0] is not wrapper.connection:
+        cached = (wrapper.connection, wrapper.connection.cursor())
+        setattr(wrapper, _CURSOR_ATTRIBUTE, cached)
+    try:
+        cached[1].execute(sql, params)
+    except Exception:
+        # Entered only on failure (it costs on every call otherwise): turns the
+        # driver's error into Django's and marks the connection as errored.
+        with wrapper.wrap_database_errors:
+            raise
+    return cached[1].fetchone() if fetch else None
 
 
 def dedicated_wrapper(

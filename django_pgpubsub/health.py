@@ -17,7 +17,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from django_pgpubsub import conf
-from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.connection import database_wrapper
 from django_pgpubsub.listener import APPLICATION_NAME
 from django_pgpubsub.probe import presence_lock_ids
@@ -110,7 +110,7 @@ def check_health(
     """
     alias = using or conf.database()
     database_wrapper(alias)  # ImproperlyConfigured for an unknown alias or not PostgreSQL
-    wanted = sorted({validate_channel(channel) for channel in channels})
+    wanted = sorted(set(validate_channels(channels)))
     checks: dict[str, CheckResult] = {}
     connection = connections[alias]
     opened_here = connection.connection is None

@@ -7,11 +7,10 @@ from typing import Any, Literal, overload
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import require_psycopg3
+from django_pgpubsub.connection import execute_in_transaction, require_psycopg3
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.payload import encode_payload
 from django_pgpubsub.sql import STORE_MANY_SQL, STORE_SQL
@@ -19,56 +18,6 @@ from django_pgpubsub.sql import STORE_MANY_SQL, STORE_SQL
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 # unnest() of two arrays walks them side by side, in order: one round trip.
 NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
-
-
-# One driver cursor per Django connection, reused: making a Django cursor per
-# call costs as much as the round trip itself. Kept on the wrapper with the
-# driver connection it belongs to, so a reconnect gets a fresh cursor.
-_CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
-
-
-def _execute(
-    using: str | None, sql: str, params: tuple[Any, ...], *, fetch: bool = False
-) -> tuple[Any, ...] | None:
-    """Run ``sql`` on Django's connection for ``using``, in its current transaction.
-
-    Returns:
-        The first row of the result when ``fetch`` is true, else None.
-    """
-    wrapper = connections[using or conf.database()]
-    if wrapper.vendor != "postgresql":  # a class attribute: costs next to nothing
-        raise ImproperlyConfigured(
-            f"DATABASES[{wrapper.alias!r}] uses {wrapper.vendor}, which has no "
-            "LISTEN/NOTIFY; pass using= a PostgreSQL alias (default: "
-            "PGPUBSUB['DATABASE'])."
-        )
-    if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
-        # DEBUG query logging or execute_wrapper() instrumentation is on:
-        # take Django's own path so they see the statement.
-        with wrapper.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if fetch else None
-    # What Django's cursor() and execute() check before running SQL. The
-    # thread-sharing check is moot: connections[] is this thread's own. The
-    # event-loop check of ensure_connection() still guards async code: there,
-    # each context starts without a connection.
-    if wrapper.health_check_enabled and not wrapper.health_check_done:  # type: ignore[attr-defined]
-        wrapper.close_if_health_check_failed()
-    if wrapper.connection is None:
-        wrapper.ensure_connection()
-    wrapper.validate_no_broken_transaction()
-    cached = getattr(wrapper, _CURSOR_ATTRIBUTE, None)
-    if cached is None or cached[0] is not wrapper.connection:
-        cached = (wrapper.connection, wrapper.connection.cursor())
-        setattr(wrapper, _CURSOR_ATTRIBUTE, cached)
-    try:
-        cached[1].execute(sql, params)
-    except Exception:
-        # Entered only on failure (it costs on every call otherwise): turns the
-        # driver's error into Django's and marks the connection as errored.
-        with wrapper.wrap_database_errors:
-            raise
-    return cached[1].fetchone() if fetch else None
 
 
 def _check_key(key: object) -> str:
@@ -166,11 +115,11 @@ def notify(
         text = encode_payload(payload, limit_size=False)
         if key is not None:
             key = _check_key(key)
-        row = _execute(using, STORE_SQL, (channel, text, key), fetch=True)
+        row = execute_in_transaction(using, STORE_SQL, (channel, text, key), fetch=True)
         return bool(row and row[0])
     if key is not None:
         raise InvalidPayload("key= is for durable events: pass durable=True too.")
-    _execute(using, NOTIFY_SQL, (channel, encode_payload(payload)))
+    execute_in_transaction(using, NOTIFY_SQL, (channel, encode_payload(payload)))
     return None
 
 
@@ -269,7 +218,7 @@ def notify_many(
     if not channels:
         return 0
     if not durable:
-        _execute(using, NOTIFY_MANY_SQL, (channels, payloads))
+        execute_in_transaction(using, NOTIFY_MANY_SQL, (channels, payloads))
         return len(channels)
-    row = _execute(using, STORE_MANY_SQL, (channels, payloads, keys), fetch=True)
+    row = execute_in_transaction(using, STORE_MANY_SQL, (channels, payloads, keys), fetch=True)
     return int(row[0]) if row else 0

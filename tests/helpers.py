@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from django_pgpubsub import Event, PubSub
+from django.db import connections
+
+from django_pgpubsub import Event, PubSub, Registry
 from django_pgpubsub.connection import HasFileno, wait_readable
+from django_pgpubsub.listener import Listener
 
 
 def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:
@@ -71,6 +74,68 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.02)
+
+
+class ListenerThread:
+    """A :class:`Listener` running in a thread of this process.
+
+    ``connected`` is set on every (re)connection, after the listener's own
+    ``on_connect``. The thread closes its Django connections as it ends. As a
+    context manager, it stops the listener on exit.
+    """
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.connected = threading.Event()
+        self._outcome: list[Any] = []
+        chained = listener.on_connect
+
+        def on_connect(listener: Listener, reconnected: bool) -> None:
+            if chained is not None:
+                chained(listener, reconnected)
+            self.connected.set()
+
+        listener.on_connect = on_connect
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._outcome.append(self.listener.run())
+        except BaseException as exc:
+            self._outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    def wait_connected(self, timeout: float = 10.0) -> ListenerThread:
+        assert self.connected.wait(timeout), "the listener did not connect"
+        return self
+
+    def result(self, timeout: float = 60.0) -> Any:
+        """Wait for ``run()`` to end; return what it returned, or raise what it raised."""
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the listener still runs after {timeout} s"
+        if isinstance(self._outcome[0], BaseException):
+            raise self._outcome[0]
+        return self._outcome[0]
+
+    def stop(self, timeout: float = 10.0) -> Any:
+        """Stop the listener and return its result."""
+        self.listener.stop()
+        return self.result(timeout)
+
+    def __enter__(self) -> ListenerThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.listener.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the listener did not stop"
+
+
+def run_listener(handlers: Registry, **kwargs: Any) -> int:
+    """Run a Listener in a thread until it has dispatched ``max_events``; return that."""
+    return int(ListenerThread(Listener(registry=handlers, **kwargs)).result())
 
 
 class ManagePy:

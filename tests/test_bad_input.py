@@ -20,6 +20,7 @@ from django_pgpubsub import (
     notify_many,
 )
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.health import check_health
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.payload import encode_payload
@@ -92,6 +93,11 @@ def test_outbox_maintenance_refuses_a_str_for_channels() -> None:
     with pytest.raises(InvalidChannel, match="not the string 'orders'"):
         OutboxEvent.objects.for_channels("orders")
     assert OutboxEvent.objects.for_channels(["orders"]).retry() == 0
+
+
+def test_check_health_refuses_a_str_for_channels() -> None:
+    with pytest.raises(InvalidChannel, match="not the string 'orders'"):
+        check_health(require_listener=True, channels="orders")
 
 
 def test_listener_takes_any_iterable_of_channels() -> None:

@@ -3,6 +3,7 @@ already received, prepared statements, standbys, and memory."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,14 +11,15 @@ import pytest
 from django.db import connection, connections
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
-from django_pgpubsub import ConnectionLost, Registry, connect, notify_many
+from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_many
+from django_pgpubsub.aconnection import open_async_connection
 from django_pgpubsub.connection import (
     Psycopg3Connection,
     open_connection,
     wait_readable,
 )
 from django_pgpubsub.listener import Listener
-from tests.helpers import collect, in_socket, wait_until
+from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,3 +150,45 @@ def test_unread_notifications_caught_during_statements_are_bounded(
             "Over 50 notifications received on 'default' were not read; dropping the "
             "oldest. Read them (get_event()), or UNLISTEN."
         ]
+
+
+@psycopg3_only
+def test_async_pubsub_listens_on_several_channels_with_prepared_statements() -> None:
+    async def scenario() -> list[str]:
+        async with await aconnect(**PREPARING_OPTIONS) as ps:
+            await ps.listen("a", "b", "c")
+            await ps.unlisten("b", "c")
+            await ps.listen("c")
+            for channel in ("a", "b", "c"):
+                await ps.notify(channel, channel)
+            events = ps.events()
+            return [(await anext(events)).payload for _ in range(2)]
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 20)) == ["a", "c"]
+
+
+@psycopg3_only
+def test_async_drain_delivers_what_a_failing_statement_read() -> None:
+    url = database_url(connection.settings_dict)
+
+    async def scenario() -> list[str]:
+        listening = await open_async_connection()
+        try:
+            await listening.execute("LISTEN lost")
+            run_sql(url, "SELECT pg_notify('lost', 'lost-' || i) FROM generate_series(0, 4) i")
+            wait_until(lambda: in_socket(listening.raw, b"lost-4"), what="the notifications")
+            run_sql(url, "SELECT pg_terminate_backend(%s)", (listening.pid,))
+            wait_until(
+                lambda: in_socket(listening.raw, b"terminating connection"), what="the FATAL"
+            )
+            with pytest.raises(ConnectionLost):
+                await listening.execute("SELECT 1")
+            received = []
+            with pytest.raises(ConnectionLost):
+                for _ in range(10):
+                    received.extend(listening.drain())
+            return [e.payload for e in received]
+        finally:
+            await listening.close()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 20)) == [f"lost-{i}" for i in range(5)]

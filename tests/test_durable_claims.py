@@ -3,13 +3,12 @@ event, leases, recovery of dead and hung claims; real PostgreSQL, in-process."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify
@@ -21,33 +20,6 @@ from django_pgpubsub.sql import CLAIM_SQL
 from tests.helpers import run_sql
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Running:
-    """A Listener in a thread; stopped and joined on exit."""
-
-    def __init__(self, registry: Registry, channels: list[str], **kwargs: Any) -> None:
-        self.listener = Listener(channels, registry=registry, **kwargs)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        try:
-            self.listener.run()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            connections.close_all()
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.listener.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the listener did not stop"
-        assert self.error is None, self.error
 
 
 def claim_elsewhere(url: str, channel: str, limit: int) -> list[tuple[Any, ...]]:

@@ -13,9 +13,9 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify
+from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from tests.helpers import run_sql, wait_until
-from tests.test_durable_claims import Running
+from tests.helpers import ListenerThread, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,10 +39,13 @@ def test_a_handler_outliving_its_lease_loses_the_event_and_its_writes(
             second_done.set()
 
     registry.register(slow_first_time, "jobs")
-    with caplog.at_level("WARNING", "django_pgpubsub"), Running(registry, ["jobs"]):
+    with (
+        caplog.at_level("WARNING", "django_pgpubsub"),
+        ListenerThread(Listener(["jobs"], registry=registry)),
+    ):
         notify("jobs", "x", durable=True)
         wait_until(lambda: OutboxEvent.objects.filter(attempts=1).exists(), 10, "attempt 1")
-        with Running(registry, ["jobs"]):
+        with ListenerThread(Listener(["jobs"], registry=registry)):
             wait_until(second_done.is_set, 20, "another listener to take the event")
             wait_until(lambda: not OutboxEvent.objects.exists(), 20, "the completion")
             wait_until(lambda: "was claimed again while its" in caplog.text, 20, "the loss")
@@ -64,7 +67,7 @@ def test_while_a_handler_runs_no_other_event_of_its_claim_is_locked(
     registry.register(sleep_on_the_first, "jobs")
     for i in range(5):
         notify("jobs", str(i), durable=True)
-    with Running(registry, ["jobs"]):
+    with ListenerThread(Listener(["jobs"], registry=registry)):
         wait_until(lambda: OutboxEvent.objects.filter(state="running").count() == 5, 10, "a claim")
         first = OutboxEvent.objects.get(payload="0")
         [(xact_start, state)] = run_sql(
@@ -116,7 +119,7 @@ def test_a_retry_comes_due_under_steady_plain_traffic() -> None:
             connection.close()
 
     sender = threading.Thread(target=traffic)
-    with Running(registry, ["jobs"]):
+    with ListenerThread(Listener(["jobs"], registry=registry)):
         sender.start()
         try:
             time.sleep(0.5)  # plain traffic is flowing before the event is sent
@@ -139,7 +142,10 @@ def test_a_listener_started_before_migrate_handles_events_after_it(
     registry.register(lambda event: seen.append(event.payload), "jobs")
     call_command("migrate", "django_pgpubsub", "zero", verbosity=0)
     try:
-        with caplog.at_level("WARNING", "django_pgpubsub"), Running(registry, ["jobs"]):
+        with (
+            caplog.at_level("WARNING", "django_pgpubsub"),
+            ListenerThread(Listener(["jobs"], registry=registry)),
+        ):
             wait_until(lambda: "No outbox table on 'default'" in caplog.text, 10, "the warning")
             call_command("migrate", "django_pgpubsub", verbosity=0)
             notify("jobs", "after migrate", durable=True)

@@ -18,8 +18,7 @@ from django_pgpubsub import Registry, connect, notify
 from django_pgpubsub.health import check_health
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from tests.helpers import ManagePy
-from tests.test_listener import Running
+from tests.helpers import ListenerThread, ManagePy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,10 +38,8 @@ def listening() -> Iterator[Listener]:
     """A Listener of channels "a" and "b", running in a thread."""
     handlers = Registry()
     handlers.register(print, "a", "b")
-    run = Running(Listener(registry=handlers, durable=False))
-    yield run.listener
-    run.listener.stop()
-    run.join()
+    with ListenerThread(Listener(registry=handlers, durable=False)).wait_connected() as running:
+        yield running.listener
 
 
 def test_healthy_exits_0_and_names_the_checks() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 
 import pytest
@@ -88,7 +87,7 @@ def test_a_second_signal_exits_at_once(listen_events: Start) -> None:
     notify("test.slow", {"sleep": 60})
     wait_until(lambda: received("slow started") != [], what="the handler to start")
     process.signal(signal.SIGINT)
-    time.sleep(0.2)
+    process.wait_for_output("SIGINT: stopping after the running handler")
     process.signal(signal.SIGINT)
     assert process.wait(timeout=10) == 128 + signal.SIGINT
     assert received("slow finished") == []

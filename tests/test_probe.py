@@ -12,8 +12,7 @@ from django.test import override_settings
 from django_pgpubsub import Event, Registry, notify
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.probe import Probe, presence_key, presence_lock_ids
-from tests.helpers import wait_until
-from tests.test_listener import Running
+from tests.helpers import ListenerThread, wait_until
 
 KEEPALIVE = 1.0
 
@@ -47,8 +46,7 @@ def test_a_connection_that_stopped_receiving_is_replaced_within_two_intervals(
         durable=False,
         on_connect=lambda _listener, again: connects.append((again, time.monotonic())),
     )
-    run = Running(listener)
-    try:
+    with ListenerThread(listener).wait_connected():
         notify("x", "unlisten")
         wait_until(lambda: bool(sabotaged), what="the sabotage")
         notify("x", "lost")  # sent while the connection hears nothing
@@ -57,9 +55,6 @@ def test_a_connection_that_stopped_receiving_is_replaced_within_two_intervals(
         assert connects[1][1] - sabotaged[0] <= 2 * KEEPALIVE
         notify("x", "after")
         wait_until(lambda: "after" in got, what="an event after the reconnect")
-    finally:
-        listener.stop()
-        run.join()
     assert got == ["unlisten", "after"]
     lost = [r for r in caplog.records if r.getMessage().startswith("Lost the connection")]
     assert len(lost) == 1
@@ -78,11 +73,11 @@ def test_an_idle_listener_probes_without_dispatching_the_probes() -> None:
     handlers.register(got.append, "x")
     listener = Listener(["x"], registry=handlers, durable=False, max_events=1)
     started = time.monotonic()
-    run = Running(listener)
+    running = ListenerThread(listener).wait_connected()
     # Several keepalive intervals pass: probes go out and come back.
     wait_until(lambda: listener._probe.answered_at > started + 0.6, 5, "probe answers")
     notify("x", "only")
-    assert run.join() == 1
+    assert running.result(10) == 1
     assert [event.payload for event in got] == ["only"]
 
 
