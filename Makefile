@@ -2,7 +2,7 @@
 # Each target creates its own virtualenv on first use; nothing needs to be set up.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= test,lint,psycopg3
+EXTRAS ?= test,lint,psycopg3,metrics,health
 PINS ?=
 BIN := $(VENV)/bin
 PG15 := /usr/lib/postgresql/15/bin
@@ -49,7 +49,7 @@ bench: $(VENV)/.installed
 ## The suite again with psycopg2 alone and the oldest supported Django, on
 ## Debian's PostgreSQL 15: every tier but the benchmark and the browser.
 test-psycopg2-pg15:
-	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test PINS=Django~=4.2.0
+	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test,metrics PINS=Django~=4.2.0
 	PG_BINDIR=$(PG15) .venv-psycopg2/bin/python -m pytest -m "$(NOT_DRIVER)" $(PYTEST_ARGS)
 
 ## As root: a fresh clone in a folder only root can enter (a home under /root,

@@ -84,6 +84,8 @@ class Listener:
             command = ["-m", "django", "listen_events", "--channel", channel, "-v", "0"]
             if count is not None:
                 command += ["--max-events", str(count)]
+            if kind == "metrics":  # the library with Prometheus metrics on
+                command += ["--metrics-port", "0", "--metrics-address", "127.0.0.1"]
             ready = "Listening on"
         env = {**child_env(), "BENCH_OUT": str(self.out), **extra_env}
         self.process = subprocess.Popen(
@@ -217,9 +219,14 @@ def alternate(
 
 def run(sizes: Sizes, rounds: int) -> list[Figure]:
     figures = []
-    runs = alternate(rounds, lambda kind: throughput(kind, sizes))
+    kinds = ("raw", "library", "metrics")
+    runs = alternate(rounds, lambda kind: throughput(kind, sizes), kinds)
     raw, lib = statistics.median(runs["raw"]), statistics.median(runs["library"])
     figures.append(Figure("dispatch throughput", "events/s", raw, lib, ">= 0.7", lib >= 0.7 * raw))
+    met = statistics.median(runs["metrics"])
+    figures.append(Figure("dispatch, metrics on", "events/s", raw, met, ">= 0.7", met >= 0.7 * raw))
+    # What counting adds to each event: the difference of the time per event.
+    figures.append(Figure("metrics cost per event", "µs", None, (1 / met - 1 / lib) * 1e6))
 
     runs = alternate(rounds, lambda kind: latencies(kind, sizes))
     for name, fraction, limit in (("p50", 0.5, 1.3), ("p99", 0.99, 2.0)):

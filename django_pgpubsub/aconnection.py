@@ -14,12 +14,11 @@ import contextlib
 from collections import deque
 from typing import Any
 
-from django_pgpubsub.connection import (
+from django_pgpubsub.connection import dedicated_wrapper, require_psycopg3
+from django_pgpubsub.drivers import (
     Psycopg3Connection,
-    _driver,
-    _lost_errors,
-    dedicated_wrapper,
-    require_psycopg3,
+    driver_module,
+    lost_errors,
     standby_refusal,
 )
 from django_pgpubsub.events import Event
@@ -37,7 +36,7 @@ class AsyncDriverConnection:
         self.alias = alias
         self.raw = raw
         self.pid: int = raw.info.backend_pid
-        self._lost_errors = _lost_errors()
+        self._lost_errors = lost_errors()
         self._encoding: str = raw.info.encoding
         # Notifications psycopg reads while one of our statements runs (the
         # handler is installed for those only, as in Psycopg3Connection).
@@ -89,7 +88,7 @@ class AsyncDriverConnection:
         for channel in channels:
             try:
                 await self.execute(f"{command} {self.quote_ident(channel)}")
-            except _driver().Error as exc:
+            except driver_module().Error as exc:
                 lost = standby_refusal(exc, self.alias)
                 if lost is None:
                     raise
@@ -180,6 +179,6 @@ async def open_async_connection(
     params.pop("cursor_factory", None)  # Django's is a sync cursor
     try:
         raw = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-    except _lost_errors() as exc:
+    except lost_errors() as exc:
         raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
     return AsyncDriverConnection(raw, wrapper.alias)

@@ -8,7 +8,8 @@ from types import TracebackType
 from typing import Any, Literal, overload
 
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
+from django_pgpubsub.connection import open_connection
+from django_pgpubsub.drivers import DriverConnection, wait_readable
 from django_pgpubsub.events import Event
 from django_pgpubsub.notify import NOTIFY_SQL
 from django_pgpubsub.payload import encode_payload

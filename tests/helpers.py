@@ -16,7 +16,7 @@ from urllib.parse import quote
 from django.db import connections
 
 from django_pgpubsub import Event, PubSub, Registry
-from django_pgpubsub.connection import HasFileno, wait_readable
+from django_pgpubsub.drivers import HasFileno, wait_readable
 from django_pgpubsub.listener import Listener
 
 

@@ -31,6 +31,8 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
     names = [figure["name"] for figure in json.loads(out.read_text())["figures"]]
     assert names == [
         "dispatch throughput",
+        "dispatch, metrics on",
+        "metrics cost per event",
         "latency p50",
         "latency p99",
         "notify() vs Django cursor",

@@ -13,11 +13,8 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_many
 from django_pgpubsub.aconnection import open_async_connection
-from django_pgpubsub.connection import (
-    Psycopg3Connection,
-    open_connection,
-    wait_readable,
-)
+from django_pgpubsub.connection import open_connection
+from django_pgpubsub.drivers import Psycopg3Connection, wait_readable
 from django_pgpubsub.listener import Listener
 from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
 

@@ -9,9 +9,11 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections
+from django.test import override_settings
 from django.utils import timezone
 
 from django_pgpubsub import Registry, connect, notify
@@ -182,3 +184,29 @@ def test_command_against_real_processes(test_database_url: str, listen_events: A
     assert probe.wait() == 1
     assert probe.output().startswith("database: cannot reach 'default': ")
     assert "Traceback" not in probe.output()
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_database_option_checks_that_database() -> None:
+    with override_settings(PGPUBSUB={**settings.PGPUBSUB, "DATABASE": "other"}):
+        notify("elsewhere", "x", durable=True)
+    OutboxEvent.objects.using("other").update(state=OutboxEvent.State.FAILED)
+    assert health()[0] == 0
+    status, out = health("--database", "other")
+    assert status == 1
+    assert out.startswith("failed_events: 1 failed durable event(s)")
+
+
+def test_a_missing_outbox_table_says_how_to_create_it() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE django_pgpubsub_outbox RENAME TO outbox_away")
+    try:
+        status, out = health()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE outbox_away RENAME TO django_pgpubsub_outbox")
+    assert status == 1
+    assert out.splitlines() == [
+        f"{name}: no django_pgpubsub_outbox table: run `manage.py migrate django_pgpubsub`"
+        for name in ("failed_events", "oldest_pending")
+    ]
