@@ -2,7 +2,7 @@
 # Each target creates its own virtualenv on first use; nothing needs to be set up.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= test,lint,psycopg3,metrics,health
+EXTRAS ?= test,lint,psycopg3,metrics,health,triggers
 PINS ?=
 BIN := $(VENV)/bin
 PG15 := /usr/lib/postgresql/15/bin
@@ -49,7 +49,7 @@ bench: $(VENV)/.installed
 ## The suite again with psycopg2 alone and the oldest supported Django, on
 ## Debian's PostgreSQL 15: every tier but the benchmark and the browser.
 test-psycopg2-pg15:
-	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test,metrics PINS=Django~=4.2.0
+	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test,metrics,triggers PINS=Django~=4.2.0
 	PG_BINDIR=$(PG15) .venv-psycopg2/bin/python -m pytest -m "$(NOT_DRIVER)" $(PYTEST_ARGS)
 
 ## As root: a fresh clone in a folder only root can enter (a home under /root,
@@ -65,9 +65,9 @@ test-private-clone:
 ## notify()'s fallback and fast path on the Django versions the other runs do
 ## not cover (5.2 in `test`, 4.2 in `test-psycopg2-pg15`).
 test-django-versions:
-	$(MAKE) .venv-django50/.installed VENV=.venv-django50 EXTRAS=test,psycopg3 PINS=Django~=5.0.0
+	$(MAKE) .venv-django50/.installed VENV=.venv-django50 EXTRAS=test,psycopg3,triggers PINS=Django~=5.0.0
 	.venv-django50/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py
-	$(MAKE) .venv-django51/.installed VENV=.venv-django51 EXTRAS=test,psycopg3 PINS=Django~=5.1.0
+	$(MAKE) .venv-django51/.installed VENV=.venv-django51 EXTRAS=test,psycopg3,triggers PINS=Django~=5.1.0
 	.venv-django51/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py
 
 ci: lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions

@@ -39,6 +39,7 @@ class Sizes:
     notify_many: int = 100_000
     memory: int = 1_000_000
     durable: durable.DurableSizes = field(default_factory=durable.DurableSizes)
+    changes: int = 100_000
 
 
 QUICK = Sizes(
@@ -49,6 +50,7 @@ QUICK = Sizes(
     notify_many=5_000,
     memory=20_000,
     durable=durable.QUICK,
+    changes=5_000,
 )
 
 
@@ -263,6 +265,7 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
         Figure(f"RSS growth {sizes.memory:,} events", "MB", None, growth, "<= 5 MB", growth <= 5.0)
     )
     figures.extend(durable_figures(sizes.durable, rounds))
+    figures.extend(trigger_figures(sizes, rounds))
     return figures
 
 
@@ -305,6 +308,22 @@ def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:
         )
     )
     return figures
+
+
+def trigger_figures(sizes: Sizes, rounds: int) -> list[Figure]:
+    """One UPDATE of every row: no trigger, publish_changes, a row-level pg_notify."""
+    from bench import triggers
+
+    results = triggers.measure(sizes.changes, rounds)
+    plain = results.update_ms["bench_plain"]
+    ours, row = results.update_ms["bench_statement"], results.update_ms["bench_row"]
+    n = f"{sizes.changes:,}"
+    return [
+        Figure(f"UPDATE {n}, statement trigger", "ms", plain, ours, "<= 1.3", ours <= 1.3 * plain),
+        Figure(f"UPDATE {n}, row trigger", "ms", plain, row),
+        Figure(f"{n} keys received, statement", "ms", None, results.received_ms["bench_statement"]),
+        Figure(f"{n} keys received, row", "ms", None, results.received_ms["bench_row"]),
+    ]
 
 
 def table(figures: list[Figure], driver: str) -> str:

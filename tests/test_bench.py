@@ -43,5 +43,9 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "durable, 2 listener(s) vs 1",
         "durable drain, 20,000 vs 1,000 backlog",
         "durable claim, 20,000 parked",
+        "UPDATE 5,000, statement trigger",
+        "UPDATE 5,000, row trigger",
+        "5,000 keys received, statement",
+        "5,000 keys received, row",
     ]
     assert "dispatch throughput" in result.stdout

@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 
-from django_pgpubsub import Event, handler, notify, publish_on_save
+from django_pgpubsub import Event, handler, notify, publish_changes, publish_on_save
 from tests.testapp.models import Received
 
 
@@ -53,6 +53,8 @@ def echo(event: Event) -> None:
 
 
 publish_on_save(User, fields=("username", "email"), events=("created", "deleted"))
+# A model of another app: the triggers' migration lands in testapp (a proxy).
+publish_changes(Permission, events=("created",))
 
 
 @handler("testapp.order")
