@@ -39,6 +39,9 @@ class Sizes:
     memory: int = 1_000_000
     durable: int = 20_000
     changes: int = 100_000
+    writers: int = 8
+    writer_seconds: float = 0.5
+    writer_rounds: int = 7
 
 
 QUICK = Sizes(
@@ -50,6 +53,9 @@ QUICK = Sizes(
     memory=20_000,
     durable=500,
     changes=5_000,
+    writers=2,
+    writer_seconds=0.2,
+    writer_rounds=1,
 )
 
 
@@ -289,6 +295,7 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
         name = f"durable, {processes} listener(s)"
         figures.append(Figure(name, "events/s", None, statistics.median(rates)))
     figures.extend(trigger_figures(sizes, rounds))
+    figures.extend(writer_figures(sizes))
     return figures
 
 
@@ -306,6 +313,24 @@ def trigger_figures(sizes: Sizes, rounds: int) -> list[Figure]:
         Figure(f"{n} keys received, statement", "ms", None, results.received_ms["bench_statement"]),
         Figure(f"{n} keys received, row", "ms", None, results.received_ms["bench_row"]),
     ]
+
+
+def writer_figures(sizes: Sizes) -> list[Figure]:
+    """Writers' transactions per second, each column against plain INSERTs.
+
+    Last, as it empties the outbox; its own rounds (many short cells average
+    out a shared machine's bursts better than a few long ones).
+    """
+    from bench import writers
+
+    results = writers.measure(sizes.writers, sizes.writer_seconds, sizes.writer_rounds)
+    print(writers.table(results))
+    figures = []
+    for listening, row in results.tps.items():
+        for name, tps in row.items():
+            plain = None if name == "plain" else row["plain"]
+            figures.append(Figure(f"writers, {listening} listening: {name}", "tx/s", plain, tps))
+    return figures
 
 
 def table(figures: list[Figure], driver: str) -> str:
