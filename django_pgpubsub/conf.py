@@ -257,9 +257,9 @@ durable_poll_interval = Seconds(
 durable_batch_size = Count(
     "DURABLE_BATCH_SIZE",
     100,
-    "Durable events claimed per transaction. A listener holds a batch until "
-    "it has handled all of it: lower this for slow handlers, so that other "
-    "listeners share the work.",
+    "Durable events a listener claims at a time. It holds the ones waiting for "
+    "their turn (renewing their leases) until it has handled all of the claim: "
+    "lower this for slow handlers, so that other listeners share the work.",
 )
 durable_max_attempts = Count(
     "DURABLE_MAX_ATTEMPTS",
@@ -275,6 +275,14 @@ durable_retry_max_delay = Seconds(
     "DURABLE_RETRY_MAX_DELAY",
     600.0,
     "Cap of that delay.",
+)
+durable_lease = Seconds(
+    "DURABLE_LEASE",
+    60.0,
+    "How long a listener may run one durable event's handlers before another "
+    "listener takes the event back (see `How durable events are handled`_). "
+    "Claims of a listener whose database session is gone come back sooner, at "
+    "the next sweep.",
 )
 
 

@@ -61,7 +61,9 @@ def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
 _CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
 
 
-def execute_in_transaction(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
+def execute_in_transaction(
+    using: str | None, sql: str, params: tuple[Any, ...], *, fetch: bool = False
+) -> tuple[Any, ...] | None:
     """Run ``sql`` on Django's connection for ``using``, in its current transaction.
 
     Django's own cursor (``connection.cursor()``) when anything should see the
@@ -76,6 +78,10 @@ def execute_in_transaction(using: str | None, sql: str, params: tuple[Any, ...])
         using: The alias; default the ``DATABASE`` setting.
         sql: One statement.
         params: Its parameters.
+        fetch: Return the first row of the result.
+
+    Returns:
+        The first row when ``fetch`` is true, else None.
 
     Raises:
         ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
@@ -90,7 +96,7 @@ def execute_in_transaction(using: str | None, sql: str, params: tuple[Any, ...])
     if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
         with wrapper.cursor() as cursor:
             cursor.execute(sql, params)
-        return
+            return cursor.fetchone() if fetch else None
     # The thread-sharing check of Django's cursor is moot: connections[] is
     # this thread's own. The event-loop check of ensure_connection() still
     # guards async code: there, each context starts without a connection.
@@ -110,6 +116,7 @@ def execute_in_transaction(using: str | None, sql: str, params: tuple[Any, ...])
         # driver's error into Django's and marks the connection as errored.
         with wrapper.wrap_database_errors:
             raise
+    return cached[1].fetchone() if fetch else None
 
 
 def dedicated_wrapper(

@@ -24,10 +24,11 @@ from django_pgpubsub.drivers import DriverConnection, wait_readable
 from django_pgpubsub.events import Event, log_fields
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.observer import Observer
-from django_pgpubsub.outbox import WAKEUP_CHANNEL, Outbox
+from django_pgpubsub.outbox import Outbox
 from django_pgpubsub.probe import PRESENCE_SQL, PROBE_SQL, Probe, presence_key
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
-from django_pgpubsub.schedule import Periodic, Schedule
+from django_pgpubsub.schedule import Periodic, Schedule, backoff
+from django_pgpubsub.sql import WAKEUP_CHANNEL
 
 logger = logging.getLogger("django_pgpubsub.listener")
 
@@ -220,13 +221,16 @@ class Listener:
 
     def _sweep_durable(self) -> None:
         close_old_connections()
-        self._handle_durable()
+        # Also takes back the claims of dead or hung listeners.
+        self._handle_durable(recover=True)
         close_old_connections()
 
-    def _handle_durable(self) -> None:
+    def _handle_durable(self, *, recover: bool = False) -> None:
         """Claim and handle the durable events that are due (outside any batch)."""
         remaining = None if self.max_events is None else self.max_events - self.dispatched
-        self.dispatched += self._outbox.sweep(self._table, lambda: self._stopping, remaining)
+        self.dispatched += self._outbox.sweep(
+            self._table, lambda: self._stopping, remaining, recover=recover
+        )
         if self.max_events is not None and self.dispatched >= self.max_events:
             self.stop()
 
@@ -315,7 +319,7 @@ class Listener:
                 failures += 1
                 if max_attempts is not None and failures >= max_attempts:
                     raise
-                delay = min(cap, initial * 2 ** (failures - 1))
+                delay = backoff(initial, cap, failures)
                 delay = random.uniform(delay / 2, delay)  # jitter: listeners don't stampede
                 logger.warning(
                     "Cannot connect to %r (%s); attempt %d, retrying in %.2f s.",

@@ -21,8 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 from django_pgpubsub.context import CONTEXT_SETTING
-from django_pgpubsub.outbox import OUTBOX_TABLE, WAKEUP_CHANNEL
 from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
+from django_pgpubsub.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
 
 EVENTS = ("created", "updated", "deleted")
 OLD_ROWS = "old_rows"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test import Client, override_settings
 
 from django_pgpubsub import (
@@ -28,10 +27,9 @@ from django_pgpubsub import (
     publish_context,
     publish_on_save,
 )
-from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
-from tests.helpers import collect, run_sql
+from tests.helpers import collect, run_listener, run_sql
 from tests.testapp.models import (
     Cinema,
     Code,
@@ -250,18 +248,7 @@ def test_durable_change_is_handled_by_a_listener_started_later() -> None:
     handled: list[Event] = []
     handlers = Registry()
     handlers.register(handled.append, "test.changes.durable")
-    listener = Listener(["test.changes.durable"], registry=handlers, max_events=1)
-
-    def run() -> None:
-        try:
-            listener.run()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive()
+    assert run_listener(handlers, channels=["test.changes.durable"], max_events=1) == 1
     assert [e.data["pks"] for e in handled] == [[d.pk for d in created]]
     assert not OutboxEvent.objects.exists()
 

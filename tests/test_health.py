@@ -46,6 +46,7 @@ def listening() -> Iterator[Listener]:
 
 def test_healthy_exits_0_and_names_the_checks() -> None:
     assert health() == (0, "healthy: database, queue_usage, failed_events, oldest_pending\n")
+    assert connection.connection is None  # the one it opened is closed
 
 
 def test_json_report() -> None:

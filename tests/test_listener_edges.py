@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import threading
-from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -15,7 +14,7 @@ from django.db import connection, connections
 
 from django_pgpubsub import Event, Registry, notify, notify_many
 from django_pgpubsub.listener import Listener, stop_on_signals
-from tests.helpers import in_socket, wait_until
+from tests.helpers import ListenerThread, in_socket, wait_until
 from tests.testapp.models import Received
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,24 +89,20 @@ def test_notifications_received_before_the_loss_are_all_handled() -> None:
         durable=False,
         on_connect=lambda _listener, again: connects.append(again),
     )
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(listener.run()))
-    thread.start()
-    try:
-        wait_until(lambda: connects == [False], what="the listener")
-        notify("lost", "first")
-        assert started.wait(10)
-        notify_many(("lost", f"lost-{i}") for i in range(5))
-        listening = listener.connection
-        assert listening is not None
-        wait_until(lambda: in_socket(listening, b"lost-4"), what="the notifications")
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [listening.pid])
-        release.set()
-        wait_until(lambda: connects == [False, True], what="the reconnect")
-        wait_until(lambda: len(seen) == 6, what="every notification")
-    finally:
-        release.set()
-        listener.stop()
-        thread.join(20)
+    with ListenerThread(listener):
+        try:
+            wait_until(lambda: connects == [False], what="the listener")
+            notify("lost", "first")
+            assert started.wait(10)
+            notify_many(("lost", f"lost-{i}") for i in range(5))
+            listening = listener.connection
+            assert listening is not None
+            wait_until(lambda: in_socket(listening, b"lost-4"), what="the notifications")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [listening.pid])
+            release.set()
+            wait_until(lambda: connects == [False, True], what="the reconnect")
+            wait_until(lambda: len(seen) == 6, what="every notification")
+        finally:
+            release.set()
     assert seen == ["first"] + [f"lost-{i}" for i in range(5)]

@@ -181,3 +181,36 @@ def test_scrape_a_running_listen_events(listen_events: Callable[..., ManagePy]) 
     wait_until(settled, 15, "the expected metrics")
     assert latest[0]["pgpubsub_durable_oldest_pending_seconds"] >= 0
     assert 'pgpubsub_durable_pending{channel="test.durable"}' not in latest[0]
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
+    metrics = ListenerMetrics("default")
+    for seconds in (0.0001, 0.0005, 0.003, 20.0):
+        metrics.handled("h", seconds)
+    samples = collect(metrics)
+
+    def bucket(le: str) -> float:
+        return samples[f'pgpubsub_handler_duration_seconds_bucket{{channel="h",le="{le}"}}']
+
+    assert bucket("0.0005") == 2  # "le": a duration equal to the bound is in it
+    assert bucket("0.0025") == 2
+    assert bucket("0.005") == 3
+    assert bucket("10.0") == 3
+    assert bucket("+Inf") == 4
+    assert samples['pgpubsub_handler_duration_seconds_sum{channel="h"}'] == pytest.approx(20.0036)
+    assert samples['pgpubsub_events_dispatched_total{channel="h"}'] == 4
+
+
+def test_gauges_keep_their_last_values_when_the_query_fails() -> None:
+    metrics = ListenerMetrics("default", refresh_interval=0)
+    notify("k.one", "1", durable=True)
+    assert collect(metrics)['pgpubsub_durable_pending{channel="k.one"}'] == 1
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE django_pgpubsub_outbox RENAME TO outbox_away")
+    try:
+        samples = collect(metrics)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE outbox_away RENAME TO django_pgpubsub_outbox")
+    assert samples['pgpubsub_durable_pending{channel="k.one"}'] == 1
+    assert samples["pgpubsub_notification_queue_usage"] == 0

@@ -160,7 +160,7 @@ def test_bad_channel_raises_before_sql_and_transaction_stays_usable(
 ) -> None:
     with transaction.atomic():
         with pytest.raises(InvalidChannel) as info:
-            notify(channel, "x")  # type: ignore[arg-type]
+            notify(channel, "x")  # type: ignore[call-overload]
         assert User.objects.count() == 0  # would fail in an aborted transaction
     assert isinstance(info.value, PubSubError)
     assert isinstance(info.value, ValueError)

@@ -7,12 +7,14 @@ import logging
 import time
 
 import pytest
+from django.db import connections
 from django.test import override_settings
 
 from django_pgpubsub import Event, Registry, notify
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.probe import Probe, presence_key, presence_lock_ids
 from tests.helpers import ListenerThread, wait_until
+from tests.pgproxy import NotificationDroppingProxy
 
 KEEPALIVE = 1.0
 
@@ -99,3 +101,48 @@ def test_presence_keys_are_stable_signed_64_bit() -> None:
     assert -(2**63) <= key < 2**63
     classid, objid = presence_lock_ids("orders")
     assert (classid << 32 | objid) == key % 2**64
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@override_settings(PGPUBSUB={"KEEPALIVE_INTERVAL": KEEPALIVE, "RECONNECT_INITIAL_DELAY": 0.01})
+def test_behind_a_pooler_that_loses_notifications(caplog: pytest.LogCaptureFixture) -> None:
+    """Through a proxy that drops notifications, as a transaction pooler does,
+    the listener's queries work but its probe never comes back: it reconnects
+    within two keepalive intervals, and events flow once the path delivers."""
+    caplog.set_level(logging.WARNING, "django_pgpubsub")
+    default = connections["default"].settings_dict
+    proxy = NotificationDroppingProxy(default["HOST"], int(default["PORT"]))
+    connections.settings["pooled"] = {
+        **default,
+        "HOST": "127.0.0.1",
+        "PORT": str(proxy.port),
+        "OPTIONS": {"sslmode": "disable", "gssencmode": "disable"},
+    }
+    got: list[str] = []
+    connects: list[float] = []
+    handlers = Registry()
+    handlers.register(lambda event: got.append(event.payload), "x")
+    listener = Listener(
+        ["x"],
+        using="pooled",
+        registry=handlers,
+        durable=False,
+        on_connect=lambda _listener, _again: connects.append(time.monotonic()),
+    )
+    try:
+        with ListenerThread(listener).wait_connected():
+            notify("x", "lost")
+            wait_until(lambda: len(connects) == 2, 4 * KEEPALIVE, "a reconnect")
+            assert connects[1] - connects[0] <= 2 * KEEPALIVE
+            assert proxy.dropped >= 2  # "lost" and the first probe's answer
+            proxy.drop = False  # the listener now reaches a path that delivers
+            notify("x", "delivered")
+            wait_until(lambda: "delivered" in got, 4 * KEEPALIVE, "an event through the proxy")
+    finally:
+        proxy.close()
+        del connections.settings["pooled"]
+    assert got == ["delivered"]
+    lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lost")]
+    assert lost
+    assert "self-probe" in lost[0]

@@ -14,7 +14,7 @@ from django_pgpubsub import ConnectionLost, Registry
 from django_pgpubsub.connection import open_connection
 from django_pgpubsub.listener import Listener
 from scripts.pgtemp import TemporaryPostgres
-from tests.helpers import run_sql, wait_until
+from tests.helpers import ListenerThread, run_sql, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -74,24 +74,16 @@ def test_the_listener_retries_a_standby_until_it_is_promoted(
         durable=False,
         on_connect=lambda _listener, _again: connected.set(),
     )
-    result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(listener.run()))
-    with caplog.at_level(logging.WARNING, "django_pgpubsub"):
-        thread.start()
-        try:
-            wait_until(
-                lambda: sum("during recovery" in r.getMessage() for r in caplog.records) >= 2,
-                what="two refused attempts",
-            )
-            assert not connected.is_set()
-            run_sql(standby.url, "SELECT pg_promote()")
-            assert connected.wait(20), "the listener did not connect to the promoted server"
-            run_sql(standby.url, "SELECT pg_notify('jobs', 'after failover')")
-            thread.join(20)
-        finally:
-            listener.stop()
-            thread.join(20)
-    assert result == [1]
+    with caplog.at_level(logging.WARNING, "django_pgpubsub"), ListenerThread(listener) as running:
+        wait_until(
+            lambda: sum("during recovery" in r.getMessage() for r in caplog.records) >= 2,
+            what="two refused attempts",
+        )
+        assert not connected.is_set()
+        run_sql(standby.url, "SELECT pg_promote()")
+        assert connected.wait(20), "the listener did not connect to the promoted server"
+        run_sql(standby.url, "SELECT pg_notify('jobs', 'after failover')")
+        assert running.result(20) == 1
     assert seen == ["after failover"]
     retries = [r.getMessage() for r in caplog.records if "during recovery" in r.getMessage()]
     assert all("retrying in" in message for message in retries)

@@ -75,3 +75,21 @@ def killed_the_first_time(event: Event) -> None:
         marker.touch()
         time.sleep(600)
     record(event, "durable after kill")
+
+
+@handler("test.durable.crash")
+def crashes_on_crash(event: Event) -> None:
+    """Takes its whole process down, as an OOM kill or a segfault would."""
+    if event.payload == "crash":
+        os._exit(3)
+    record(event, "durable crash test")
+
+
+@handler("test.durable.hang")
+def hangs_the_first_time(event: Event) -> None:
+    """The first attempt writes its process id to a file and hangs (to be killed)."""
+    marker = Path(event.data["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(600)
+    record(event, "durable after hang")
