@@ -346,7 +346,8 @@ def writer_figures(sizes: Sizes) -> list[Figure]:
     figures = []
     for listening, row in results.tps.items():
         for name, tps in row.items():
-            plain = None if name == "plain" else row["plain"]
+            # raw * ratio: the reference whose ratio is the per-round median.
+            plain = None if name == "plain" else tps / results.ratio[listening][name]
             figures.append(Figure(f"writers, {listening} listening: {name}", "tx/s", plain, tps))
     return figures
 

@@ -33,6 +33,8 @@ from typing import Any
 
 import psycopg2
 
+from django_pgpubsub.sql import OUTBOX_TABLE
+
 IDLE_CHANNEL = "bench.idle"
 LISTENING = (0, 1, 20)
 TABLES = ("bench_written", "bench_published")
@@ -174,7 +176,8 @@ def one_cell(pipes: list[Connection], column: Column, seconds: float) -> float:
     start = time.monotonic() + 0.05
     for pipe in pipes:
         pipe.send((column, start, start + seconds))
-    return sum(pipe.recv() for pipe in pipes) / seconds
+    done: int = sum(pipe.recv() for pipe in pipes)
+    return done / seconds
 
 
 def prepare() -> str:
@@ -183,22 +186,25 @@ def prepare() -> str:
         for table in TABLES:
             cursor.execute(f"DROP TABLE IF EXISTS {table}")
             cursor.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, value integer)")
-        cursor.execute("TRUNCATE django_pgpubsub_outbox")
+        cursor.execute(f"TRUNCATE {OUTBOX_TABLE}")
         cursor.execute("SHOW server_version")
-        version: str = cursor.fetchone()[0]
+        (version,) = cursor.fetchone() or ("?",)
     conn.close()
-    return version.split()[0]
+    return str(version).split(maxsplit=1)[0]
 
 
 @dataclass
 class Results:
-    """Median transactions per second, by listening connections, then column."""
+    """Medians by listening connections, then column: transactions per second,
+    and each round's ratio to the plain INSERTs of the same round (measured a
+    second or two apart, so a shared machine's slow spells cancel out)."""
 
     writers: int
     seconds: float
     rounds: int
     server: str
     tps: dict[int, dict[str, float]] = field(default_factory=dict)
+    ratio: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def measure(processes: int, seconds: float, rounds: int) -> Results:
@@ -213,7 +219,12 @@ def measure(processes: int, seconds: float, rounds: int) -> Results:
                     for _ in range(rounds):
                         for column in chosen:
                             runs[column.name].append(one_cell(pipes, column, seconds))
+                plain = runs["plain"]
                 results.tps[listening] = {name: statistics.median(v) for name, v in runs.items()}
+                results.ratio[listening] = {
+                    name: statistics.median(t / p for t, p in zip(v, plain, strict=True))
+                    for name, v in runs.items()
+                }
     finally:
         prepare()  # nobody handles the durable events written here: leave none behind
     return results
@@ -226,12 +237,13 @@ def table(results: Results) -> str:
     lines = [
         f"writers: {results.writers} processes, one INSERT per transaction, "
         f"synchronous_commit=off, PostgreSQL {results.server}, "
-        f"{results.seconds:g} s x {results.rounds} round(s) per cell; tx/s (ratio to plain)",
+        f"{results.seconds:g} s x {results.rounds} round(s) per cell; "
+        "median tx/s (median ratio to plain in the same round)",
         "listening  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)),
     ]
     for listening, row in results.tps.items():
-        plain = row["plain"]
-        cells = [f"{tps:,.0f} ({tps / plain:.2f})" for tps in row.values()]
+        ratios = results.ratio[listening]
+        cells = [f"{tps:,.0f} ({ratios[name]:.2f})" for name, tps in row.items()]
         joined = "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
         lines.append(f"{listening:>9}  {joined}")
     return "\n".join(lines)
