@@ -2,15 +2,19 @@
 # Each target creates its own virtualenv on first use; nothing needs to be set up.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= test,lint,psycopg3
+EXTRAS ?= test,lint,psycopg3,metrics,health,triggers
 PINS ?=
 BIN := $(VENV)/bin
 PG15 := /usr/lib/postgresql/15/bin
 # The test tiers, declared in setup.cfg: the quick one is everything unmarked.
 QUICK := not slow and not bench and not browser
 SLOW := slow or bench or browser
-# What the psycopg2 run leaves out: nothing in them depends on the driver.
-NOT_DRIVER := not bench and not browser
+# What the psycopg2 run leaves out, for time: nothing in them depends on the
+# driver (the benchmark and browser tiers, the example project, the copy of
+# pgserver, the durable run at scale).
+PSYCOPG2_SKIP := -m "not bench and not browser" --ignore=tests/test_example_project.py \
+	--ignore=tests/test_fresh_machines.py \
+	--deselect=tests/test_durable.py::test_three_processes_share_twenty_thousand_events_each_handled_once
 
 .PHONY: test test-slow lint example bench ci test-psycopg2-pg15 test-private-clone \
 	test-django-versions clean
@@ -47,27 +51,32 @@ bench: $(VENV)/.installed
 	$(BIN)/python scripts/pgtemp.py $(BIN)/python -m bench $(BENCH_ARGS)
 
 ## The suite again with psycopg2 alone and the oldest supported Django, on
-## Debian's PostgreSQL 15: every tier but the benchmark and the browser.
+## Debian's PostgreSQL 15: the quick tier and the slow tests that involve the
+## driver (PSYCOPG2_SKIP above).
 test-psycopg2-pg15:
-	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test PINS=Django~=4.2.0
-	PG_BINDIR=$(PG15) .venv-psycopg2/bin/python -m pytest -m "$(NOT_DRIVER)" $(PYTEST_ARGS)
+	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test,metrics,triggers PINS=Django~=4.2.0
+	PG_BINDIR=$(PG15) .venv-psycopg2/bin/python -m pytest $(PSYCOPG2_SKIP) $(PYTEST_ARGS)
 
 ## As root: a fresh clone in a folder only root can enter (a home under /root,
 ## a CI workspace), where PostgreSQL, run as nobody, cannot reach the
-## virtualenv. Creates its virtualenv and runs the quick tier of a few modules
-## there; the folder is removed whatever happens.
+## virtualenv. Creates its virtualenv, runs the quick tier of a few modules
+## there and reaches the server that scripts/pgtemp.py starts for make example
+## and make bench; the folder is removed whatever happens.
 test-private-clone:
 	@if [ "$$(id -u)" != 0 ]; then echo "$@: only meaningful as root; skipped"; exit 0; fi; \
 	set -e; dir=$$(mktemp -d /root/pgpubsub-ci.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
 	chmod 700 "$$dir"; git clone --quiet . "$$dir/clone"; \
-	$(MAKE) -C "$$dir/clone" test PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"
+	$(MAKE) -C "$$dir/clone" test \
+		PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"; \
+	cd "$$dir/clone" && .venv/bin/python scripts/pgtemp.py .venv/bin/python -c \
+		"import os, psycopg; psycopg.connect(os.environ['DATABASE_URL']).close(); print('pgtemp.py (make example, make bench): server reached')"
 
 ## notify()'s fallback and fast path on the Django versions the other runs do
 ## not cover (5.2 in `test`, 4.2 in `test-psycopg2-pg15`).
 test-django-versions:
-	$(MAKE) .venv-django50/.installed VENV=.venv-django50 EXTRAS=test,psycopg3 PINS=Django~=5.0.0
+	$(MAKE) .venv-django50/.installed VENV=.venv-django50 EXTRAS=test,psycopg3,triggers PINS=Django~=5.0.0
 	.venv-django50/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py
-	$(MAKE) .venv-django51/.installed VENV=.venv-django51 EXTRAS=test,psycopg3 PINS=Django~=5.1.0
+	$(MAKE) .venv-django51/.installed VENV=.venv-django51 EXTRAS=test,psycopg3,triggers PINS=Django~=5.1.0
 	.venv-django51/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py
 
 ci: lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -20,11 +19,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+
+from bench import durable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,11 @@ class Sizes:
     notify: int = 1_000
     notify_many: int = 100_000
     memory: int = 1_000_000
-    durable: int = 20_000
+    durable: durable.DurableSizes = field(default_factory=durable.DurableSizes)
+    changes: int = 100_000
+    writers: int = 8
+    writer_seconds: float = 0.5
+    writer_rounds: int = 7
 
 
 QUICK = Sizes(
@@ -47,7 +52,11 @@ QUICK = Sizes(
     notify=200,
     notify_many=5_000,
     memory=20_000,
-    durable=500,
+    durable=durable.QUICK,
+    changes=5_000,
+    writers=2,
+    writer_seconds=0.2,
+    writer_rounds=1,
 )
 
 
@@ -83,6 +92,8 @@ class Listener:
             command = ["-m", "django", "listen_events", "--channel", channel, "-v", "0"]
             if count is not None:
                 command += ["--max-events", str(count)]
+            if kind == "metrics":  # the library with Prometheus metrics on
+                command += ["--metrics-port", "0", "--metrics-address", "127.0.0.1"]
             ready = "Listening on"
         env = {**child_env(), "BENCH_OUT": str(self.out), **extra_env}
         self.process = subprocess.Popen(
@@ -204,27 +215,6 @@ def memory_growth_mb(sizes: Sizes) -> float:
     return float(rss[str(sizes.memory)] - rss["10000"]) / 1e6
 
 
-def durable_throughput(processes: int, sizes: Sizes) -> float:
-    """Durable events per second, from storing them to an empty outbox."""
-    from django.db import transaction
-
-    from django_pgpubsub import notify_many
-    from django_pgpubsub.models import OutboxEvent
-
-    listeners = [Listener("library", "bench.durable", None) for _ in range(processes)]
-    items = (("bench.durable", f'{{"id":{i}}}') for i in range(sizes.durable))
-    started = time.perf_counter()
-    with transaction.atomic():
-        notify_many(items, durable=True)
-    while OutboxEvent.objects.exists():
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - started
-    for listener in listeners:
-        listener.process.send_signal(signal.SIGTERM)
-        listener.finish()
-    return sizes.durable / elapsed
-
-
 def alternate(
     rounds: int, measure: Callable[[str], Any], kinds: tuple[str, ...] = ("raw", "library")
 ) -> dict[str, list[Any]]:
@@ -237,9 +227,14 @@ def alternate(
 
 def run(sizes: Sizes, rounds: int) -> list[Figure]:
     figures = []
-    runs = alternate(rounds, lambda kind: throughput(kind, sizes))
+    kinds = ("raw", "library", "metrics")
+    runs = alternate(rounds, lambda kind: throughput(kind, sizes), kinds)
     raw, lib = statistics.median(runs["raw"]), statistics.median(runs["library"])
     figures.append(Figure("dispatch throughput", "events/s", raw, lib, ">= 0.7", lib >= 0.7 * raw))
+    met = statistics.median(runs["metrics"])
+    figures.append(Figure("dispatch, metrics on", "events/s", raw, met, ">= 0.7", met >= 0.7 * raw))
+    # What counting adds to each event: the difference of the time per event.
+    figures.append(Figure("metrics cost per event", "µs", None, (1 / met - 1 / lib) * 1e6))
 
     runs = alternate(rounds, lambda kind: latencies(kind, sizes))
     for name, fraction, limit in (("p50", 0.5, 1.3), ("p99", 0.99, 2.0)):
@@ -275,10 +270,85 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
     figures.append(
         Figure(f"RSS growth {sizes.memory:,} events", "MB", None, growth, "<= 5 MB", growth <= 5.0)
     )
-    for processes in (1, 2):
-        rates = [durable_throughput(processes, sizes) for _ in range(rounds)]
-        name = f"durable, {processes} listener(s)"
-        figures.append(Figure(name, "events/s", None, statistics.median(rates)))
+    figures.extend(durable_figures(sizes.durable, rounds))
+    figures.extend(trigger_figures(sizes, rounds))
+    figures.extend(writer_figures(sizes))
+    return figures
+
+
+def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:
+    """Durable events: throughput with 1 and 2 listeners, backlog scaling, a parked channel."""
+    one = [durable.throughput(1, sizes.throughput, Listener) for _ in range(rounds)]
+    two = [durable.throughput(2, sizes.throughput, Listener) for _ in range(rounds)]
+    rate1, rate2 = statistics.median(one), statistics.median(two)
+    figures = [
+        Figure("durable, 1 listener(s)", "events/s", None, rate1),
+        Figure(
+            "durable, 2 listener(s) vs 1", "events/s", rate1, rate2, ">= 1.6", rate2 >= 1.6 * rate1
+        ),
+    ]
+    small = statistics.median(
+        durable.drain_time_per_event(sizes.backlog_small, sizes.drained, Listener)
+        for _ in range(rounds)
+    )
+    large = durable.drain_time_per_event(sizes.backlog_large, sizes.drained, Listener)
+    figures.append(
+        Figure(
+            f"durable drain, {sizes.backlog_large:,} vs {sizes.backlog_small:,} backlog",
+            "µs/event",
+            small,
+            large,
+            "<= 1.3",
+            large <= 1.3 * small,
+        )
+    )
+    without = durable.claim_ms(0, sizes.claims)
+    parked = durable.claim_ms(sizes.parked, sizes.claims)
+    figures.append(
+        Figure(
+            f"durable claim, {sizes.parked:,} parked",
+            "ms",
+            without,
+            parked,
+            "<= 1.3",
+            parked <= 1.3 * without,
+        )
+    )
+    return figures
+
+
+def trigger_figures(sizes: Sizes, rounds: int) -> list[Figure]:
+    """One UPDATE of every row: no trigger, publish_changes, a row-level pg_notify."""
+    from bench import triggers
+
+    results = triggers.measure(sizes.changes, rounds)
+    plain = results.update_ms["bench_plain"]
+    ours, row = results.update_ms["bench_statement"], results.update_ms["bench_row"]
+    n = f"{sizes.changes:,}"
+    return [
+        Figure(f"UPDATE {n}, statement trigger", "ms", plain, ours, "<= 1.3", ours <= 1.3 * plain),
+        Figure(f"UPDATE {n}, row trigger", "ms", plain, row),
+        Figure(f"{n} keys received, statement", "ms", None, results.received_ms["bench_statement"]),
+        Figure(f"{n} keys received, row", "ms", None, results.received_ms["bench_row"]),
+    ]
+
+
+def writer_figures(sizes: Sizes) -> list[Figure]:
+    """Writers' transactions per second, each column against plain INSERTs.
+
+    Last, as it empties the outbox; its own rounds (many short cells average
+    out a shared machine's bursts better than a few long ones).
+    """
+    from bench import writers
+
+    results = writers.measure(sizes.writers, sizes.writer_seconds, sizes.writer_rounds)
+    print(writers.table(results))
+    figures = []
+    for listening, row in results.tps.items():
+        for name, tps in row.items():
+            # raw * ratio: the reference whose ratio is the per-round median.
+            plain = None if name == "plain" else tps / results.ratio[listening][name]
+            figures.append(Figure(f"writers, {listening} listening: {name}", "tx/s", plain, tps))
     return figures
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from django_pgpubsub.apubsub import AsyncPubSub, aconnect
+from django_pgpubsub.changes import publish_changes, unpublish_changes
+from django_pgpubsub.context import publish_context
 from django_pgpubsub.events import DurableEvent, Event
 from django_pgpubsub.exceptions import (
     ConnectionLost,
@@ -43,8 +45,11 @@ __all__ = [
     "handler",
     "notify",
     "notify_many",
+    "publish_changes",
+    "publish_context",
     "publish_on_save",
     "registry",
     "subscribe",
+    "unpublish_changes",
     "unpublish_on_save",
 ]

@@ -14,7 +14,13 @@ import contextlib
 from collections import deque
 from typing import Any
 
-from django_pgpubsub.connection import _lost_errors, dedicated_wrapper, require_psycopg3
+from django_pgpubsub.connection import dedicated_wrapper, require_psycopg3
+from django_pgpubsub.drivers import (
+    Psycopg3Connection,
+    driver_module,
+    lost_errors,
+    standby_refusal,
+)
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
 
@@ -58,11 +64,13 @@ class AsyncDriverConnection:
         self.alias = alias
         self.raw = raw
         self.pid: int = raw.info.backend_pid
-        self._lost_errors = _lost_errors()
+        self._lost_errors = lost_errors()
         self._encoding: str = raw.info.encoding
-        # Notifications psycopg reads while one of our statements runs.
-        self._during_statements: deque[Any] = deque()
-        raw.add_notify_handler(self._during_statements.append)
+        # Notifications psycopg reads while one of our statements runs (the
+        # handler is installed for those only, as in Psycopg3Connection).
+        self._during_statements: deque[Any] = deque(maxlen=Psycopg3Connection.MAX_UNREAD)
+        self._lost: Exception | None = None
+        self._keep = self._during_statements.append
         self._lock = asyncio.Lock()
         self._readable = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -90,32 +98,62 @@ class AsyncDriverConnection:
         """Run one statement (one at a time); return its rows, if any."""
         async with self._lock:
             self._unwatch()
+            self.raw.add_notify_handler(self._keep)
             try:
                 cursor = await self.raw.execute(sql, params)
                 return list(await cursor.fetchall()) if cursor.description else []
             except self._lost_errors as exc:
+                self._lost = exc  # drain() still hands over what was read
                 raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
             finally:
+                self.raw.remove_notify_handler(self._keep)
                 self._watch()
 
+    async def listen(self, channels: list[str], command: str = "LISTEN") -> None:
+        """LISTEN (or UNLISTEN) ``channels``, one statement each, which works
+        with every OPTIONS; a hot standby's refusal is a ``ConnectionLost``
+        (see :meth:`DriverConnection.listen`)."""
+        for channel in channels:
+            try:
+                await self.execute(f"{command} {self.quote_ident(channel)}")
+            except driver_module().Error as exc:
+                lost = standby_refusal(exc, self.alias)
+                if lost is None:
+                    raise
+                raise lost from exc
+
     def drain(self) -> list[Event]:
-        """Read what the socket holds, without blocking; return every queued event."""
+        """Read what the socket holds, without blocking; return every queued event.
+
+        Raises:
+            ConnectionLost: The connection is gone and every notification
+                received before that was returned by an earlier call.
+        """
         pgconn = self.raw.pgconn
         try:
             pgconn.consume_input()
         except self._lost_errors as exc:
             self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+            self._lost = exc  # what libpq parsed before the loss is still queued
         events = []
         backlog = self._during_statements
         if backlog:
             events = [Event(n.channel, n.payload, n.pid) for n in backlog]
             backlog.clear()
         encoding = self._encoding
-        while (notify := pgconn.notifies()) is not None:
-            events.append(
-                Event(notify.relname.decode(encoding), notify.extra.decode(encoding), notify.be_pid)
-            )
+        try:
+            while (notify := pgconn.notifies()) is not None:
+                events.append(
+                    Event(
+                        notify.relname.decode(encoding),
+                        notify.extra.decode(encoding),
+                        notify.be_pid,
+                    )
+                )
+        except self._lost_errors as exc:  # the connection was closed
+            self._lost = self._lost or exc
+        if not events and self._lost is not None:
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {self._lost}") from self._lost
         return events
 
     async def wait(self, timeout: float | None = None) -> bool:
@@ -166,6 +204,6 @@ async def open_async_connection(
     params.pop("cursor_factory", None)  # Django's is a sync cursor
     try:
         raw = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-    except _lost_errors() as exc:
+    except lost_errors() as exc:
         raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
     return AsyncDriverConnection(raw, wrapper.alias)

@@ -48,10 +48,9 @@ class AsyncPubSub:
     async def listen(self, *channels: str) -> None:
         """Start listening on ``channels``. All are checked before any is sent."""
         names = [validate_channel(channel) for channel in channels]
-        if names:
-            quote = self._connection.quote_ident
-            await self._connection.execute("; ".join(f"LISTEN {quote(n)}" for n in names))
-            self._channels.update(names)
+        for name in names:
+            await self._connection.listen([name])
+            self._channels.add(name)
 
     async def unlisten(self, *channels: str) -> None:
         """Stop listening on ``channels``; with none, on every channel.
@@ -62,10 +61,9 @@ class AsyncPubSub:
         if not names:
             await self._connection.execute("UNLISTEN *")
             self._channels.clear()
-        else:
-            quote = self._connection.quote_ident
-            await self._connection.execute("; ".join(f"UNLISTEN {quote(n)}" for n in names))
-            self._channels.difference_update(names)
+        for name in names:
+            await self._connection.listen([name], "UNLISTEN")
+            self._channels.discard(name)
         self._queue.extend(self._connection.drain())
         self._queue = deque(e for e in self._queue if e.channel in self._channels)
 

@@ -28,21 +28,24 @@ def validate_channel(channel: object) -> str:
     """
     if not isinstance(channel, str):
         raise InvalidChannel(f"Channel names are str, not {type(channel).__name__}: {channel!r}.")
-    if not channel:
+    if channel.isascii():  # the usual name: no encoding needed to measure it
+        size = len(channel)
+    else:
+        try:
+            size = len(channel.encode())
+        except UnicodeEncodeError as exc:
+            raise InvalidChannel(
+                f"Channel name cannot be encoded in UTF-8 ({exc.reason}): {channel!r}."
+            ) from None
+    if not size:
         raise InvalidChannel("Channel name is empty.")
-    if "\x00" in channel:
-        raise InvalidChannel(f"Channel name contains a NUL byte: {channel!r}.")
-    try:
-        size = len(channel.encode())
-    except UnicodeEncodeError as exc:
-        raise InvalidChannel(
-            f"Channel name cannot be encoded in UTF-8 ({exc.reason}): {channel!r}."
-        ) from None
     if size > MAX_CHANNEL_BYTES:
         raise InvalidChannel(
             f"Channel name is {size} bytes in UTF-8; PostgreSQL allows "
             f"{MAX_CHANNEL_BYTES} and would silently truncate it: {channel!r}."
         )
+    if "\x00" in channel:
+        raise InvalidChannel(f"Channel name contains a NUL byte: {channel!r}.")
     return channel
 
 

@@ -1,17 +1,16 @@
-"""Dedicated listening connections, built by Django's own PostgreSQL backend.
+"""Connections: dedicated listening ones, and statements on Django's own.
 
-The differences between psycopg2 and psycopg 3 live here and nowhere else:
-the rest of the package talks to a :class:`DriverConnection`.
+Opening a dedicated connection from Django's settings, and the driver-level
+fast path that ``notify()`` takes on Django's connections, live here; the
+driver connections themselves (psycopg2 and psycopg 3) in ``drivers``. The
+rest of the package talks to a :class:`~django_pgpubsub.drivers.DriverConnection`
+or calls :func:`execute_in_transaction`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import selectors
-from abc import ABC, abstractmethod
-from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
@@ -20,142 +19,13 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.utils.connection import ConnectionDoesNotExist
 
 from django_pgpubsub import conf
-from django_pgpubsub.events import Event
+from django_pgpubsub.drivers import (
+    DriverConnection,
+    Psycopg2Connection,
+    Psycopg3Connection,
+    lost_errors,
+)
 from django_pgpubsub.exceptions import ConnectionLost
-
-
-class HasFileno(Protocol):
-    def fileno(self) -> int: ...
-
-
-def wait_readable(fileobj: int | HasFileno, timeout: float | None) -> bool:
-    """Wait until ``fileobj`` can be read, or ``timeout`` seconds pass.
-
-    ``selectors``, unlike ``select.select()``, works for descriptors of 1024
-    and above, which a busy process reaches.
-
-    Returns:
-        True when it can be read.
-    """
-    with selectors.DefaultSelector() as selector:
-        selector.register(fileobj, selectors.EVENT_READ)
-        return bool(selector.select(timeout))
-
-
-class DriverConnection(ABC):
-    """An autocommit driver connection that receives notifications.
-
-    Subclasses adapt one driver. Every method that touches the network raises
-    :class:`ConnectionLost` when the connection is gone.
-    """
-
-    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
-        self.alias: str = wrapper.alias
-        self.raw: Any = wrapper.connection
-        self.raw.autocommit = True
-        self._lost_errors = _lost_errors()
-        self.pid: int = self.raw.info.backend_pid
-
-    def fileno(self) -> int:
-        """The socket to wait on for incoming notifications."""
-        try:
-            return int(self.raw.fileno())
-        except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} is closed.") from exc
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.raw.closed)
-
-    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
-        """Run one statement, discarding any result."""
-        try:
-            with self.raw.cursor() as cursor:
-                cursor.execute(sql, params)
-        except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
-
-    @abstractmethod
-    def drain(self) -> list[Event]:
-        """Read what the socket holds, without blocking; return every queued event."""
-
-    @abstractmethod
-    def quote_ident(self, name: str) -> str:
-        """Quote ``name`` as an SQL identifier with the driver's own quoting."""
-
-    def close(self) -> None:
-        """Close the connection; closing a closed or broken one is a no-op."""
-        with contextlib.suppress(*self._lost_errors):
-            self.raw.close()
-
-
-class Psycopg2Connection(DriverConnection):
-    """psycopg2: ``poll()`` moves notifications into the ``notifies`` list."""
-
-    def drain(self) -> list[Event]:
-        raw = self.raw
-        try:
-            raw.poll()
-        except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
-        notifies = raw.notifies
-        if not notifies:
-            return []
-        events = [Event(n.channel, n.payload, n.pid) for n in notifies]
-        notifies.clear()
-        return events
-
-    def quote_ident(self, name: str) -> str:
-        from psycopg2.extensions import quote_ident  # noqa: PLC0415
-
-        return str(quote_ident(name, self.raw))
-
-
-class Psycopg3Connection(DriverConnection):
-    """psycopg 3: read libpq's queue directly; a handler catches the ones
-    psycopg itself reads while a statement runs."""
-
-    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
-        super().__init__(wrapper)
-        self._during_statements: deque[Any] = deque()
-        self.raw.add_notify_handler(self._during_statements.append)
-        self._encoding: str = self.raw.info.encoding
-
-    def drain(self) -> list[Event]:
-        pgconn = self.raw.pgconn
-        try:
-            pgconn.consume_input()
-        except self._lost_errors as exc:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
-        events = []
-        backlog = self._during_statements
-        if backlog:
-            events = [Event(n.channel, n.payload, n.pid) for n in backlog]
-            backlog.clear()
-        encoding = self._encoding
-        while (notify := pgconn.notifies()) is not None:
-            events.append(
-                Event(
-                    notify.relname.decode(encoding),
-                    notify.extra.decode(encoding),
-                    notify.be_pid,
-                )
-            )
-        return events
-
-    def quote_ident(self, name: str) -> str:
-        from psycopg import sql  # noqa: PLC0415
-
-        return sql.Identifier(name).as_string(self.raw)
-
-
-def _lost_errors() -> tuple[type[Exception], ...]:
-    """The driver's errors for a connection that failed or broke."""
-    if is_psycopg3:
-        import psycopg as driver  # noqa: PLC0415
-    else:
-        import psycopg2 as driver  # type: ignore[no-redef]  # noqa: PLC0415
-    return (driver.OperationalError, driver.InterfaceError)
 
 
 def require_psycopg3(what: str) -> None:
@@ -183,6 +53,70 @@ def database_wrapper(using: str | None) -> BaseDatabaseWrapper:
             "ENGINE 'django.db.backends.postgresql'."
         )
     return wrapper
+
+
+# One driver cursor per Django connection, reused: making a Django cursor per
+# call costs as much as the round trip itself. Kept on the wrapper with the
+# driver connection it belongs to, so a reconnect gets a fresh cursor.
+_CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
+
+
+def execute_in_transaction(
+    using: str | None, sql: str, params: tuple[Any, ...], *, fetch: bool = False
+) -> tuple[Any, ...] | None:
+    """Run ``sql`` on Django's connection for ``using``, in its current transaction.
+
+    Django's own cursor (``connection.cursor()``) when anything should see the
+    statement: ``DEBUG`` or ``CaptureQueriesContext`` query logging, or an
+    ``execute_wrapper()``. Otherwise a driver cursor reused across calls,
+    after the checks Django's cursor makes: the health check
+    (``CONN_HEALTH_CHECKS``), connecting, refusing a broken transaction; and
+    driver errors become Django's (``django.db.utils``), marking the
+    connection as errored, as from any query.
+
+    Args:
+        using: The alias; default the ``DATABASE`` setting.
+        sql: One statement.
+        params: Its parameters.
+        fetch: Return the first row of the result.
+
+    Returns:
+        The first row when ``fetch`` is true, else None.
+
+    Raises:
+        ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
+    """
+    wrapper = connections[using or conf.database()]
+    if wrapper.vendor != "postgresql":  # a class attribute: costs next to nothing
+        raise ImproperlyConfigured(
+            f"DATABASES[{wrapper.alias!r}] uses {wrapper.vendor}, which has no "
+            "LISTEN/NOTIFY; pass using= a PostgreSQL alias (default: "
+            "PGPUBSUB['DATABASE'])."
+        )
+    if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
+        with wrapper.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if fetch else None
+    # The thread-sharing check of Django's cursor is moot: connections[] is
+    # this thread's own. The event-loop check of ensure_connection() still
+    # guards async code: there, each context starts without a connection.
+    if wrapper.health_check_enabled and not wrapper.health_check_done:  # type: ignore[attr-defined]
+        wrapper.close_if_health_check_failed()
+    if wrapper.connection is None:
+        wrapper.ensure_connection()
+    wrapper.validate_no_broken_transaction()
+    cached = getattr(wrapper, _CURSOR_ATTRIBUTE, None)
+    if cached is None or cached[0] is not wrapper.connection:
+        cached = (wrapper.connection, wrapper.connection.cursor())
+        setattr(wrapper, _CURSOR_ATTRIBUTE, cached)
+    try:
+        cached[1].execute(sql, params)
+    except Exception:
+        # Entered only on failure (it costs on every call otherwise): turns the
+        # driver's error into Django's and marks the connection as errored.
+        with wrapper.wrap_database_errors:
+            raise
+    return cached[1].fetchone() if fetch else None
 
 
 def dedicated_wrapper(
@@ -241,7 +175,7 @@ def open_connection(
     wrapper = dedicated_wrapper(using, options=options, default_options=default_options)
     try:
         wrapper.connect()
-    except _lost_errors() as exc:
+    except lost_errors() as exc:
         raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
     driver_class = Psycopg3Connection if is_psycopg3 else Psycopg2Connection
     return driver_class(wrapper)

@@ -120,3 +120,11 @@ class DurableEvent(_DurableSlots):
 
     def __reduce__(self) -> tuple[type[Event], tuple[Any, ...]]:
         return (DurableEvent, (self.channel, self.payload, self.pid, self.id, self.attempt))
+
+
+def log_fields(event: Event) -> dict[str, object]:
+    """``extra`` for a log line about ``event``: ``channel``, and for a durable
+    event ``event_id`` and ``attempt``, so structured logging can index them."""
+    if isinstance(event, DurableEvent):
+        return {"channel": event.channel, "event_id": event.id, "attempt": event.attempt}
+    return {"channel": event.channel}

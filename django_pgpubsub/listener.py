@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import selectors
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -17,12 +19,16 @@ from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
-from django_pgpubsub.events import Event
+from django_pgpubsub.connection import open_connection
+from django_pgpubsub.drivers import DriverConnection, wait_readable
+from django_pgpubsub.events import Event, log_fields
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.outbox import WAKEUP_CHANNEL, Outbox
+from django_pgpubsub.observer import Observer
+from django_pgpubsub.outbox import Outbox
+from django_pgpubsub.probe import PRESENCE_SQL, PROBE_SQL, Probe, presence_key
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
-from django_pgpubsub.schedule import Periodic, Schedule
+from django_pgpubsub.schedule import Periodic, Schedule, backoff
+from django_pgpubsub.sql import WAKEUP_CHANNEL
 
 logger = logging.getLogger("django_pgpubsub.listener")
 
@@ -50,6 +56,7 @@ class Listener:
         durable: Also handle durable events of these channels (from the
             outbox of the ``DATABASE`` setting's database): at start, after
             each reconnect, when woken, and every ``DURABLE_POLL_INTERVAL``.
+        observer: Told what the listener does (metrics); default: nothing is.
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class Listener:
         max_events: int | None = None,
         on_connect: ConnectHook | None = None,
         durable: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         self.registry = registry
         self.using = using or conf.listener_database()
@@ -71,7 +79,8 @@ class Listener:
         self.max_events = max_events
         self.on_connect = on_connect
         self.durable = durable
-        self._outbox = Outbox(conf.database())
+        self.observer = observer or Observer()
+        self._outbox = Outbox(conf.database(), self.observer)
         self._table: dict[str, tuple[Handler, ...]] = {}
         self.dispatched = 0
         self.connection: DriverConnection | None = None
@@ -83,6 +92,9 @@ class Listener:
         self._wake_write: socket.socket | None = None
         self._schedule = Schedule()
         self._keepalive: Periodic | None = None
+        self._probe = Probe(conf.keepalive_interval() / 2)
+        self._probe_deadline: Periodic | None = None
+        self._alive_at = 0.0  # monotonic time of the last notification read
 
     @property
     def stopping(self) -> bool:
@@ -123,6 +135,7 @@ class Listener:
                 try:
                     self._serve()
                 except ConnectionLost as exc:
+                    self._handle_received()
                     if not self._stopping:
                         self._connect_with_retries(reconnecting=True, reason=exc)
         finally:
@@ -133,20 +146,26 @@ class Listener:
 
     def _make_schedule(self) -> Schedule:
         schedule = Schedule()
-        # Idle for this long, a query proves the connection alive, or fails in
-        # seconds instead of at the next TCP timeout. Traffic postpones it.
-        self._keepalive = schedule.every(
-            "keepalive", conf.keepalive_interval(), self._check_connection
-        )
+        # Idle for this long, the listener notifies itself: the query fails in
+        # seconds on a dead connection instead of at the next TCP timeout, and
+        # the answer proves that notifications still arrive. Traffic postpones it.
+        interval = conf.keepalive_interval()
+        self._probe = Probe(interval / 2)
+        self._keepalive = schedule.every("keepalive", interval, self._send_probe)
+        # Due only while a probe is out (math.inf otherwise): see _send_probe.
+        self._probe_deadline = schedule.every("probe deadline", math.inf, self._probe.check)
         if self.durable:
             # Retries that came due, and events whose wake-up was missed, are
             # found on time whatever the plain traffic.
             schedule.every("durable", conf.durable_poll_interval(), self._sweep_durable)
         return schedule
 
-    def _check_connection(self) -> None:
+    def _send_probe(self) -> None:
         assert self.connection is not None
-        self.connection.execute("SELECT 1")
+        assert self._probe_deadline is not None
+        # Set first: the answer usually arrives while the statement runs.
+        self._probe_deadline.due = self._probe.sent()
+        self.connection.execute(PROBE_SQL, (self._probe.channel,))
 
     def _serve(self) -> None:
         table = self._table
@@ -165,13 +184,29 @@ class Listener:
                 now = time.monotonic()
                 if events:
                     keepalive.postpone(now)
+                    self._alive_at = now
                     self._handle(events, table)
                 if not self._stopping:
                     schedule.run_due(now)
                 if not events and not self._stopping:
                     selector.select(schedule.timeout(time.monotonic()))
 
+    def _handle_received(self) -> None:
+        """Dispatch what the lost connection received before it broke.
+
+        The keepalive query can be what finds the loss, after the driver read
+        notifications that no drain() has returned yet.
+        """
+        connection = self.connection
+        if connection is None:
+            return
+        with contextlib.suppress(ConnectionLost):
+            while not self._stopping and (events := connection.drain()):
+                self._handle(events, self._table)
+
     def _handle(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
+        if self._probe.waiting:
+            events = self._probe.receive(events)
         close_old_connections()
         woken = False
         if self.durable:
@@ -186,13 +221,16 @@ class Listener:
 
     def _sweep_durable(self) -> None:
         close_old_connections()
-        self._handle_durable()
+        # Also takes back the claims of dead or hung listeners.
+        self._handle_durable(recover=True)
         close_old_connections()
 
-    def _handle_durable(self) -> None:
+    def _handle_durable(self, *, recover: bool = False) -> None:
         """Claim and handle the durable events that are due (outside any batch)."""
         remaining = None if self.max_events is None else self.max_events - self.dispatched
-        self.dispatched += self._outbox.sweep(self._table, lambda: self._stopping, remaining)
+        self.dispatched += self._outbox.sweep(
+            self._table, lambda: self._stopping, remaining, recover=recover
+        )
         if self.max_events is not None and self.dispatched >= self.max_events:
             self.stop()
 
@@ -200,6 +238,11 @@ class Listener:
         # The hot path: locals, and nothing per event that can be done per batch.
         dispatched = self.dispatched
         limit = self.max_events or -1
+        handled = self.observer.handled if self.observer.timed else None
+        clock = time.perf_counter
+        # One clock read per event: each event's time runs from the previous
+        # one's end (the loop's own sub-microsecond share included).
+        started = clock() if handled is not None else 0.0
         try:
             for event in events:
                 for function in table.get(event.channel, ()):
@@ -209,6 +252,10 @@ class Listener:
                         self._log_handler_error(function, event)
                     if self._stopping:
                         return
+                if handled is not None:
+                    ended = clock()
+                    handled(event.channel, ended - started)
+                    started = ended
                 dispatched += 1
                 if dispatched == limit:
                     self.stop()
@@ -217,10 +264,13 @@ class Listener:
             self.dispatched = dispatched
 
     def _log_handler_error(self, function: Handler, event: Event) -> None:
+        self.observer.handler_failed(event.channel, function)
+        name = handler_name(function)
+        extra = {**log_fields(event), "handler": name}
         logger.exception(
-            "Handler %s failed on channel %r; carrying on.", handler_name(function), event.channel
+            "Handler %s failed on channel %r; carrying on.", name, event.channel, extra=extra
         )
-        logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload)
+        logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload, extra=extra)
 
     def _open(self) -> DriverConnection:
         keepalive = max(1, round(conf.keepalive_interval()))
@@ -238,10 +288,12 @@ class Listener:
         channels = sorted(self.channels)
         if self.durable and channels:
             channels.append(WAKEUP_CHANNEL)
+        channels.append(self._probe.start(connection.pid))
         try:
-            if channels:
-                quote = connection.quote_ident
-                connection.execute("; ".join(f"LISTEN {quote(c)}" for c in channels))
+            connection.listen(channels)
+            # Shows pubsub_health which channels this listener serves.
+            keys = [presence_key(channel) for channel in sorted(self.channels)]
+            connection.execute(PRESENCE_SQL, (keys,))
         except BaseException:
             connection.close()
             raise
@@ -252,6 +304,9 @@ class Listener:
     ) -> None:
         self._close()
         down_since = time.monotonic()
+        # Plain events may have been missed since the last sign of life: a
+        # notification read, or a probe answered.
+        alive = max(self._alive_at, self._probe.answered_at) if reconnecting else down_since
         if reason is not None:
             logger.warning("Lost the connection to %r (%s); reconnecting.", self.using, reason)
         initial, cap = conf.reconnect_initial_delay(), conf.reconnect_max_delay()
@@ -264,7 +319,7 @@ class Listener:
                 failures += 1
                 if max_attempts is not None and failures >= max_attempts:
                     raise
-                delay = min(cap, initial * 2 ** (failures - 1))
+                delay = backoff(initial, cap, failures)
                 delay = random.uniform(delay / 2, delay)  # jitter: listeners don't stampede
                 logger.warning(
                     "Cannot connect to %r (%s); attempt %d, retrying in %.2f s.",
@@ -275,12 +330,17 @@ class Listener:
                 )
                 self._sleep(delay)
                 continue
+            self._alive_at = time.monotonic()
+            self.observer.connected(reconnecting)
             if reconnecting or failures:
+                outage = self._alive_at - alive
                 logger.warning(
-                    "Connected to %r again after %.1f s; listening on %d channel(s).",
+                    "Connected to %r again after %.1f s without a working connection; "
+                    "listening on %d channel(s).",
                     self.using,
-                    time.monotonic() - down_since,
+                    outage,
                     len(self.channels),
+                    extra={"outage_seconds": round(outage, 3), "failed_attempts": failures},
                 )
                 # Whatever broke ours (a restart, the network) likely broke the
                 # connections handlers use too: start them afresh.
@@ -301,13 +361,15 @@ class Listener:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+            self.observer.disconnected()
 
 
 @contextmanager
 def stop_on_signals(listener: Listener) -> Iterator[None]:
     """SIGTERM/SIGINT stop ``listener`` gracefully; a second one exits at once.
 
-    Must be used from the main thread (Python's rule for signal handlers).
+    Python installs signal handlers from the main thread only: in any other
+    thread this installs nothing, and ``listener.stop()`` is how to stop it.
     """
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -315,9 +377,17 @@ def stop_on_signals(listener: Listener) -> Iterator[None]:
         if listener.stopping:
             logger.warning("Second %s: exiting now.", name)
             raise SystemExit(128 + signum)
-        logger.warning("%s: stopping after the running handler.", name)
+        # Stop first: should logging fail, or another signal interrupt its
+        # write to stderr, the loop still stops.
         listener.stop()
+        logger.warning("%s: stopping after the running handler.", name)
 
+    if threading.current_thread() is not threading.main_thread():
+        # Python installs signal handlers from the main thread only; a
+        # listener run in a worker thread is stopped with listener.stop().
+        logger.debug("Not in the main thread: SIGTERM/SIGINT handlers left alone.")
+        yield
+        return
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield

@@ -1,31 +1,174 @@
-"""The outbox table behind durable events (``notify(..., durable=True)``)."""
+"""The outbox table behind durable events (``notify(..., durable=True)``), and its
+maintenance: counts, retry, purge and release, on ``OutboxEvent.objects``."""
 
 from __future__ import annotations
 
-from django.db import models
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
-from django_pgpubsub.outbox import OUTBOX_TABLE
+from django.db import connections, models, transaction
+from django.db.models import Count, Q
+
+from django_pgpubsub.channels import validate_channels
+from django_pgpubsub.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
+
+WAITING = ("pending", "running")
+
+
+class OutboxQuerySet(models.QuerySet["OutboxEvent"]):
+    """Maintenance of the outbox; each operation works on the queryset's rows.
+
+    ``OutboxEvent.objects.using("other").filter(channel="mail").retry()``
+    narrows it to one database and channel.
+    """
+
+    def for_channels(self, channels: Iterable[str]) -> OutboxQuerySet:
+        """The events of these channels.
+
+        Raises:
+            InvalidChannel: ``channels`` is a single ``str``, or a name is unusable.
+        """
+        return self.filter(channel__in=validate_channels(channels))  # type: ignore[no-any-return]
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        """``(channel, state, count)``, ordered by channel and state."""
+        rows = (
+            self.values_list("channel", "state")
+            .annotate(count=Count("id"))
+            .order_by("channel", "state")
+        )
+        return [(channel, state, count) for channel, state, count in rows]
+
+    def running(self) -> OutboxQuerySet:
+        """Events a listener holds now, oldest claim first."""
+        running = self.filter(state=OutboxEvent.State.RUNNING)
+        return running.order_by("claimed_at", "id")  # type: ignore[no-any-return]
+
+    def retry(self) -> int:
+        """Make the failed events among these pending again, with a fresh set of
+        attempts, and wake the listeners of their channels.
+
+        An event whose idempotency key is taken by a waiting event stays failed.
+
+        Returns:
+            How many events will be retried.
+        """
+        alias = self.db
+        with transaction.atomic(using=alias):
+            waiting_keys = OutboxEvent.objects.using(alias).filter(
+                state__in=WAITING, key__isnull=False
+            )
+            failed = self.filter(state=OutboxEvent.State.FAILED).exclude(
+                key__in=waiting_keys.values("key")
+            )
+            # One retry per key: the lowest id wins, the others stay failed.
+            keyed = failed.filter(key__isnull=False).order_by("key", "id").distinct("key")
+            chosen = failed.filter(Q(key__isnull=True) | Q(id__in=keyed.values("id")))
+            woken = sorted(set(chosen.values_list("channel", flat=True)))
+            count = chosen.update(
+                state=OutboxEvent.State.PENDING, attempts=0, available_at=_now(alias)
+            )
+            _wake(alias, woken)
+        return int(count)
+
+    def purge(self, older_than: timedelta) -> int:
+        """Delete the failed events among these created more than ``older_than`` ago.
+
+        Returns:
+            How many were deleted.
+        """
+        cutoff = _now(self.db) - older_than
+        deleted, _ = self.filter(state=OutboxEvent.State.FAILED, created_at__lt=cutoff).delete()
+        return int(deleted)
+
+    def release(self) -> int:
+        """Hand the running events among these back, as pending, and wake listeners.
+
+        For a claim that is stuck (its listener hangs): the event is claimed
+        again at once, without waiting for ``DURABLE_LEASE``. An attempt that
+        had started keeps its count. If its listener is in fact alive, its
+        completion finds the claim gone and rolls its writes back.
+
+        Returns:
+            How many events were released.
+        """
+        alias = self.db
+        with transaction.atomic(using=alias):
+            running = self.filter(state=OutboxEvent.State.RUNNING)
+            woken = sorted(set(running.values_list("channel", flat=True)))
+            count = running.update(
+                state=OutboxEvent.State.PENDING,
+                claim_token=None,
+                claimed_pid=None,
+                claimed_by=None,
+                claimed_at=None,
+                lease_expires_at=None,
+                started_at=None,
+            )
+            _wake(alias, woken)
+        return int(count)
+
+
+def _now(using: str) -> datetime:
+    """The database's clock: rows are stamped with now() there, not in Python."""
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT now()")
+        now: datetime = cursor.fetchone()[0]
+        return now
+
+
+def _wake(using: str, channels: list[str]) -> None:
+    with connections[using].cursor() as cursor:
+        for channel in channels:
+            cursor.execute("SELECT pg_notify(%s, %s)", (WAKEUP_CHANNEL, channel))
+
+
+OutboxManager = models.Manager.from_queryset(OutboxQuerySet)
 
 
 class OutboxEvent(models.Model):
     """A durable event: stored in the sender's transaction, deleted once handled.
 
-    Rows only exist while an event waits for a listener, is being retried, or
-    has failed every attempt.
+    Rows only exist while an event waits for a listener, is being handled
+    (``running``), is waiting for a retry, or has failed every attempt.
     """
 
     class State(models.TextChoices):
         PENDING = "pending", "pending"
+        RUNNING = "running", "running"
         FAILED = "failed", "failed"
 
     channel = models.CharField(max_length=63)
     payload = models.TextField(blank=True)
+    # NULL, not "": events without a key must never collide on the unique index;
+    # and writers that name only the columns of 0001 (triggers) leave it NULL.
+    key = models.TextField(  # noqa: DJ001
+        null=True, blank=True, help_text="Idempotency key: unique among waiting events."
+    )
     sender_pid = models.IntegerField(help_text="Backend process id of the sender.")
     state = models.CharField(max_length=7, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts started so far.")
     created_at = models.DateTimeField()
     available_at = models.DateTimeField(help_text="Not handled before this time.")
     last_error = models.TextField(blank=True, help_text="Traceback of the last failure.")
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    claimed_pid = models.IntegerField(
+        null=True, blank=True, help_text="Backend process id of the listener holding it."
+    )
+    claimed_by = models.TextField(  # noqa: DJ001 - NULL: not claimed
+        null=True, blank=True, help_text="application_name of the listener holding it."
+    )
+    claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Held since (the claim, or the start of its attempt)."
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Claimed again by another listener after this time."
+    )
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its running attempt started."
+    )
+
+    objects = OutboxManager()
 
     class Meta:
         db_table = OUTBOX_TABLE
@@ -34,10 +177,28 @@ class OutboxEvent(models.Model):
             # What listeners claim: pending rows of their channels, oldest first.
             models.Index(
                 fields=["channel", "id"],
-                condition=models.Q(state="pending"),
+                condition=Q(state="pending"),
                 name="pgpubsub_outbox_pending",
+            ),
+            # What the periodic recovery reads: the few rows held by listeners.
+            models.Index(
+                fields=["id"], condition=Q(state="running"), name="pgpubsub_outbox_running"
+            ),
+        )
+        constraints = (
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=Q(state__in=WAITING),
+                name="pgpubsub_outbox_waiting_key",
             ),
         )
 
     def __str__(self) -> str:
         return f"{self.channel} #{self.pk} ({self.state}, {self.attempts} attempt(s))"
+
+    @property
+    def holder(self) -> str:
+        """Who holds a running event: ``pid 123 (application_name)``; empty otherwise."""
+        if self.claimed_pid is None:
+            return ""
+        return f"pid {self.claimed_pid}" + (f" ({self.claimed_by})" if self.claimed_by else "")

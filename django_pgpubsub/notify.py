@@ -3,64 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import require_psycopg3
-from django_pgpubsub.outbox import STORE_MANY_SQL, STORE_SQL
+from django_pgpubsub.connection import execute_in_transaction, require_psycopg3
+from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.sql import STORE_MANY_SQL, STORE_SQL
 
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 # unnest() of two arrays walks them side by side, in order: one round trip.
 NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
 
 
-# One driver cursor per Django connection, reused: making a Django cursor per
-# call costs as much as the round trip itself. Kept on the wrapper with the
-# driver connection it belongs to, so a reconnect gets a fresh cursor.
-_CURSOR_ATTRIBUTE = "_django_pgpubsub_cursor"
-
-
-def _execute(using: str | None, sql: str, params: tuple[Any, ...]) -> None:
-    """Run ``sql`` on Django's connection for ``using``, in its current transaction."""
-    wrapper = connections[using or conf.database()]
-    if wrapper.vendor != "postgresql":  # a class attribute: costs next to nothing
-        raise ImproperlyConfigured(
-            f"DATABASES[{wrapper.alias!r}] uses {wrapper.vendor}, which has no "
-            "LISTEN/NOTIFY; pass using= a PostgreSQL alias (default: "
-            "PGPUBSUB['DATABASE'])."
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise InvalidPayload(
+            f"An idempotency key must be a non-empty str without NUL, not {key!r}."
         )
-    if wrapper.force_debug_cursor or conf.debug() or wrapper.execute_wrappers:
-        # DEBUG query logging or execute_wrapper() instrumentation is on:
-        # take Django's own path so they see the statement.
-        with wrapper.cursor() as cursor:
-            cursor.execute(sql, params)
-        return
-    # What Django's cursor() and execute() check before running SQL. The
-    # thread-sharing check is moot: connections[] is this thread's own. The
-    # event-loop check of ensure_connection() still guards async code: there,
-    # each context starts without a connection.
-    if wrapper.health_check_enabled and not wrapper.health_check_done:  # type: ignore[attr-defined]
-        wrapper.close_if_health_check_failed()
-    if wrapper.connection is None:
-        wrapper.ensure_connection()
-    wrapper.validate_no_broken_transaction()
-    cached = getattr(wrapper, _CURSOR_ATTRIBUTE, None)
-    if cached is None or cached[0] is not wrapper.connection:
-        cached = (wrapper.connection, wrapper.connection.cursor())
-        setattr(wrapper, _CURSOR_ATTRIBUTE, cached)
-    try:
-        cached[1].execute(sql, params)
-    except Exception:
-        # Entered only on failure (it costs on every call otherwise): turns the
-        # driver's error into Django's and marks the connection as errored.
-        with wrapper.wrap_database_errors:
-            raise
+    return key
 
 
 def _check_durable(using: str | None) -> None:
@@ -74,9 +39,47 @@ def _check_durable(using: str | None) -> None:
         )
 
 
+@overload
 def notify(
-    channel: str, payload: Any = "", *, using: str | None = None, durable: bool = False
-) -> None:
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: Literal[False] = False,
+    key: None = None,
+) -> None: ...
+
+
+@overload
+def notify(
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: Literal[True],
+    key: str | None = None,
+) -> bool: ...
+
+
+@overload
+def notify(
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: bool = False,
+    key: str | None = None,
+) -> bool | None: ...
+
+
+def notify(
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: bool = False,
+    key: str | None = None,
+) -> bool | None:
     """Send a notification in the current transaction of ``using``.
 
     Inside ``transaction.atomic()`` it is delivered when the transaction
@@ -89,12 +92,20 @@ def notify(
         durable: Store the event in the outbox table, in the same
             transaction, until a listener has handled it: at-least-once
             delivery, and no size limit on the payload.
+        key: Idempotency key of a durable event: nothing is stored while an
+            event with the same key is pending or running.
+
+    Returns:
+        None for a plain event. For a durable one, True when it was stored;
+        False when an event with the same ``key`` was waiting (pending or
+        running), and nothing was stored.
 
     Raises:
         InvalidChannel: The channel name is unusable.
         PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
         InvalidPayload: The payload has a NUL byte or a lone surrogate, or is
-            not JSON serialisable.
+            not JSON serialisable, or ``key`` is not a non-empty str (or is
+            given without ``durable``).
         ImproperlyConfigured: ``using`` is not PostgreSQL, or ``durable`` with
             ``using`` other than the ``DATABASE`` setting (the outbox's).
     """
@@ -102,17 +113,33 @@ def notify(
     if durable:
         _check_durable(using)
         text = encode_payload(payload, limit_size=False)
-        _execute(using, STORE_SQL, (channel, text, channel))
-    else:
-        _execute(using, NOTIFY_SQL, (channel, encode_payload(payload)))
+        if key is not None:
+            key = _check_key(key)
+        row = execute_in_transaction(using, STORE_SQL, (channel, text, key), fetch=True)
+        return bool(row and row[0])
+    if key is not None:
+        raise InvalidPayload("key= is for durable events: pass durable=True too.")
+    execute_in_transaction(using, NOTIFY_SQL, (channel, encode_payload(payload)))
+    return None
 
 
-_notify_in_sync_thread = sync_to_async(notify, thread_sensitive=True)
+def _notify(
+    channel: str, payload: Any, using: str | None, durable: bool, key: str | None
+) -> bool | None:
+    return notify(channel, payload, using=using, durable=durable, key=key)
+
+
+_notify_in_sync_thread = sync_to_async(_notify, thread_sensitive=True)
 
 
 async def anotify(
-    channel: str, payload: Any = "", *, using: str | None = None, durable: bool = False
-) -> None:
+    channel: str,
+    payload: Any = "",
+    *,
+    using: str | None = None,
+    durable: bool = False,
+    key: str | None = None,
+) -> bool | None:
     """:func:`notify` for async code: runs it where Django runs async ORM calls.
 
     Like Django's own async ORM methods, it runs :func:`notify` through
@@ -126,6 +153,11 @@ async def anotify(
         payload: A ``str`` is sent as is; anything else as compact JSON.
         using: The database alias; default the ``DATABASE`` setting.
         durable: Store the event in the outbox, as :func:`notify` does.
+        key: Idempotency key of a durable event, as for :func:`notify`.
+
+    Returns:
+        As :func:`notify`: None for a plain event; for a durable one, whether
+        it was stored.
 
     Raises:
         ImproperlyConfigured: Django uses psycopg2 (the async API needs psycopg 3).
@@ -135,11 +167,14 @@ async def anotify(
     """
     require_psycopg3("anotify()")
     validate_channel(channel)
-    await _notify_in_sync_thread(channel, payload, using=using, durable=durable)
+    return await _notify_in_sync_thread(channel, payload, using, durable, key)
 
 
 def notify_many(
-    items: Iterable[tuple[str, Any]], *, using: str | None = None, durable: bool = False
+    items: Iterable[tuple[str, Any] | tuple[str, Any, str | None]],
+    *,
+    using: str | None = None,
+    durable: bool = False,
 ) -> int:
     """Send many notifications in one round trip, in the current transaction.
 
@@ -148,28 +183,42 @@ def notify_many(
     once (durable events are each delivered).
 
     Args:
-        items: ``(channel, payload)`` pairs, payloads as for :func:`notify`.
+        items: ``(channel, payload)`` pairs, payloads as for :func:`notify`;
+            durable items may be ``(channel, payload, key)`` triples, with an
+            idempotency key (or None) as for :func:`notify`.
         using: The database alias; default the ``DATABASE`` setting.
         durable: Store them in the outbox, as :func:`notify` does.
 
     Returns:
-        How many notifications were sent.
+        How many notifications were sent or stored: durable items whose key
+        is already waiting (or repeated in ``items``) are not counted.
 
     Raises:
         InvalidChannel: A channel name is unusable.
         PayloadTooLarge: A payload is 8000 bytes or more.
         InvalidPayload: A payload has a NUL byte or a lone surrogate, or is not
-            JSON serialisable.
+            JSON serialisable, or a key is unusable (or given without
+            ``durable``).
         ImproperlyConfigured: As for :func:`notify`.
     """
     if durable:
         _check_durable(using)
     channels: list[str] = []
     payloads: list[str] = []
-    for channel, payload in items:
-        channels.append(validate_channel(channel))
-        payloads.append(encode_payload(payload, limit_size=not durable))
+    keys: list[str | None] = []
+    for item in items:
+        channels.append(validate_channel(item[0]))
+        payloads.append(encode_payload(item[1], limit_size=not durable))
+        key = item[2] if len(item) > 2 else None
+        if key is not None:
+            if not durable:
+                raise InvalidPayload("Keys are for durable events: pass durable=True too.")
+            key = _check_key(key)
+        keys.append(key)
     if not channels:
         return 0
-    _execute(using, STORE_MANY_SQL if durable else NOTIFY_MANY_SQL, (channels, payloads))
-    return len(channels)
+    if not durable:
+        execute_in_transaction(using, NOTIFY_MANY_SQL, (channels, payloads))
+        return len(channels)
+    row = execute_in_transaction(using, STORE_MANY_SQL, (channels, payloads, keys), fetch=True)
+    return int(row[0]) if row else 0

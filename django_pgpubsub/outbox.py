@@ -1,257 +1,331 @@
-"""Durable events: the outbox table's SQL, the listener's claim-and-handle loop,
-and the maintenance operations behind ``manage.py durable_events`` and the admin.
+"""The listener's side of durable events: claim, handle, complete, recover.
 
-A durable event is a row written in the sender's transaction; the NOTIFY that
-goes with it (on :data:`WAKEUP_CHANNEL`, payload: the event's channel) only
-wakes listeners. Listeners claim due rows with ``FOR UPDATE SKIP LOCKED``, run
-the handlers inside the claim's transaction and delete the row on success, so
-a handler's writes commit together with the event's completion. A killed
-listener's transaction rolls back and its rows are claimed again.
+A durable event is a row of the outbox (see :mod:`django_pgpubsub.sql` for
+its life). A listener claims a batch of due rows with a statement that
+commits at once: the rows become ``running``, held by this listener's
+database session under a random token and a lease (``DURABLE_LEASE``). Then,
+event by event:
+
+1. the event's attempt is counted, in a statement that commits before its
+   handlers run (for all but the first event, together with the previous
+   event's completion), so an attempt that kills the process counts;
+2. its handlers run in a transaction of their own, which also deletes the
+   row: the handlers' writes and the completion commit together. A
+   completion that finds the claim taken back rolls the writes back;
+3. a handler that raises rolls that transaction back, and the failure is
+   recorded: pending again after a backoff, or failed after the last attempt.
+
+Claims whose holder's session is gone, or whose lease ran out, are recovered
+by every listener's periodic sweep. No transaction lasts longer than one
+event's handlers, and nothing that goes wrong here ends the listener.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
-from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from django.db import DatabaseError, connections, transaction
-from django.db.models import Count
+from django.db import connections, transaction
 
-from django_pgpubsub import conf
-from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.events import DurableEvent
+from django_pgpubsub import conf, sql
+from django_pgpubsub.events import DurableEvent, log_fields
+from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
+from django_pgpubsub.schedule import MAX_DELAY, backoff
 
 logger = logging.getLogger("django_pgpubsub.durable")
 
-OUTBOX_TABLE = "django_pgpubsub_outbox"
-WAKEUP_CHANNEL = "django_pgpubsub.durable"
+Row = tuple[int, str, str, int, int]  # id, channel, payload, sender_pid, attempts
 
-STORE_SQL = f"""
-WITH stored AS (
-    INSERT INTO {OUTBOX_TABLE}
-        (channel, payload, sender_pid, state, attempts, created_at, available_at, last_error)
-    VALUES (%s, %s, pg_backend_pid(), 'pending', 0, now(), now(), '')
-)
-SELECT pg_notify('{WAKEUP_CHANNEL}', %s)
-"""
 
-STORE_MANY_SQL = f"""
-WITH items AS (
-    SELECT * FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(channel, payload, n)
-), stored AS (
-    INSERT INTO {OUTBOX_TABLE}
-        (channel, payload, sender_pid, state, attempts, created_at, available_at, last_error)
-    SELECT channel, payload, pg_backend_pid(), 'pending', 0, now(), now(), ''
-    FROM items ORDER BY n
-)
-SELECT count(pg_notify('{WAKEUP_CHANNEL}', channel)) FROM (SELECT DISTINCT channel FROM items) c
-"""
+class ClaimLost(Exception):
+    """The event's claim was taken back while its handlers ran."""
 
-CLAIM_SQL = f"""
-SELECT id, channel, payload, sender_pid, attempts FROM {OUTBOX_TABLE}
-WHERE state = 'pending' AND channel = ANY(%s) AND available_at <= now()
-ORDER BY id LIMIT %s
-FOR UPDATE SKIP LOCKED
-"""
 
-DELETE_SQL = f"DELETE FROM {OUTBOX_TABLE} WHERE id = ANY(%s)"
+def sanitize(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL bytes and lone surrogates escaped."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
-FAIL_SQL = f"""
-UPDATE {OUTBOX_TABLE}
-SET attempts = attempts + 1,
-    last_error = %s,
-    available_at = now() + %s * interval '1 second',
-    state = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE 'pending' END
-WHERE id = %s
-"""
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before the retry that follows failed attempt number ``attempt`` (1, 2...)."""
+    return backoff(conf.durable_retry_delay(), conf.durable_retry_max_delay(), attempt)
 
 
 class Outbox:
     """The outbox of one database, as a listener sweeps it."""
 
-    def __init__(self, using: str) -> None:
+    def __init__(self, using: str, observer: Observer | None = None) -> None:
         self.using = using
-        self._exists: bool | None = None  # known after the first look
+        self.observer = observer or Observer()
+        self._exists = False
+        self._warned = False
 
     def sweep(
         self,
         handlers: dict[str, tuple[Handler, ...]],
         should_stop: Callable[[], bool],
         limit: int | None,
+        *,
+        recover: bool = False,
     ) -> int:
-        """Handle the due events of ``handlers``' channels; never raises for the database.
+        """Handle the due events of the channels that have handlers.
+
+        Never raises but ``SystemExit`` and ``KeyboardInterrupt``: any other
+        error is logged, and the next sweep tries again.
+
+        Args:
+            handlers: Channel -> handlers. Channels without handlers are
+                never claimed.
+            should_stop: Checked after each event.
+            limit: Handle at most this many events.
+            recover: First take back the claims of dead or hung listeners.
 
         Returns:
-            How many events were handled.
+            How many events were handled, successfully or not.
         """
-        try:
-            if self._exists is None:
-                self._exists = self._table_exists()
-                if not self._exists:
-                    logger.warning(
-                        "No outbox table on %r: durable events are not handled. "
-                        "Run `manage.py migrate django_pgpubsub`.",
-                        self.using,
-                    )
-            if not self._exists:
-                return 0
-            return handle_due_events(
-                using=self.using, handlers=handlers, should_stop=should_stop, limit=limit
-            )
-        except DatabaseError as exc:
-            # Rolled back: the events stay pending and the next sweep retries.
-            logger.warning("Cannot handle durable events now (%s); retrying later.", exc)
+        channels = sorted(channel for channel, functions in handlers.items() if functions)
+        handled = [0]
+        if not channels:
             return 0
+        try:
+            if not self._table_exists():
+                return 0
+            if recover:
+                self._recover(channels)
+            self._handle_due(channels, handlers, should_stop, limit, handled)
+        except Exception:
+            logger.exception(
+                "Cannot handle durable events on %r now; the next sweep tries again.", self.using
+            )
+            self._exists = False  # a dropped table is looked for again, too
+            connections[self.using].close_if_unusable_or_obsolete()
+        return handled[0]
 
     def _table_exists(self) -> bool:
-        connection = connections[self.using]
-        with connection.cursor() as cursor:
-            return OUTBOX_TABLE in connection.introspection.table_names(cursor)
+        """Look for the table until it is there: migrate may run after the listener starts."""
+        if not self._exists:
+            self._exists = bool(self._fetch(sql.TABLE_EXISTS_SQL)[0][0])
+            if not self._exists and not self._warned:
+                self._warned = True
+                logger.warning(
+                    "No outbox table on %r: durable events are not handled until "
+                    "`manage.py migrate django_pgpubsub` creates it.",
+                    self.using,
+                )
+            elif self._exists and self._warned:
+                self._warned = False
+                logger.warning("The outbox table on %r exists now.", self.using)
+        return self._exists
 
+    def _fetch(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
 
-def retry_delay(attempts_so_far: int) -> float:
-    """Seconds before the next attempt: doubling from DURABLE_RETRY_DELAY, capped."""
-    return min(
-        conf.durable_retry_max_delay(),
-        conf.durable_retry_delay() * 2.0 ** max(0, attempts_so_far),
-    )
-
-
-def handle_due_events(
-    *,
-    using: str,
-    handlers: dict[str, tuple[Handler, ...]],
-    should_stop: Callable[[], bool],
-    limit: int | None = None,
-) -> int:
-    """Claim due events of ``handlers``' channels batch after batch; handle each.
-
-    Each batch is one transaction on ``using``. Each event's handlers run in a
-    savepoint: if one raises, their writes roll back, the failure is recorded
-    and the event is retried later (or left as failed after the last attempt),
-    and the batch goes on. Handled events are deleted when the batch commits.
-
-    Args:
-        using: The database alias of the outbox.
-        handlers: Channel -> handlers; only these channels are claimed.
-        should_stop: Checked after each event.
-        limit: Handle at most this many events.
-
-    Returns:
-        How many events were handled, successfully or not.
-    """
-    channels = sorted(handlers)
-    max_attempts = conf.durable_max_attempts()
-    total = 0
-    while not should_stop():
-        batch_size = conf.durable_batch_size()
-        if limit is not None:
-            batch_size = min(batch_size, limit - total)
-            if batch_size <= 0:
-                return total
-        with transaction.atomic(using=using), connections[using].cursor() as cursor:
-            cursor.execute(CLAIM_SQL, (channels, batch_size))
-            rows = cursor.fetchall()
-            done: list[int] = []
-            for row_id, channel, payload, sender_pid, attempts in rows:
-                event = DurableEvent(channel, payload, sender_pid, row_id, attempts + 1)
-                error = _run(event, handlers[channel], using)
-                if error is None:
-                    done.append(row_id)
-                else:
-                    delay = retry_delay(attempts)
-                    cursor.execute(FAIL_SQL, (error, delay, max_attempts, row_id))
-                total += 1
-                if should_stop():
-                    break  # unreached rows stay pending; the commit unlocks them
-            if done:
-                cursor.execute(DELETE_SQL, (done,))
-        if len(rows) < batch_size:
-            return total
-    return total
-
-
-def _run(event: DurableEvent, functions: tuple[Handler, ...], using: str) -> str | None:
-    """Run the event's handlers in a savepoint; return the traceback of a failure."""
-    running: Handler | None = None
-    try:
-        with transaction.atomic(using=using):
-            for running in functions:
-                running(event)
-    except Exception:
-        logger.exception(
-            "Handler %s failed on durable event %d (channel %r, attempt %d); "
-            "its handlers' writes are rolled back and it will be retried.",
-            handler_name(running) if running else "?",
-            event.id,
-            event.channel,
-            event.attempt,
+    def _recover(self, channels: list[str]) -> None:
+        rows = self._fetch(
+            sql.RECOVER_SQL,
+            {
+                "channels": channels,
+                "max_attempts": conf.durable_max_attempts(),
+                "delay": min(conf.durable_retry_delay(), MAX_DELAY),
+                "max_delay": min(conf.durable_retry_max_delay(), MAX_DELAY),
+            },
         )
-        return traceback.format_exc()
-    return None
+        for row_id, state in rows:
+            logger.warning(
+                "Durable event %d was held by a listener that is gone or past its "
+                "DURABLE_LEASE; it is %s again.",
+                row_id,
+                state,
+            )
+
+    def _handle_due(
+        self,
+        channels: list[str],
+        handlers: dict[str, tuple[Handler, ...]],
+        should_stop: Callable[[], bool],
+        limit: int | None,
+        handled: list[int],
+    ) -> None:
+        while not should_stop():
+            size = conf.durable_batch_size()
+            if limit is not None:
+                size = min(size, limit - handled[0])
+                if size <= 0:
+                    return
+            claim = Claim(self, limit=None if limit is None else limit - handled[0])
+            rows = claim.take(channels, size)
+            claim.run(rows, handlers, should_stop, handled)
+            if len(rows) < size:
+                return
 
 
-def counts(using: str | None = None) -> list[tuple[str, str, int]]:
-    """``(channel, state, count)`` of the outbox, ordered by channel and state."""
-    from django_pgpubsub.models import OutboxEvent  # noqa: PLC0415 - needs the app registry
+class Claim:
+    """One batch of claimed events, handled one by one under one token."""
 
-    rows = (
-        OutboxEvent.objects.using(using or conf.database())
-        .values_list("channel", "state")
-        .annotate(count=Count("id"))
-        .order_by("channel", "state")
-    )
-    return [(channel, state, count) for channel, state, count in rows]
+    def __init__(self, outbox: Outbox, limit: int | None) -> None:
+        self.outbox = outbox
+        self.using = outbox.using
+        self.token = str(uuid.uuid4())
+        self.lease = min(conf.durable_lease(), MAX_DELAY)
+        self.limit = limit
+        self.renewed = time.monotonic()
 
+    def _params(self, **values: Any) -> dict[str, Any]:
+        return {"token": self.token, "lease": self.lease, "next": None, **values}
 
-def retry_failed(
-    *,
-    ids: Iterable[int] | None = None,
-    channels: Iterable[str] | None = None,
-    using: str | None = None,
-) -> int:
-    """Make failed events pending again, with a fresh set of attempts, and wake listeners.
+    def take(self, channels: list[str], size: int) -> list[Row]:
+        """Claim up to ``size`` due events, oldest first; the first one's attempt starts."""
+        rows = self.outbox._fetch(sql.CLAIM_SQL, self._params(channels=channels, limit=size))
+        self.renewed = time.monotonic()
+        return sorted(rows)
 
-    Returns:
-        How many events will be retried.
-    """
-    from django_pgpubsub.models import OutboxEvent  # noqa: PLC0415
+    def run(
+        self,
+        rows: Sequence[Row],
+        handlers: dict[str, tuple[Handler, ...]],
+        should_stop: Callable[[], bool],
+        handled: list[int],
+    ) -> None:
+        started: int | None = rows[0][4] if rows else None  # the claim started the first
+        count = 0
+        index = 0
+        try:
+            for index, (row_id, channel, payload, sender_pid, _) in enumerate(rows):
+                if started is None:
+                    if should_stop():
+                        self.release(rows[index:])
+                        return
+                    self._renew_if_due(rows[index:])
+                    started = self._start(row_id)
+                    if started is None:
+                        logger.warning("Durable event %d was claimed by another listener.", row_id)
+                        continue
+                count += 1
+                last = self.limit is not None and count >= self.limit
+                following = (
+                    None if last or index + 1 == len(rows) or should_stop() else rows[index + 1][0]
+                )
+                event = DurableEvent(channel, payload, sender_pid, row_id, started)
+                started = self._handle(event, handlers[channel], following)
+                handled[0] += 1
+                if last:
+                    self.release(rows[index + 1 :])
+                    return
+        except BaseException:
+            # Hand back what was never started, if the database still answers.
+            try:
+                self.release(rows[index:])  # started ones stay: recovery counts them
+            except Exception:
+                logger.debug("Cannot release the rest of a claim.", exc_info=True)
+            raise
 
-    alias = using or conf.database()
-    with transaction.atomic(using=alias):
-        failed = OutboxEvent.objects.using(alias).filter(state=OutboxEvent.State.FAILED)
-        if ids is not None:
-            failed = failed.filter(id__in=list(ids))
-        if channels is not None:
-            failed = failed.filter(channel__in=validate_channels(channels))
-        woken = sorted(set(failed.values_list("channel", flat=True)))
-        count = failed.update(state=OutboxEvent.State.PENDING, attempts=0, available_at=_now(alias))
-        with connections[alias].cursor() as cursor:
-            for channel in woken:
-                cursor.execute("SELECT pg_notify(%s, %s)", (WAKEUP_CHANNEL, channel))
-    return int(count)
+    def _renew_if_due(self, rows: Sequence[Row]) -> None:
+        """Keep the leases of claimed events that wait for their turn."""
+        now = time.monotonic()
+        if now - self.renewed > self.lease / 3:
+            self.renewed = now
+            self.outbox._fetch(sql.RENEW_SQL, self._params(ids=[row[0] for row in rows]))
 
+    def release(self, rows: Sequence[Row]) -> None:
+        """Give back claimed events that were not started, as they were."""
+        if rows:
+            self.outbox._fetch(sql.RELEASE_SQL, self._params(ids=[row[0] for row in rows]))
 
-def purge_failed(older_than: timedelta, *, using: str | None = None) -> int:
-    """Delete failed events created more than ``older_than`` ago; return how many."""
-    from django_pgpubsub.models import OutboxEvent  # noqa: PLC0415
+    def _start(self, row_id: int) -> int | None:
+        [(_, attempt)] = self.outbox._fetch(sql.START_SQL, self._params(next=row_id))
+        return None if attempt is None else int(attempt)
 
-    alias = using or conf.database()
-    cutoff = _now(alias) - older_than
-    deleted, _ = (
-        OutboxEvent.objects.using(alias)
-        .filter(state=OutboxEvent.State.FAILED, created_at__lt=cutoff)
-        .delete()
-    )
-    return int(deleted)
+    def _handle(
+        self, event: DurableEvent, functions: tuple[Handler, ...], following: int | None
+    ) -> int | None:
+        """Run the event's handlers and complete it (or record its failure).
 
+        Returns:
+            The attempt number of the ``following`` event, when the statement
+            that completed this one also started it.
+        """
+        params = self._params(id=event.id, next=following)
+        running: Handler | None = None
+        completed: tuple[Any, ...] | None = None
+        observer = self.outbox.observer
+        began = time.perf_counter()
+        try:
+            with transaction.atomic(using=self.using):
+                for running in functions:
+                    running(event)
+                running = None
+                [completed] = self.outbox._fetch(sql.COMPLETE_SQL, params)
+                if not completed[0]:
+                    raise ClaimLost
+        except ClaimLost:
+            logger.warning(
+                "Durable event %d (channel %r, attempt %d) was claimed again while its "
+                "handlers ran (longer than DURABLE_LEASE?): their writes are rolled back.",
+                event.id,
+                event.channel,
+                event.attempt,
+                extra=log_fields(event),
+            )
+            return None
+        except Exception:
+            error = traceback.format_exc()
+            if completed is not None and not self._held(event.id):
+                # Committed: what raised was an on_commit callback.
+                logger.exception(
+                    "An on_commit callback of durable event %d (channel %r) raised; "
+                    "the event was handled.",
+                    event.id,
+                    event.channel,
+                    extra=log_fields(event),
+                )
+                return None if completed[1] is None else int(completed[1])
+            name = handler_name(running) if running else "(completion)"
+            if running is not None:
+                observer.handler_failed(event.channel, running)
+            logger.exception(
+                "Handler %s failed on durable event %d (channel %r, attempt %d); its "
+                "handlers' writes are rolled back.",
+                name,
+                event.id,
+                event.channel,
+                event.attempt,
+                extra={**log_fields(event), "handler": name},
+            )
+            return self._fail(event, error, following)
+        finally:
+            if observer.timed:
+                observer.handled(event.channel, time.perf_counter() - began)
+        return None if completed[1] is None else int(completed[1])
 
-def _now(using: str) -> datetime:
-    """The database's clock: rows are stamped with now() there, not in Python."""
-    with connections[using].cursor() as cursor:
-        cursor.execute("SELECT now()")
-        now: datetime = cursor.fetchone()[0]
-        return now
+    def _held(self, row_id: int) -> bool:
+        return bool(self.outbox._fetch(sql.HELD_SQL, (row_id, self.token))[0][0])
+
+    def _fail(self, event: DurableEvent, error: str, following: int | None) -> int | None:
+        max_attempts = conf.durable_max_attempts()
+        params = self._params(
+            id=event.id,
+            next=following,
+            error=sanitize(error),
+            delay=retry_delay(event.attempt),
+            max_attempts=max_attempts,
+        )
+        [(recorded, attempt)] = self.outbox._fetch(sql.FAIL_SQL, params)
+        if recorded and event.attempt >= max_attempts:
+            logger.error(
+                "Durable event %d (channel %r) failed %d attempt(s); it stays failed "
+                "until `durable_events retry`.",
+                event.id,
+                event.channel,
+                event.attempt,
+                extra=log_fields(event),
+            )
+        return None if attempt is None else int(attempt)

@@ -14,8 +14,10 @@ from django.dispatch import receiver
 from django.utils.encoding import is_protected_type
 
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.context import current_context
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.notify import notify
+from django_pgpubsub.triggers import published_channel
 
 logger = logging.getLogger("django_pgpubsub.publishing")
 
@@ -97,6 +99,9 @@ class ModelPublisher:
                 )
             return
         payload = self.payload(event, instance)
+        context = current_context()
+        if context is not None:
+            payload["context"] = context
         try:
             notify(self.channel, payload, using=using)
         except InvalidPayload as exc:
@@ -250,7 +255,11 @@ def publish_on_save(
     ``{"event": "created"|"updated"|"deleted", "model": "app_label.model_name",
     "pk": ..., "fields": {...}}``. Fixture loading (``raw=True``) publishes
     nothing. A payload too large for NOTIFY is replaced by one with
-    ``"fields": null, "truncated": true`` so the write never fails.
+    ``"fields": null, "truncated": true`` so the write never fails. Fields
+    not loaded (``.only()``, ``.defer()``) are never read: they are listed
+    under ``"deferred"`` instead. Saves and deletes of a multi-table child
+    publish for the published parent too. Writes on a database that is not
+    PostgreSQL are not published (a warning is logged once).
 
     Args:
         model: The model class.
@@ -276,10 +285,21 @@ def publish_on_save(
             f"{model._meta.label} is already published on channel "
             f"{_publishers[model].channel!r}; publish each model once."
         )
+    if published_channel(model) is not None:
+        raise ImproperlyConfigured(
+            f"{model._meta.label} is published by publish_changes(); publishing it with "
+            "publish_on_save() too would send each write twice. Choose one."
+        )
     publisher = ModelPublisher(model, name, field_names, chosen)
     publisher.connect()
     _publishers[model] = publisher
     return model
+
+
+def is_published_on_save(model: type[models.Model]) -> bool:
+    """True when ``model`` (or a model sharing its table) is published on save."""
+    concrete = model._meta.concrete_model or model
+    return any((m._meta.concrete_model or m) is concrete for m in _publishers)
 
 
 def unpublish_on_save(model: type[models.Model]) -> None:

@@ -8,7 +8,8 @@ from types import TracebackType
 from typing import Any, Literal, overload
 
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import DriverConnection, open_connection, wait_readable
+from django_pgpubsub.connection import open_connection
+from django_pgpubsub.drivers import DriverConnection, wait_readable
 from django_pgpubsub.events import Event
 from django_pgpubsub.notify import NOTIFY_SQL
 from django_pgpubsub.payload import encode_payload
@@ -49,7 +50,7 @@ class PubSub:
         """Start listening on ``channels``. All are checked before any is sent."""
         names = [validate_channel(channel) for channel in channels]
         for name in names:
-            self._connection.execute(f"LISTEN {self._connection.quote_ident(name)}")
+            self._connection.listen([name])
             self._channels.add(name)
 
     def unlisten(self, *channels: str) -> None:

@@ -64,3 +64,19 @@ class Schedule:
         if not self.tasks:
             return None
         return max(0.0, min(task.due for task in self.tasks) - now)
+
+
+# 2.0 ** 1024 overflows a float; any exponent past this one is at the cap.
+_MAX_EXPONENT = 60
+# No delay is longer (ten years): PostgreSQL intervals and timestamps overflow
+# somewhere past that, whatever the settings say.
+MAX_DELAY = 10 * 365 * 24 * 3600.0
+
+
+def backoff(initial: float, cap: float, failures: int) -> float:
+    """``initial`` doubled for each failure after the first, at most ``cap``.
+
+    Never overflows, for any number of failures or any cap.
+    """
+    exponent = min(max(failures - 1, 0), _MAX_EXPONENT)
+    return min(cap, initial * 2.0**exponent, MAX_DELAY)

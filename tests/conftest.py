@@ -3,7 +3,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.contrib.auth.management import create_permissions
+from django.contrib.contenttypes.management import create_contenttypes
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection
+from django.db.models.signals import post_migrate
 
 from django_pgpubsub import PubSub, connect
 from tests.helpers import ManagePy, database_url
@@ -37,3 +41,25 @@ def listen_events(test_database_url: str) -> Iterator[Callable[..., ManagePy]]:
     yield start
     for process in started:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> None:
+    """The test databases, without rebuilding content types and permissions
+    after every transactional test.
+
+    Django's flush after each ``transaction=True`` test emits post_migrate,
+    whose handlers recreate every content type and permission: some fifty
+    queries per database per test, a third of the quick tier's time. No test
+    needs permission rows; content types are created when first asked for.
+    """
+    post_migrate.disconnect(
+        create_permissions, dispatch_uid="django.contrib.auth.management.create_permissions"
+    )
+    post_migrate.disconnect(create_contenttypes)
+
+
+@pytest.fixture(autouse=True)
+def _forget_content_types() -> None:
+    """The previous test's flush emptied the table: drop the cached ids too."""
+    ContentType.objects.clear_cache()

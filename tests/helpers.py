@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -12,8 +13,11 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from django_pgpubsub import Event, PubSub
-from django_pgpubsub.connection import wait_readable
+from django.db import connections
+
+from django_pgpubsub import Event, PubSub, Registry
+from django_pgpubsub.drivers import HasFileno, wait_readable
+from django_pgpubsub.listener import Listener
 
 
 def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:
@@ -32,10 +36,39 @@ def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:
     return events
 
 
-def nothing_arrives(pubsub: PubSub, wait: float = 0.3) -> bool:
-    """True when no event arrives within ``wait`` seconds."""
-    wait_readable(pubsub, wait)
-    return pubsub.get_event() is None
+def in_socket(fileobj: HasFileno, marker: bytes) -> bool:
+    """True once ``marker`` is in the socket's receive buffer (peeked, not read)."""
+    sock = socket.socket(fileno=fileobj.fileno())
+    try:
+        try:
+            return marker in sock.recv(1 << 16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+    finally:
+        sock.detach()  # the driver owns the descriptor
+
+
+MARKER_CHANNEL = "test.nothing_arrives"
+
+
+def nothing_arrives(pubsub: PubSub, timeout: float = 10.0) -> bool:
+    """True when nothing sent (committed) so far reaches ``pubsub``.
+
+    PostgreSQL delivers notifications in commit order, so a marker committed
+    now arrives after anything committed before it: the first event is the
+    marker exactly when nothing else was on its way. No guessed wait.
+    """
+    listening = MARKER_CHANNEL in pubsub.channels
+    pubsub.listen(MARKER_CHANNEL)
+    try:
+        pubsub.notify(MARKER_CHANNEL, "marker")
+        [first] = collect(pubsub, 1, timeout)
+        if first.channel != MARKER_CHANNEL:
+            return False
+    finally:
+        if not listening:
+            pubsub.unlisten(MARKER_CHANNEL)
+    return True
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +91,68 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.02)
+
+
+class ListenerThread:
+    """A :class:`Listener` running in a thread of this process.
+
+    ``connected`` is set on every (re)connection, after the listener's own
+    ``on_connect``. The thread closes its Django connections as it ends. As a
+    context manager, it stops the listener on exit.
+    """
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.connected = threading.Event()
+        self._outcome: list[Any] = []
+        chained = listener.on_connect
+
+        def on_connect(listener: Listener, reconnected: bool) -> None:
+            if chained is not None:
+                chained(listener, reconnected)
+            self.connected.set()
+
+        listener.on_connect = on_connect
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._outcome.append(self.listener.run())
+        except BaseException as exc:
+            self._outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    def wait_connected(self, timeout: float = 10.0) -> ListenerThread:
+        assert self.connected.wait(timeout), "the listener did not connect"
+        return self
+
+    def result(self, timeout: float = 60.0) -> Any:
+        """Wait for ``run()`` to end; return what it returned, or raise what it raised."""
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the listener still runs after {timeout} s"
+        if isinstance(self._outcome[0], BaseException):
+            raise self._outcome[0]
+        return self._outcome[0]
+
+    def stop(self, timeout: float = 10.0) -> Any:
+        """Stop the listener and return its result."""
+        self.listener.stop()
+        return self.result(timeout)
+
+    def __enter__(self) -> ListenerThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.listener.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the listener did not stop"
+
+
+def run_listener(handlers: Registry, **kwargs: Any) -> int:
+    """Run a Listener in a thread until it has dispatched ``max_events``; return that."""
+    return int(ListenerThread(Listener(registry=handlers, **kwargs)).result())
 
 
 class ManagePy:

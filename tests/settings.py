@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "pgtrigger",
     "django_pgpubsub",
     "tests.testapp",
 ]
@@ -38,6 +39,7 @@ DATABASES: dict[str, dict[str, Any]] = {
     # Not PostgreSQL: for models routed elsewhere and notify(using="lite").
     "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
+DATABASE_ROUTERS = ["tests.testapp.routers.PostgresOnly"]
 ROOT_URLCONF = "tests.testapp.urls"
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

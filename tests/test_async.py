@@ -29,7 +29,7 @@ from django_pgpubsub import (
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.testing import dispatch
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_listener
 
 pytestmark = pytest.mark.django_db(transaction=True)
 needs_psycopg3 = pytest.mark.skipif(not is_psycopg3, reason="the psycopg2 run tests the refusal")
@@ -130,27 +130,6 @@ def test_with_psycopg2_every_async_entry_point_says_psycopg3_is_needed() -> None
         run(aconnect)
     with pytest.raises(ImproperlyConfigured, match=r"anotify\(\) needs psycopg 3"):
         run(lambda: anotify("a"))
-
-
-def run_listener(handlers: Registry, **kwargs: Any) -> int:
-    """Run a Listener in a thread until it has dispatched ``max_events``."""
-    result: list[Any] = []
-
-    def target() -> None:
-        try:
-            result.append(Listener(registry=handlers, **kwargs).run())
-        except BaseException as exc:
-            result.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the listener did not finish"
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return int(result[0])
 
 
 @pytest.fixture

@@ -20,9 +20,11 @@ from django_pgpubsub import (
     notify_many,
 )
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.health import check_health
 from django_pgpubsub.listener import Listener
-from django_pgpubsub.outbox import WAKEUP_CHANNEL, retry_failed
+from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.sql import WAKEUP_CHANNEL
 from django_pgpubsub.testing import capture_events
 from tests.helpers import collect
 
@@ -87,10 +89,15 @@ def test_a_str_where_a_list_of_channels_is_expected_is_an_error(channels: Any) -
 
 
 @pytest.mark.django_db(transaction=True)
-def test_retry_failed_refuses_a_str_for_channels() -> None:
+def test_outbox_maintenance_refuses_a_str_for_channels() -> None:
     with pytest.raises(InvalidChannel, match="not the string 'orders'"):
-        retry_failed(channels="orders")
-    assert retry_failed(channels=["orders"]) == 0
+        OutboxEvent.objects.for_channels("orders")
+    assert OutboxEvent.objects.for_channels(["orders"]).retry() == 0
+
+
+def test_check_health_refuses_a_str_for_channels() -> None:
+    with pytest.raises(InvalidChannel, match="not the string 'orders'"):
+        check_health(require_listener=True, channels="orders")
 
 
 def test_listener_takes_any_iterable_of_channels() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.writers import LISTENING, columns
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.bench
@@ -31,6 +32,8 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
     names = [figure["name"] for figure in json.loads(out.read_text())["figures"]]
     assert names == [
         "dispatch throughput",
+        "dispatch, metrics on",
+        "metrics cost per event",
         "latency p50",
         "latency p99",
         "notify() vs Django cursor",
@@ -38,6 +41,17 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "notify_many(5,000)",
         "RSS growth 20,000 events",
         "durable, 1 listener(s)",
-        "durable, 2 listener(s)",
+        "durable, 2 listener(s) vs 1",
+        "durable drain, 20,000 vs 1,000 backlog",
+        "durable claim, 20,000 parked",
+        "UPDATE 5,000, statement trigger",
+        "UPDATE 5,000, row trigger",
+        "5,000 keys received, statement",
+        "5,000 keys received, row",
+    ] + [
+        f"writers, {listening} listening: {column.name}"
+        for listening in LISTENING
+        for column in columns()  # one durable column per wake-up mode
     ]
     assert "dispatch throughput" in result.stdout
+    assert "writers: 2 processes" in result.stdout

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -29,34 +27,13 @@ from django_pgpubsub import (
 )
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.outbox import WAKEUP_CHANNEL
-from tests.helpers import ManagePy, collect, wait_until
+from django_pgpubsub.sql import WAKEUP_CHANNEL
+from tests.helpers import ListenerThread, ManagePy, collect, run_listener, wait_until
 from tests.testapp.models import Received
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 Start = Callable[..., ManagePy]
-
-
-def run_listener(handlers: Registry, **kwargs: Any) -> int:
-    """Run a Listener in a thread until it has dispatched ``max_events``."""
-    result: list[Any] = []
-
-    def target() -> None:
-        try:
-            result.append(Listener(registry=handlers, **kwargs).run())
-        except BaseException as exc:
-            result.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the listener did not finish"
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return int(result[0])
 
 
 def test_stored_in_the_callers_transaction_and_wakes_listeners(pubsub: PubSub) -> None:
@@ -285,27 +262,18 @@ def test_swept_after_a_reconnect(handlers: Registry, seen: list[Any]) -> None:
     """An event whose wake-up the listener never hears is handled as soon as
     it reconnects, long before the next poll."""
     rare = {"KEEPALIVE_INTERVAL": 60, "DURABLE_POLL_INTERVAL": 60}
-    connected = threading.Event()
     reconnections: list[bool] = []
 
     def on_connect(listener: Listener, reconnected: bool) -> None:
         reconnections.append(reconnected)
-        connected.set()
 
     with override_settings(PGPUBSUB=rare):
-        listener = Listener(["jobs"], registry=handlers, max_events=1, on_connect=on_connect)
-
-        def run() -> None:
-            try:
-                listener.run()
-            finally:
-                connections.close_all()
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        try:
-            assert connected.wait(10)
-            time.sleep(0.5)  # the start-up sweep (of an empty outbox) is over
+        listener = Listener(["jobs"], registry=handlers, max_events=2, on_connect=on_connect)
+        with ListenerThread(listener).wait_connected() as running:
+            # The start-up sweep (of an empty outbox) comes before the first
+            # plain event is handled, in the listener's thread.
+            notify("jobs", "plain")
+            wait_until(lambda: seen == [("jobs", "plain", 0)], what="the plain event")
             # A row with no wake-up at all (as if the wake-up had been missed).
             now = timezone.now()
             OutboxEvent.objects.create(
@@ -315,12 +283,8 @@ def test_swept_after_a_reconnect(handlers: Registry, seen: list[Any]) -> None:
             assert listener.connection is not None
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_terminate_backend(%s)", [listener.connection.pid])
-            thread.join(30)
-        finally:
-            listener.stop()
-            thread.join(10)
-    assert not thread.is_alive()
-    assert seen == [("jobs", "wake-up never heard", 1)]
+            assert running.result(30) == 2
+    assert seen == [("jobs", "plain", 0), ("jobs", "wake-up never heard", 1)]
     assert reconnections == [False, True]
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.db import connections
@@ -12,41 +10,9 @@ from django.test import override_settings
 
 from django_pgpubsub import ConnectionLost, Event, Registry, notify
 from django_pgpubsub.listener import Listener
+from tests.helpers import ListenerThread, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Running:
-    """A Listener running in a thread."""
-
-    def __init__(self, listener: Listener) -> None:
-        self.listener = listener
-        self.connected = threading.Event()
-        self.result: list[Any] = []
-        chained = listener.on_connect
-
-        def on_connect(listener: Listener, reconnected: bool) -> None:
-            if chained is not None:
-                chained(listener, reconnected)
-            self.connected.set()
-
-        listener.on_connect = on_connect
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-        assert self.connected.wait(10), "the listener did not connect"
-
-    def _run(self) -> None:
-        try:
-            self.result.append(self.listener.run())
-        except BaseException as exc:
-            self.result.append(exc)
-        finally:
-            connections.close_all()
-
-    def join(self, timeout: float = 10) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the listener did not stop"
-        return self.result[0]
 
 
 @pytest.fixture
@@ -55,7 +21,7 @@ def calls() -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def running(calls: list[tuple[str, str]]) -> Iterator[Running]:
+def running(calls: list[tuple[str, str]]) -> Iterator[ListenerThread]:
     handlers = Registry()
 
     def first(event: Event) -> None:
@@ -66,19 +32,17 @@ def running(calls: list[tuple[str, str]]) -> Iterator[Running]:
 
     handlers.register(first, "x", "y")
     handlers.register(second, "x")
-    run = Running(Listener(registry=handlers))
-    yield run
-    run.listener.stop()
-    run.join()
+    with ListenerThread(Listener(registry=handlers)).wait_connected() as running:
+        yield running
 
 
 def test_dispatches_in_order_and_stops_from_another_thread(
-    running: Running, calls: list[tuple[str, str]]
+    running: ListenerThread, calls: list[tuple[str, str]]
 ) -> None:
     notify("x", "1")
     notify("y", "2")
     notify("x", "3")
-    wait_for(lambda: len(calls) == 5)
+    wait_until(lambda: len(calls) == 5, what="five handler calls")
     assert calls == [
         ("first", "1"),
         ("second", "1"),
@@ -86,8 +50,7 @@ def test_dispatches_in_order_and_stops_from_another_thread(
         ("first", "3"),
         ("second", "3"),
     ]
-    running.listener.stop()
-    assert running.join() == 3
+    assert running.stop() == 3
 
 
 def test_stop_before_run_returns_at_once() -> None:
@@ -123,12 +86,6 @@ def test_gives_up_after_the_configured_attempts() -> None:
         settings_dict["PORT"] = port
 
 
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    from tests.helpers import wait_until
-
-    wait_until(predicate, timeout)
-
-
 def test_a_reconnect_also_renews_the_handlers_django_connections() -> None:
     """Whatever broke the listener's connection likely broke Django's too."""
     observed: list[object] = []
@@ -144,8 +101,10 @@ def test_a_reconnect_also_renews_the_handlers_django_connections() -> None:
             observed.append(default.connection)
             listener.stop()
 
-    run = Running(Listener(["x"], registry=Registry(), on_connect=on_connect, durable=False))
-    assert run.join() == 0
+    running = ListenerThread(
+        Listener(["x"], registry=Registry(), on_connect=on_connect, durable=False)
+    )
+    assert running.result(10) == 0
     assert observed == [None]
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import json
 import uuid
+from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.contrib.auth.models import Group, User
+from django.db import close_old_connections, connection, transaction
 
 from django_pgpubsub import (
     InvalidChannel,
@@ -21,7 +23,9 @@ from django_pgpubsub import (
     notify,
     notify_many,
 )
-from tests.helpers import collect, nothing_arrives
+from django_pgpubsub.connection import execute_in_transaction
+from django_pgpubsub.notify import NOTIFY_MANY_SQL, NOTIFY_SQL
+from tests.helpers import collect, database_url, nothing_arrives, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -156,7 +160,7 @@ def test_bad_channel_raises_before_sql_and_transaction_stays_usable(
 ) -> None:
     with transaction.atomic():
         with pytest.raises(InvalidChannel) as info:
-            notify(channel, "x")  # type: ignore[arg-type]
+            notify(channel, "x")  # type: ignore[call-overload]
         assert User.objects.count() == 0  # would fail in an aborted transaction
     assert isinstance(info.value, PubSubError)
     assert isinstance(info.value, ValueError)
@@ -336,3 +340,62 @@ def test_survives_django_closing_its_connection(pubsub: PubSub) -> None:
     connection.close()
     notify("orders", "after")
     assert [e.payload for e in collect(pubsub, 2)] == ["before", "after"]
+
+
+def test_an_execute_wrapper_sees_the_statement(pubsub: PubSub) -> None:
+    """The fallback: with an execute_wrapper() installed, Django's own cursor runs it."""
+    seen: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    pubsub.listen("orders")
+    with connection.execute_wrapper(wrapper):
+        notify("orders", "wrapped")
+        notify_many([("orders", "wrapped too")])
+    notify("orders", "not wrapped")
+    assert seen == [NOTIFY_SQL, NOTIFY_MANY_SQL]
+    assert [e.payload for e in collect(pubsub, 3)] == ["wrapped", "wrapped too", "not wrapped"]
+
+
+def test_a_failed_health_check_reconnects_before_sending(pubsub: PubSub) -> None:
+    """The fast path: with CONN_HEALTH_CHECKS, a persistent connection the
+    server dropped between two requests is replaced, as Django's cursor does."""
+    saved = {key: connection.settings_dict[key] for key in ("CONN_HEALTH_CHECKS", "CONN_MAX_AGE")}
+    connection.settings_dict.update(CONN_HEALTH_CHECKS=True, CONN_MAX_AGE=None)
+    pubsub.listen("orders")
+    try:
+        connection.close()
+        notify("orders", "first request")
+        old_pid = connection.connection.info.backend_pid
+        close_old_connections()  # what Django does when a request starts
+        url = database_url(connection.settings_dict)
+        run_sql(url, "SELECT pg_terminate_backend(%s)", (old_pid,))
+
+        def gone() -> bool:
+            return run_sql(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (old_pid,)) == []
+
+        wait_until(gone, 10, "the backend to exit")
+        notify("orders", "second request")
+        assert connection.connection.info.backend_pid != old_pid
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)
+    assert [e.payload for e in collect(pubsub, 2)] == ["first request", "second request"]
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["fast path", "fallback"])
+def test_both_paths_run_the_statement_in_the_callers_transaction(wrapped: bool) -> None:
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        return execute(sql, params, many, context)
+
+    sql = "INSERT INTO auth_group (name) VALUES (%s)"
+    with transaction.atomic():
+        with connection.execute_wrapper(wrapper) if wrapped else contextlib.nullcontext():
+            execute_in_transaction(None, sql, ("rolled back",))
+        assert Group.objects.filter(name="rolled back").exists()
+        transaction.set_rollback(True)
+    assert not Group.objects.exists()
+    execute_in_transaction("default", sql, ("committed",))
+    assert list(Group.objects.values_list("name", flat=True)) == ["committed"]

@@ -9,15 +9,17 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 
 from django_pgpubsub import ConnectionLost, Event, InvalidChannel, PubSub, connect, notify
-from tests.helpers import collect, nothing_arrives
+from tests.helpers import collect, nothing_arrives, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
-def backend_application_name(pid: int) -> str:
+def backend_application_name(pid: int) -> str | None:
+    """The backend's application_name; None when there is no such backend."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s", [pid])
-        return str(cursor.fetchone()[0])
+        row = cursor.fetchone()
+        return None if row is None else str(row[0])
 
 
 def test_readme_session(pubsub: PubSub) -> None:
@@ -30,7 +32,8 @@ def test_readme_session(pubsub: PubSub) -> None:
 
 def test_dedicated_connection_not_djangos(pubsub: PubSub) -> None:
     assert pubsub.pid == pubsub.conn.info.backend_pid
-    assert pubsub.pid != connection.connection.info.backend_pid if connection.connection else True
+    connection.ensure_connection()
+    assert pubsub.pid != connection.connection.info.backend_pid
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != pubsub.pid
@@ -124,20 +127,11 @@ def test_listen_checks_every_channel_before_any(pubsub: PubSub) -> None:
 
 
 def test_close_and_context_manager_release_the_backend() -> None:
-    with connect() as ps:
+    with connect(application_name="closing") as ps:
         pid = ps.pid
-        assert backend_application_name(pid) is not None
+        assert backend_application_name(pid) == "closing"
     assert ps.closed
-
-    def backend_gone() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
-            return bool(cursor.fetchone()[0] == 0)
-
-    deadline = time.monotonic() + 5
-    while not backend_gone():
-        assert time.monotonic() < deadline, "backend still there after close()"
-        time.sleep(0.05)
+    wait_until(lambda: backend_application_name(pid) is None, 5, "the backend to exit")
     ps.close()  # closing twice is harmless
 
 

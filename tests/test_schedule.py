@@ -17,7 +17,7 @@ from django_pgpubsub import Event, Registry, connect, notify
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.schedule import Schedule
-from tests.helpers import wait_until
+from tests.helpers import ListenerThread, wait_until
 
 
 def test_schedule_runs_what_is_due_once_and_says_how_long_to_wait() -> None:
@@ -59,7 +59,6 @@ def test_durable_sweep_runs_every_poll_interval_under_constant_plain_traffic() -
     handlers = Registry()
     handlers.register(lambda event: handled.append(event.payload), "jobs")
     handlers.register(lambda event: None, "chatter")
-    connected = threading.Event()
     stop_chatter = threading.Event()
 
     def chatter() -> None:
@@ -70,38 +69,22 @@ def test_durable_sweep_runs_every_poll_interval_under_constant_plain_traffic() -
             connections.close_all()
 
     with override_settings(PGPUBSUB={"KEEPALIVE_INTERVAL": 60, "DURABLE_POLL_INTERVAL": 0.5}):
-        listener = Listener(
-            ["jobs", "chatter"],
-            registry=handlers,
-            on_connect=lambda _listener, _again: connected.set(),
-        )
-        thread = threading.Thread(target=_run, args=(listener,))
-        thread.start()
+        listener = Listener(["jobs", "chatter"], registry=handlers)
         sender = threading.Thread(target=chatter)
         try:
-            assert connected.wait(10)
-            sender.start()
-            wait_until(lambda: listener.dispatched >= 3, what="plain traffic flowing")
-            now = timezone.now()
-            # A row whose wake-up was never sent, as if it had been missed.
-            OutboxEvent.objects.create(
-                channel="jobs", payload="found", sender_pid=0, created_at=now, available_at=now
-            )
-            wait_until(lambda: handled == ["found"], timeout=0.5 + 2, what="the periodic sweep")
+            with ListenerThread(listener).wait_connected():
+                sender.start()
+                wait_until(lambda: listener.dispatched >= 3, what="plain traffic flowing")
+                now = timezone.now()
+                # A row whose wake-up was never sent, as if it had been missed.
+                OutboxEvent.objects.create(
+                    channel="jobs", payload="found", sender_pid=0, created_at=now, available_at=now
+                )
+                wait_until(lambda: handled == ["found"], timeout=0.5 + 2, what="the periodic sweep")
         finally:
             stop_chatter.set()
             if sender.is_alive():
                 sender.join(10)
-            listener.stop()
-            thread.join(10)
-    assert not thread.is_alive()
-
-
-def _run(listener: Listener) -> None:
-    try:
-        listener.run()
-    finally:
-        connections.close_all()
 
 
 @pytest.fixture

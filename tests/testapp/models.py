@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.contrib.auth.models import User
 from django.db import models
 
-from django_pgpubsub import publish_on_save
+from django_pgpubsub import publish_changes, publish_on_save
 
 
 class Received(models.Model):
@@ -63,3 +63,85 @@ class Restaurant(Place):
     """A multi-table child of Place, not published itself."""
 
     serves_pizza = models.BooleanField(default=False)
+
+
+@publish_changes
+class Item(models.Model):
+    """Published by statement-level triggers, with the defaults."""
+
+    name = models.CharField(max_length=40, default="")
+    status = models.CharField(max_length=20, default="new")
+    quantity = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@publish_changes(channel="tracked", events=("updated",), changed=("status",))
+class Tracked(models.Model):
+    """Updates published only when the status changes."""
+
+    status = models.CharField(max_length=20, default="new")
+    note = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.status
+
+
+@publish_changes(channel="test.changes.durable", durable=True)
+class DurableItem(models.Model):
+    """Changes written to the outbox by the trigger."""
+
+    name = models.CharField(max_length=40)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@publish_changes
+class Ticket(models.Model):
+    """A UUID primary key: keys are published as JSON strings."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    title = models.CharField(max_length=40)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+@publish_changes
+class Gadget(models.Model):
+    """A table in another schema, named as "schema"."table"."""
+
+    name = models.CharField(max_length=40)
+
+    class Meta:
+        db_table = '"testapp_schema"."gadget"'
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@publish_changes
+class Venue(models.Model):
+    """Parent of a multi-table inheritance pair; both published by triggers."""
+
+    name = models.CharField(max_length=40)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@publish_changes
+class Cinema(Venue):
+    film = models.CharField(max_length=40)
+
+
+@publish_changes
+class Code(models.Model):
+    """A text primary key: keys are measured, JSON-escaped, and may be huge."""
+
+    code = models.CharField(primary_key=True, max_length=9000)
+
+    def __str__(self) -> str:
+        return self.code

@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 
-from django_pgpubsub import Event, handler, notify, publish_on_save
+from django_pgpubsub import Event, handler, notify, publish_changes, publish_on_save
 from tests.testapp.models import Received
 
 
@@ -53,6 +53,8 @@ def echo(event: Event) -> None:
 
 
 publish_on_save(User, fields=("username", "email"), events=("created", "deleted"))
+# A model of another app: the triggers' migration lands in testapp (a proxy).
+publish_changes(Permission, events=("created",))
 
 
 @handler("testapp.order")
@@ -73,3 +75,21 @@ def killed_the_first_time(event: Event) -> None:
         marker.touch()
         time.sleep(600)
     record(event, "durable after kill")
+
+
+@handler("test.durable.crash")
+def crashes_on_crash(event: Event) -> None:
+    """Takes its whole process down, as an OOM kill or a segfault would."""
+    if event.payload == "crash":
+        os._exit(3)
+    record(event, "durable crash test")
+
+
+@handler("test.durable.hang")
+def hangs_the_first_time(event: Event) -> None:
+    """The first attempt writes its process id to a file and hangs (to be killed)."""
+    marker = Path(event.data["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(600)
+    record(event, "durable after hang")

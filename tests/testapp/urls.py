@@ -5,10 +5,11 @@ from django.urls import path
 
 from django_pgpubsub.views import EventStreamView
 from tests.testapp.streams import SyncAuthorized, TestStream, hub_state
-from tests.testapp.views import create_order
+from tests.testapp.views import create_order, sell_items
 
 urlpatterns = [
     path("orders/", create_order),
+    path("items/sell/", sell_items),
     path("admin/", admin.site.urls),
     path("events/", TestStream.as_view()),
     path("events/plain/", EventStreamView.as_view(channels=["sse.a"])),

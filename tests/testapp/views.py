@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from tests.testapp.models import Order
+from tests.testapp.models import Item, Order
 
 
 @csrf_exempt
@@ -13,3 +13,9 @@ def create_order(request: HttpRequest) -> HttpResponse:
     if request.GET.get("fail"):
         raise RuntimeError("after the save")
     return HttpResponse(str(order.pk), status=201)
+
+
+@csrf_exempt
+def sell_items(request: HttpRequest) -> HttpResponse:
+    """Marks every item sold, in one UPDATE (no signals: publish_changes sees it)."""
+    return HttpResponse(str(Item.objects.update(status="sold")))

@@ -1,4 +1,4 @@
-"""``manage.py durable_events``: inspect, retry and purge durable events."""
+"""``manage.py durable_events``: inspect, retry, release and purge durable events."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from django_pgpubsub.outbox import counts, purge_failed, retry_failed
+from django_pgpubsub import conf
+from django_pgpubsub.exceptions import InvalidChannel
+from django_pgpubsub.models import OutboxEvent
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -23,38 +25,66 @@ def age(text: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = "List durable events by channel and state; retry or purge failed ones."
+    help = "List durable events by channel and state; retry, release or purge them."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
             "--database", help="Alias of the outbox. Default: PGPUBSUB['DATABASE']."
         )
-        actions = parser.add_subparsers(dest="action", metavar="{status,retry,purge}")
-        actions.add_parser("status", help="Counts by channel and state (the default).")
-        retry = actions.add_parser("retry", help="Make failed events pending again.")
-        retry.add_argument("--channel", action="append", help="Only this channel (repeatable).")
-        retry.add_argument("--id", action="append", type=int, dest="ids", help="Only this event.")
+        actions = parser.add_subparsers(dest="action", metavar="{status,retry,release,purge}")
+        actions.add_parser("status", help="Counts by channel and state, and running events.")
+        for name, what in (
+            ("retry", "Make failed events pending again."),
+            ("release", "Hand running events back to pending (a stuck claim)."),
+        ):
+            action = actions.add_parser(name, help=what)
+            action.add_argument(
+                "--channel", action="append", help="Only this channel (repeatable)."
+            )
+            action.add_argument(
+                "--id", action="append", type=int, dest="ids", help="Only this event."
+            )
         purge = actions.add_parser("purge", help="Delete failed events older than an age.")
         purge.add_argument("--older-than", type=age, required=True, metavar="AGE")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        using = options["database"]
+        events = OutboxEvent.objects.using(options["database"] or conf.database())
         action = options["action"] or "status"
+        if options.get("ids") is not None:
+            events = events.filter(id__in=options["ids"])
+        if options.get("channel") is not None:
+            try:
+                events = events.for_channels(options["channel"])
+            except InvalidChannel as exc:
+                raise CommandError(str(exc)) from exc
         if action == "retry":
-            count = retry_failed(ids=options["ids"], channels=options["channel"], using=using)
-            self.stdout.write(f"{count} failed event(s) will be retried.")
+            self.stdout.write(f"{events.retry()} failed event(s) will be retried.")
+        elif action == "release":
+            if options["ids"] is None and options["channel"] is None:
+                raise CommandError("Name the events to release: --id or --channel.")
+            self.stdout.write(f"{events.release()} running event(s) released.")
         elif action == "purge":
-            count = purge_failed(options["older_than"], using=using)
-            self.stdout.write(f"Deleted {count} failed event(s).")
+            self.stdout.write(f"Deleted {events.purge(options['older_than'])} failed event(s).")
         else:
-            rows = counts(using)
-            if not rows:
-                self.stdout.write("No durable events are waiting or failed.")
-                return
-            width = max(len("channel"), *(len(channel) for channel, _, _ in rows))
-            self.stdout.write(f"{'channel':<{width}}  {'state':<7}  count")
-            for channel, state, count in rows:
-                self.stdout.write(f"{channel:<{width}}  {state:<7}  {count}")
-            if not any(state == "failed" for _, state, _ in rows):
-                return
+            self._status(events)
+
+    def _status(self, events: Any) -> None:
+        rows = events.counts()
+        if not rows:
+            self.stdout.write("No durable events are waiting or failed.")
+            return
+        width = max(len("channel"), *(len(channel) for channel, _, _ in rows))
+        self.stdout.write(f"{'channel':<{width}}  {'state':<7}  count")
+        for channel, state, count in rows:
+            self.stdout.write(f"{channel:<{width}}  {state:<7}  {count}")
+        running = list(events.running()[:20])
+        if running:
+            self.stdout.write("Running (held by, since, lease expires):")
+            for event in running:
+                self.stdout.write(
+                    f"  #{event.pk} {event.channel} attempt {event.attempts}: "
+                    f"{event.holder}, since {event.claimed_at:%Y-%m-%d %H:%M:%S}, "
+                    f"lease expires {event.lease_expires_at:%H:%M:%S}"
+                )
+        if any(state == "failed" for _, state, _ in rows):
             self.stdout.write("Retry failed events with `durable_events retry`.")

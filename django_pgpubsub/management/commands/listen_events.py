@@ -6,10 +6,13 @@ import argparse
 import logging
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
+from django_pgpubsub import conf
 from django_pgpubsub.exceptions import InvalidChannel
 from django_pgpubsub.listener import Listener, stop_on_signals
+from django_pgpubsub.metrics import ListenerMetrics, serve
 from django_pgpubsub.registry import handler_name
 
 HOW_TO_REGISTER = (
@@ -62,14 +65,34 @@ class Command(BaseCommand):
         parser.add_argument(
             "--list", action="store_true", help="Print the channels and their handlers, and exit."
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (needs the "
+            "[metrics] extra; 0: any free port).",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            default="0.0.0.0",
+            metavar="ADDRESS",
+            help="Address the metrics server binds. Default 0.0.0.0 (every interface).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        metrics = None
+        if options["metrics_port"] is not None:
+            try:
+                metrics = ListenerMetrics(conf.database())
+            except ImproperlyConfigured as exc:
+                raise CommandError(str(exc)) from exc
         try:
             listener = Listener(
                 options["channels"],
                 using=options["database"],
                 max_events=options["max_events"],
                 on_connect=self._announce,
+                observer=metrics,
             )
         except InvalidChannel as exc:
             raise CommandError(str(exc)) from exc
@@ -82,8 +105,16 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"No handler for channel(s) {sorted(missing)}.\n{HOW_TO_REGISTER}")
         show_logs(options["verbosity"])
-        with stop_on_signals(listener):
-            listener.run()
+        server = None
+        if metrics is not None:
+            server = serve(metrics, options["metrics_port"], options["metrics_address"])
+            self.stdout.write(f"Serving metrics on {server.url}")
+        try:
+            with stop_on_signals(listener):
+                listener.run()
+        finally:
+            if server is not None:
+                server.close()
 
     def _announce(self, listener: Listener, reconnected: bool) -> None:
         if reconnected:

@@ -1,0 +1,1 @@
+"""Integrations with other packages, each needing an optional extra."""

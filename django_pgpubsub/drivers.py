@@ -1,0 +1,255 @@
+"""Driver connections that receive notifications: psycopg2 and psycopg 3.
+
+The differences between the two drivers on a dedicated connection live here:
+the rest of the package talks to a :class:`DriverConnection`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Any, Protocol
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+from django_pgpubsub.events import Event
+from django_pgpubsub.exceptions import ConnectionLost
+
+logger = logging.getLogger("django_pgpubsub.connection")
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+def wait_readable(fileobj: int | HasFileno, timeout: float | None) -> bool:
+    """Wait until ``fileobj`` can be read, or ``timeout`` seconds pass.
+
+    ``selectors``, unlike ``select.select()``, works for descriptors of 1024
+    and above, which a busy process reaches.
+
+    Returns:
+        True when it can be read.
+    """
+    with selectors.DefaultSelector() as selector:
+        selector.register(fileobj, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
+# SQLSTATE 25006 (read_only_sql_transaction): "cannot execute LISTEN during
+# recovery" from a hot standby, where a reconnect may land after a failover.
+READ_ONLY_SQLSTATE = "25006"
+
+
+class DriverConnection(ABC):
+    """An autocommit driver connection that receives notifications.
+
+    Subclasses adapt one driver. Every method that touches the network raises
+    :class:`ConnectionLost` when the connection is gone, except :meth:`drain`,
+    which first hands over what was received before the loss.
+    """
+
+    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
+        self.alias: str = wrapper.alias
+        self.raw: Any = wrapper.connection
+        self.raw.autocommit = True
+        self._lost_errors = lost_errors()
+        self._lost: Exception | None = None
+        self.pid: int = self.raw.info.backend_pid
+
+    def fileno(self) -> int:
+        """The socket to wait on for incoming notifications."""
+        try:
+            return int(self.raw.fileno())
+        except self._lost_errors as exc:
+            raise ConnectionLost(f"Connection to {self.alias!r} is closed.") from exc
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
+        """Run one statement, discarding any result.
+
+        Notifications the driver reads meanwhile are kept for :meth:`drain`,
+        even when the statement finds the connection broken.
+        """
+        try:
+            with self.raw.cursor() as cursor:
+                cursor.execute(sql, params)
+        except self._lost_errors as exc:
+            self._lost = exc
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+
+    def listen(self, channels: list[str]) -> None:
+        """LISTEN on ``channels``, one statement each.
+
+        One statement each works with every valid OPTIONS: psycopg 3 may
+        prepare a statement (``prepare_threshold``), and PostgreSQL refuses to
+        prepare several commands at once.
+
+        Raises:
+            ConnectionLost: The connection broke, or the server is a hot
+                standby, which refuses LISTEN (retry: a failover may follow).
+        """
+        for channel in channels:
+            try:
+                self.execute(f"LISTEN {self.quote_ident(channel)}")
+            except driver_module().Error as exc:
+                lost = standby_refusal(exc, self.alias)
+                if lost is None:
+                    raise
+                raise lost from exc
+
+    def drain(self) -> list[Event]:
+        """Read what the socket holds, without blocking; return every queued event.
+
+        Raises:
+            ConnectionLost: The connection is gone and every notification
+                received before that was returned by an earlier call.
+        """
+        events = self._read()
+        if not events and self._lost is not None:
+            raise ConnectionLost(f"Connection to {self.alias!r} lost: {self._lost}") from self._lost
+        return events
+
+    @abstractmethod
+    def _read(self) -> list[Event]:
+        """Return every notification received so far; on a broken connection,
+        set ``_lost`` instead of raising."""
+
+    @abstractmethod
+    def quote_ident(self, name: str) -> str:
+        """Quote ``name`` as an SQL identifier with the driver's own quoting."""
+
+    def close(self) -> None:
+        """Close the connection; closing a closed or broken one is a no-op."""
+        with contextlib.suppress(*self._lost_errors):
+            self.raw.close()
+
+
+class Psycopg2Connection(DriverConnection):
+    """psycopg2: ``poll()`` moves notifications into the ``notifies`` list."""
+
+    def _read(self) -> list[Event]:
+        raw = self.raw
+        try:
+            raw.poll()
+        except self._lost_errors as exc:
+            self._lost = exc
+        notifies = raw.notifies
+        if not notifies:
+            return []
+        events = [Event(n.channel, n.payload, n.pid) for n in notifies]
+        notifies.clear()
+        return events
+
+    def quote_ident(self, name: str) -> str:
+        from psycopg2.extensions import quote_ident  # noqa: PLC0415
+
+        return str(quote_ident(name, self.raw))
+
+
+class Psycopg3Connection(DriverConnection):
+    """psycopg 3: read libpq's queue directly; a handler catches the ones
+    psycopg itself reads while one of our statements runs.
+
+    The handler is installed only for our own statements: notifications
+    psycopg reads for the application's own use of :attr:`raw` (its
+    ``notifies()`` generator, its statements) are psycopg's, never copied
+    here. Of those caught during our statements, at most :attr:`MAX_UNREAD`
+    wait for :meth:`drain`; past that the oldest are dropped, with a warning.
+    """
+
+    MAX_UNREAD = 100_000
+
+    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
+        super().__init__(wrapper)
+        self._during_statements: deque[Any] = deque(maxlen=self.MAX_UNREAD)
+        self._warned_full = False
+        self._keep = self._keep_notify  # one bound method, to add and remove
+        self._encoding: str = self.raw.info.encoding
+
+    def _keep_notify(self, notify: Any) -> None:
+        backlog = self._during_statements
+        if len(backlog) == backlog.maxlen and not self._warned_full:
+            self._warned_full = True
+            logger.warning(
+                "Over %d notifications received on %r were not read; dropping the "
+                "oldest. Read them (get_event()), or UNLISTEN.",
+                backlog.maxlen,
+                self.alias,
+            )
+        backlog.append(notify)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
+        self.raw.add_notify_handler(self._keep)
+        try:
+            super().execute(sql, params)
+        finally:
+            self.raw.remove_notify_handler(self._keep)
+
+    def _read(self) -> list[Event]:
+        pgconn = self.raw.pgconn
+        try:
+            pgconn.consume_input()
+        except self._lost_errors as exc:
+            self._lost = exc  # what libpq parsed before the loss is still queued
+        events = []
+        backlog = self._during_statements
+        if backlog:
+            events = [Event(n.channel, n.payload, n.pid) for n in backlog]
+            backlog.clear()
+        encoding = self._encoding
+        try:
+            while (notify := pgconn.notifies()) is not None:
+                events.append(
+                    Event(
+                        notify.relname.decode(encoding),
+                        notify.extra.decode(encoding),
+                        notify.be_pid,
+                    )
+                )
+        except self._lost_errors as exc:  # the connection was closed
+            self._lost = self._lost or exc
+        return events
+
+    def quote_ident(self, name: str) -> str:
+        from psycopg import sql  # noqa: PLC0415
+
+        return sql.Identifier(name).as_string(self.raw)
+
+
+def driver_module() -> Any:
+    """The driver module Django uses."""
+    if is_psycopg3:
+        import psycopg  # noqa: PLC0415
+
+        return psycopg
+    import psycopg2  # noqa: PLC0415
+
+    return psycopg2
+
+
+def standby_refusal(exc: Exception, alias: str) -> ConnectionLost | None:
+    """``ConnectionLost`` to raise when driver error ``exc`` is a hot standby
+    refusing LISTEN (a failover may follow: retry); ``None`` for other errors."""
+    # psycopg 3 names it sqlstate, psycopg2 pgcode.
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if sqlstate != READ_ONLY_SQLSTATE:
+        return None
+    return ConnectionLost(
+        f"Database {alias!r} refuses LISTEN ({str(exc).strip()}): it is a read-only "
+        "standby. Reach the primary, e.g. with "
+        "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
+    )
+
+
+def lost_errors() -> tuple[type[Exception], ...]:
+    """The driver's errors for a connection that failed or broke."""
+    driver = driver_module()
+    return (driver.OperationalError, driver.InterfaceError)

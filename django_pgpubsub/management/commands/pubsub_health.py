@@ -1,0 +1,80 @@
+"""``manage.py pubsub_health``: exit 0 when healthy, 1 otherwise (for probes and cron)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_pgpubsub.exceptions import InvalidChannel
+from django_pgpubsub.health import check_health
+
+
+class Command(BaseCommand):
+    help = (
+        "Check the database, the notification queue, durable events and (optionally) "
+        "the listeners; exit 0 when healthy, 1 with one line per failed check otherwise."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--database", help="Alias to check. Default: PGPUBSUB['DATABASE'].")
+        parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
+        parser.add_argument(
+            "--max-queue-usage",
+            type=float,
+            default=0.5,
+            metavar="FRACTION",
+            help="Highest healthy pg_notification_queue_usage(), 0 to 1. Default 0.5.",
+        )
+        parser.add_argument(
+            "--max-failed",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Most failed durable events that are still healthy. Default 0.",
+        )
+        parser.add_argument(
+            "--max-pending-age",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="Oldest healthy pending durable event, in seconds. Default 300.",
+        )
+        parser.add_argument(
+            "--require-listener",
+            action="store_true",
+            help="Require a connected listen_events process.",
+        )
+        parser.add_argument(
+            "--channel",
+            action="append",
+            dest="channels",
+            default=[],
+            metavar="CHANNEL",
+            help="With --require-listener: a listener of this channel (repeatable).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["channels"] and not options["require_listener"]:
+            raise CommandError("--channel needs --require-listener.")
+        try:
+            report = check_health(
+                options["database"],
+                max_queue_usage=options["max_queue_usage"],
+                max_failed=options["max_failed"],
+                max_pending_age=options["max_pending_age"],
+                require_listener=options["require_listener"],
+                channels=options["channels"],
+            )
+        except InvalidChannel as exc:
+            raise CommandError(str(exc)) from exc
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_dict(), sort_keys=False))
+        else:
+            for line in report.failures():
+                self.stdout.write(line)
+            if report.healthy:
+                self.stdout.write(f"healthy: {', '.join(report.checks)}")
+        if not report.healthy:
+            raise SystemExit(1)

@@ -1,0 +1,205 @@
+"""Every SQL statement of durable events, with the outbox's table and wake-up channel.
+
+A leaf module: it imports nothing of the package, so senders (``notify``),
+the claim loop (``outbox``) and maintenance (``models``) share these names
+without importing each other.
+
+The life of an outbox row::
+
+    pending --claim--> running (claimed, not started) --start--> running (started)
+       ^                   |                                         |
+       |                   +--release / holder gone------------------+-- handled: deleted
+       +---------------------------- failed attempt, or holder gone/lease over: pending again,
+                                     or failed after DURABLE_MAX_ATTEMPTS attempts
+
+Every statement that changes a claimed row names the claim's random token, so
+a listener whose claim was taken back (its lease ran out) changes nothing.
+``attempts`` counts attempts *started*: it is raised in a statement that
+commits before the handlers run, so an attempt that kills its process counts.
+"""
+
+from __future__ import annotations
+
+OUTBOX_TABLE = "django_pgpubsub_outbox"
+WAKEUP_CHANNEL = "django_pgpubsub.durable"
+
+# The columns of migration 0001, which other writers (triggers) may name
+# alone: every column added later has a default or is nullable.
+_INSERT = f"""
+INSERT INTO {OUTBOX_TABLE}
+    (channel, payload, key, sender_pid, state, attempts, created_at, available_at, last_error)
+"""
+
+# One wake-up per stored event, with the channel as payload: PostgreSQL folds
+# identical (channel, payload) pairs of a transaction, so a transaction that
+# stores many events of one channel wakes listeners once.
+STORE_SQL = f"""
+WITH stored AS (
+    {_INSERT}
+    VALUES (%s, %s, %s, pg_backend_pid(), 'pending', 0, now(), now(), '')
+    ON CONFLICT DO NOTHING
+    RETURNING channel
+)
+SELECT count(*), count(pg_notify('{WAKEUP_CHANNEL}', channel)) FROM stored
+"""
+
+STORE_QUIET_SQL = f"""
+WITH stored AS (
+    {_INSERT}
+    VALUES (%s, %s, %s, pg_backend_pid(), 'pending', 0, now(), now(), '')
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*), 0 FROM stored
+"""
+
+_STORE_MANY = f"""
+WITH items AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
+        WITH ORDINALITY AS t(channel, payload, key, n)
+), stored AS (
+    {_INSERT}
+    SELECT channel, payload, key, pg_backend_pid(), 'pending', 0, now(), now(), ''
+    FROM items ORDER BY n
+    ON CONFLICT DO NOTHING
+    RETURNING channel
+)
+"""
+
+STORE_MANY_SQL = f"""{_STORE_MANY}
+SELECT (SELECT count(*) FROM stored),
+       (SELECT count(pg_notify('{WAKEUP_CHANNEL}', channel))
+        FROM (SELECT DISTINCT channel FROM stored) AS c)
+"""
+
+STORE_MANY_QUIET_SQL = f"""{_STORE_MANY}
+SELECT (SELECT count(*) FROM stored), 0
+"""
+
+# Who holds a claim: this backend since this time. A claim whose backend is
+# gone, or was started after the claim (PostgreSQL reuses the pids of ended
+# sessions), is recovered. Reading pg_stat_activity costs a snapshot of every
+# session, so only recovery reads it.
+_HOLDER = "claimed_pid = pg_backend_pid(), claimed_at = clock_timestamp()"
+
+_LEASE = "clock_timestamp() + %(lease)s * interval '1 second'"
+
+_UNCLAIM = """
+    claim_token = NULL, claimed_pid = NULL, claimed_by = NULL, claimed_at = NULL,
+    lease_expires_at = NULL, started_at = NULL
+"""
+
+# Due events of the listener's channels, oldest first. One index range scan
+# per channel (the pending index on (channel, id)), so pending rows of other
+# channels, however many, cost nothing, and a large backlog is read from its
+# head only. The claim starts the first event's attempt in the same statement.
+CLAIM_SQL = f"""
+WITH picked AS (
+    SELECT due.id FROM unnest(%(channels)s::text[]) AS c(channel)
+    CROSS JOIN LATERAL (
+        SELECT id FROM {OUTBOX_TABLE}
+        WHERE state = 'pending' AND channel = c.channel AND available_at <= clock_timestamp()
+        ORDER BY id LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    ORDER BY due.id LIMIT %(limit)s
+), first AS MATERIALIZED (
+    SELECT min(id) AS id FROM picked
+)
+UPDATE {OUTBOX_TABLE} AS o SET
+    state = 'running',
+    claim_token = %(token)s,
+    {_HOLDER},
+    claimed_by = current_setting('application_name'),
+    lease_expires_at = {_LEASE},
+    attempts = o.attempts + (o.id = first.id)::int,
+    started_at = CASE WHEN o.id = first.id THEN clock_timestamp() END
+FROM picked, first
+WHERE o.id = picked.id
+RETURNING o.id, o.channel, o.payload, o.sender_pid, o.attempts
+"""
+
+# Starting an attempt: counted, and leased from now.
+_START = f"""
+UPDATE {OUTBOX_TABLE} SET
+    attempts = attempts + 1,
+    started_at = clock_timestamp(),
+    lease_expires_at = {_LEASE},
+    {_HOLDER}
+WHERE id = %(next)s AND claim_token = %(token)s AND state = 'running' AND started_at IS NULL
+RETURNING attempts
+"""
+
+START_SQL = f"WITH started AS ({_START}) SELECT 1, (SELECT attempts FROM started)"
+
+# Completion, in the event's own transaction after its handlers. It also
+# starts the next event of the claim, which saves a round trip per event; if
+# this transaction rolls back, so does that start, and the next event is
+# started on its own.
+COMPLETE_SQL = f"""
+WITH done AS (
+    DELETE FROM {OUTBOX_TABLE} WHERE id = %(id)s AND claim_token = %(token)s RETURNING 1
+), started AS ({_START})
+SELECT (SELECT count(*) FROM done), (SELECT attempts FROM started)
+"""
+
+# A failed attempt (in autocommit, after the handlers' transaction rolled
+# back): pending again after a delay counted from now, or failed for good.
+FAIL_SQL = f"""
+WITH failed AS (
+    UPDATE {OUTBOX_TABLE} SET
+        state = CASE WHEN attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+        last_error = %(error)s,
+        available_at = clock_timestamp() + %(delay)s * interval '1 second',
+        {_UNCLAIM}
+    WHERE id = %(id)s AND claim_token = %(token)s
+    RETURNING 1
+), started AS ({_START})
+SELECT (SELECT count(*) FROM failed), (SELECT attempts FROM started)
+"""
+
+# Whether a claim still holds a row (after an error whose outcome is unknown).
+HELD_SQL = f"SELECT count(*) FROM {OUTBOX_TABLE} WHERE id = %s AND claim_token = %s"
+
+RENEW_SQL = f"""
+UPDATE {OUTBOX_TABLE} SET lease_expires_at = {_LEASE}
+WHERE id = ANY(%(ids)s) AND claim_token = %(token)s
+"""
+
+# Claimed events a listener will not start (it is stopping) go back as they were.
+RELEASE_SQL = f"""
+UPDATE {OUTBOX_TABLE} SET state = 'pending', {_UNCLAIM}
+WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND started_at IS NULL
+"""
+
+# Claims whose holder's session is gone, or whose lease ran out. An event not
+# started goes back as it was; a started one has used its attempt: pending
+# after the retry delay, or failed when it was the last.
+RECOVER_SQL = f"""
+UPDATE {OUTBOX_TABLE} AS o SET
+    state = CASE WHEN o.started_at IS NOT NULL AND o.attempts >= %(max_attempts)s
+                 THEN 'failed' ELSE 'pending' END,
+    available_at = CASE WHEN o.started_at IS NULL THEN o.available_at
+        ELSE clock_timestamp() + least(
+            %(max_delay)s, %(delay)s * power(2, least(greatest(o.attempts - 1, 0), 60))
+        ) * interval '1 second' END,
+    last_error = CASE WHEN o.started_at IS NULL THEN o.last_error
+        ELSE format(
+            'Attempt %%s did not finish: its listener (pid %%s, %%s) %%s.',
+            o.attempts, o.claimed_pid, coalesce(nullif(o.claimed_by, ''), 'no application_name'),
+            CASE WHEN o.lease_expires_at <= clock_timestamp()
+                 THEN 'held it past its lease (DURABLE_LEASE)'
+                 ELSE 'disconnected or died' END
+        ) END,
+    {_UNCLAIM}
+WHERE o.state = 'running' AND o.channel = ANY(%(channels)s) AND (
+    o.lease_expires_at <= clock_timestamp()
+    OR NOT EXISTS (
+        SELECT 1 FROM pg_stat_activity AS a
+        WHERE a.pid = o.claimed_pid AND a.backend_start <= o.claimed_at
+    )
+)
+RETURNING o.id, o.state
+"""
+
+TABLE_EXISTS_SQL = f"SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL"

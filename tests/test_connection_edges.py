@@ -1,0 +1,191 @@
+"""The dedicated connection at the edges: a connection lost with notifications
+already received, prepared statements, standbys, and memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_many
+from django_pgpubsub.aconnection import open_async_connection
+from django_pgpubsub.connection import open_connection
+from django_pgpubsub.drivers import Psycopg3Connection, wait_readable
+from django_pgpubsub.listener import Listener
+from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def terminate(pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_drain_delivers_what_was_received_before_reporting_the_loss() -> None:
+    listening = open_connection()
+    try:
+        listening.execute("LISTEN lost")
+        notify_many(("lost", f"lost-{i}") for i in range(5))
+        # Every notification has reached this process's socket; none is read.
+        wait_until(lambda: in_socket(listening, b"lost-4"), what="the notifications")
+        terminate(listening.pid)
+        received = []
+        with pytest.raises(ConnectionLost):
+            for _ in range(10):
+                received.extend(listening.drain())
+                wait_readable(listening, 1)
+        assert [e.payload for e in received] == [f"lost-{i}" for i in range(5)]
+    finally:
+        listening.close()
+
+
+def test_notifications_read_by_a_failing_statement_are_still_delivered() -> None:
+    """The listener's keepalive query can be what finds the loss: the
+    notifications the driver read while running it come first."""
+    listening = open_connection()
+    try:
+        listening.execute("LISTEN lost")
+        notify_many(("lost", f"lost-{i}") for i in range(5))
+        wait_until(lambda: in_socket(listening, b"lost-4"), what="the notifications")
+        terminate(listening.pid)
+        wait_until(lambda: in_socket(listening, b"terminating connection"), what="the FATAL")
+        with pytest.raises(ConnectionLost):
+            listening.execute("SELECT 1")
+        received = []
+        with pytest.raises(ConnectionLost):
+            for _ in range(10):
+                received.extend(listening.drain())
+        assert [e.payload for e in received] == [f"lost-{i}" for i in range(5)]
+    finally:
+        listening.close()
+
+
+# psycopg 3 prepares every statement with prepare_threshold=0, and binds
+# parameters server-side with server_side_binding; psycopg2 has neither option.
+PREPARING_OPTIONS: dict[str, Any] = (
+    {"server_side_binding": True, "prepare_threshold": 0} if is_psycopg3 else {}
+)
+
+
+@pytest.fixture
+def preparing_options() -> Iterator[dict[str, Any]]:
+    """The default alias's OPTIONS set to prepare every statement, for this test."""
+    settings_dict = connections["default"].settings_dict
+    saved = settings_dict.get("OPTIONS", {})
+    settings_dict["OPTIONS"] = {**saved, **PREPARING_OPTIONS}
+    try:
+        yield settings_dict["OPTIONS"]
+    finally:
+        settings_dict["OPTIONS"] = saved
+        connections["default"].close()
+
+
+def test_the_listener_listens_on_several_channels_with_prepared_statements(
+    preparing_options: dict[str, Any],
+) -> None:
+    seen: list[tuple[str, str]] = []
+    handlers = Registry()
+    handlers.register(lambda event: seen.append((event.channel, event.payload)), "a", "b", "c")
+
+    def send(listener: Listener, reconnected: bool) -> None:
+        notify_many([("a", "1"), ("b", "2"), ("c", "3")])
+
+    listener = Listener(["a", "b", "c"], registry=handlers, max_events=3, on_connect=send)
+    assert listener.run() == 3
+    assert seen == [("a", "1"), ("b", "2"), ("c", "3")]
+
+
+def test_pubsub_listens_unlistens_and_notifies_with_prepared_statements() -> None:
+    with connect(**PREPARING_OPTIONS) as ps:
+        ps.listen("a", "b", "c")
+        ps.unlisten("b")
+        for channel in ("a", "b", "c"):
+            ps.notify(channel, channel)
+        assert [e.payload for e in collect(ps, 2)] == ["a", "c"]
+        ps.unlisten()
+        assert ps.channels == frozenset()
+
+
+psycopg3_only = pytest.mark.skipif(
+    not is_psycopg3, reason="psycopg 3's notify handlers and notifies() generator"
+)
+
+
+@psycopg3_only
+def test_reading_the_driver_notifies_directly_copies_nothing_into_pubsub() -> None:
+    with connect() as ps:
+        ps.listen("direct")
+        notify_many(("direct", str(i)) for i in range(3))
+        read = [n.payload for n in ps.conn.notifies(timeout=10, stop_after=3)]
+        assert read == ["0", "1", "2"]
+        ps.notify("elsewhere")  # a statement of ours: nothing left to catch
+        assert ps.get_event() is None
+
+
+@psycopg3_only
+def test_unread_notifications_caught_during_statements_are_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(Psycopg3Connection, "MAX_UNREAD", 50)
+    with connect() as ps:
+        ps.listen("flood")
+        notify_many(("flood", f"flood-{i:03}") for i in range(200))
+        wait_until(lambda: in_socket(ps._connection, b"flood-199"), what="the flood")
+        with caplog.at_level("WARNING", "django_pgpubsub"):
+            ps.notify("elsewhere")  # psycopg reads all 200 while running it
+            ps.notify("elsewhere")
+        kept = []
+        while (event := ps.get_event()) is not None:
+            kept.append(event.payload)
+        assert kept == [f"flood-{i:03}" for i in range(150, 200)]
+        assert [r.getMessage() for r in caplog.records] == [
+            "Over 50 notifications received on 'default' were not read; dropping the "
+            "oldest. Read them (get_event()), or UNLISTEN."
+        ]
+
+
+@psycopg3_only
+def test_async_pubsub_listens_on_several_channels_with_prepared_statements() -> None:
+    async def scenario() -> list[str]:
+        async with await aconnect(**PREPARING_OPTIONS) as ps:
+            await ps.listen("a", "b", "c")
+            await ps.unlisten("b", "c")
+            await ps.listen("c")
+            for channel in ("a", "b", "c"):
+                await ps.notify(channel, channel)
+            events = ps.events()
+            return [(await anext(events)).payload for _ in range(2)]
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 20)) == ["a", "c"]
+
+
+@psycopg3_only
+def test_async_drain_delivers_what_a_failing_statement_read() -> None:
+    url = database_url(connection.settings_dict)
+
+    async def scenario() -> list[str]:
+        listening = await open_async_connection()
+        try:
+            await listening.execute("LISTEN lost")
+            run_sql(url, "SELECT pg_notify('lost', 'lost-' || i) FROM generate_series(0, 4) i")
+            wait_until(lambda: in_socket(listening.raw, b"lost-4"), what="the notifications")
+            run_sql(url, "SELECT pg_terminate_backend(%s)", (listening.pid,))
+            wait_until(
+                lambda: in_socket(listening.raw, b"terminating connection"), what="the FATAL"
+            )
+            with pytest.raises(ConnectionLost):
+                await listening.execute("SELECT 1")
+            received = []
+            with pytest.raises(ConnectionLost):
+                for _ in range(10):
+                    received.extend(listening.drain())
+            return [e.payload for e in received]
+        finally:
+            await listening.close()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 20)) == [f"lost-{i}" for i in range(5)]

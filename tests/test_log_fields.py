@@ -1,0 +1,56 @@
+"""Log lines about an event carry its channel (and id and attempt if durable)
+as ``extra`` fields, for structured logging."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from django_pgpubsub import Event, Registry, notify
+from django_pgpubsub.listener import Listener
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def fail(event: Event) -> None:
+    raise RuntimeError("boom")
+
+
+def test_a_failed_handler_logs_channel_and_handler(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "django_pgpubsub")
+    handlers = Registry()
+    handlers.register(fail, "logged")
+    listener = Listener(
+        ["logged"],
+        registry=handlers,
+        durable=False,
+        max_events=1,
+        on_connect=lambda _listener, _again: notify("logged", "payload"),
+    )
+    assert listener.run() == 1
+    about_event = [r for r in caplog.records if hasattr(r, "channel")]
+    assert [r.getMessage().split(";")[0] for r in about_event] == [
+        "Handler tests.test_log_fields.fail failed on channel 'logged'",
+        "The payload was: payload",
+    ]
+    for record in about_event:
+        assert record.__dict__["channel"] == "logged"
+        assert record.__dict__["handler"] == "tests.test_log_fields.fail"
+        assert not hasattr(record, "event_id")
+
+
+def test_a_failed_durable_event_logs_its_id_and_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "django_pgpubsub")
+    notify("logged.durable", "payload", durable=True)
+    handlers = Registry()
+    handlers.register(fail, "logged.durable")
+    assert Listener(["logged.durable"], registry=handlers, max_events=1).run() == 1
+    [record] = [r for r in caplog.records if hasattr(r, "event_id")]
+    assert record.__dict__["channel"] == "logged.durable"
+    assert record.__dict__["attempt"] == 1
+    event_id = record.__dict__["event_id"]
+    assert isinstance(event_id, int)
+    assert f"durable event {event_id} " in record.getMessage()
