@@ -40,6 +40,9 @@ class Sizes:
     memory: int = 1_000_000
     durable: durable.DurableSizes = field(default_factory=durable.DurableSizes)
     changes: int = 100_000
+    writers: int = 8
+    writer_seconds: float = 0.5
+    writer_rounds: int = 7
 
 
 QUICK = Sizes(
@@ -51,6 +54,9 @@ QUICK = Sizes(
     memory=20_000,
     durable=durable.QUICK,
     changes=5_000,
+    writers=2,
+    writer_seconds=0.2,
+    writer_rounds=1,
 )
 
 
@@ -266,6 +272,7 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
     )
     figures.extend(durable_figures(sizes.durable, rounds))
     figures.extend(trigger_figures(sizes, rounds))
+    figures.extend(writer_figures(sizes))
     return figures
 
 
@@ -324,6 +331,25 @@ def trigger_figures(sizes: Sizes, rounds: int) -> list[Figure]:
         Figure(f"{n} keys received, statement", "ms", None, results.received_ms["bench_statement"]),
         Figure(f"{n} keys received, row", "ms", None, results.received_ms["bench_row"]),
     ]
+
+
+def writer_figures(sizes: Sizes) -> list[Figure]:
+    """Writers' transactions per second, each column against plain INSERTs.
+
+    Last, as it empties the outbox; its own rounds (many short cells average
+    out a shared machine's bursts better than a few long ones).
+    """
+    from bench import writers
+
+    results = writers.measure(sizes.writers, sizes.writer_seconds, sizes.writer_rounds)
+    print(writers.table(results))
+    figures = []
+    for listening, row in results.tps.items():
+        for name, tps in row.items():
+            # raw * ratio: the reference whose ratio is the per-round median.
+            plain = None if name == "plain" else tps / results.ratio[listening][name]
+            figures.append(Figure(f"writers, {listening} listening: {name}", "tx/s", plain, tps))
+    return figures
 
 
 def table(figures: list[Figure], driver: str) -> str:
