@@ -27,16 +27,17 @@ CACHE: dict[str, Any] = {}
 
 
 @receiver(setting_changed)
-def _forgetCACHEd(*, setting: str, **kwargs: Any) -> None:
+def _forget_cached(*, setting: str, **kwargs: Any) -> None:
     if setting in ("PGPUBSUB", "DEBUG"):
         CACHE.clear()
 
 
 def configured() -> dict[str, Any]:
-    configured = getattr(settings, "PGPUBSUB", None) or {}
-    if not isinstance(configured, dict):
+    """``settings.PGPUBSUB``, or ``{}`` when it is not set."""
+    values = getattr(settings, "PGPUBSUB", None) or {}
+    if not isinstance(values, dict):
         raise ImproperlyConfigured("settings.PGPUBSUB must be a dict.")
-    return configured
+    return values
 
 
 @dataclass(frozen=True)
