@@ -110,6 +110,21 @@ durable_lease = Seconds(
     "the next sweep.",
 )
 
+sse_keepalive = Seconds(
+    "SSE_KEEPALIVE",
+    15.0,
+    "Seconds without an event after which ``EventStreamView`` sends a comment "
+    "line, so proxies and browsers keep an idle stream open.",
+)
+subscriber_queue_size = Count(
+    "SUBSCRIBER_QUEUE_SIZE",
+    1000,
+    "Events the hub keeps for one subscriber (e.g. one ``EventStreamView`` "
+    "client) that reads slower than they come. When it is full, the queued "
+    "events are dropped for one ``pgpubsub.resync`` event, and the events "
+    "that follow are queued after it.",
+)
+
 
 def database() -> str:
     """The alias ``notify()`` and ``connect()`` use by default (cached)."""
