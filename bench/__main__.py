@@ -43,6 +43,9 @@ class Sizes:
     writers: int = 8
     writer_seconds: float = 0.5
     writer_rounds: int = 7
+    fanout_clients: int = 1_000
+    fanout_rounds: int = 20
+    async_burst: int = 200_000
 
 
 QUICK = Sizes(
@@ -57,6 +60,9 @@ QUICK = Sizes(
     writers=2,
     writer_seconds=0.2,
     writer_rounds=1,
+    fanout_clients=50,
+    fanout_rounds=3,
+    async_burst=5_000,
 )
 
 
@@ -272,8 +278,21 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
     )
     figures.extend(durable_figures(sizes.durable, rounds))
     figures.extend(trigger_figures(sizes, rounds))
+    figures.extend(stream_figures(sizes, rounds))
     figures.extend(writer_figures(sizes))
     return figures
+
+
+def stream_figures(sizes: Sizes, rounds: int) -> list[Figure]:
+    """SSE fan-out against one connection per client; AsyncPubSub against psycopg 3."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return []  # the async API needs psycopg 3
+    from bench import streams
+
+    chosen = streams.StreamSizes(sizes.fanout_clients, sizes.fanout_rounds, sizes.async_burst)
+    return [Figure(**figure) for figure in streams.stream_figures(chosen, rounds)]
 
 
 def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:

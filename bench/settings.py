@@ -10,3 +10,4 @@ INSTALLED_APPS = ["django_pgpubsub", "bench"]
 DATABASES = {"default": {**dj_database_url.config()}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PGPUBSUB = {"KEEPALIVE_INTERVAL": 5.0}
+ROOT_URLCONF = "bench.urls"
