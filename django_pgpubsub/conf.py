@@ -206,6 +206,22 @@ class ModuleNames(Setting["tuple[str, ...]"]):
         return tuple(value)
 
 
+@dataclass(frozen=True)
+class Choice(Setting[str]):
+    """One of a few strings."""
+
+    choices: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "one of " + ", ".join(repr(choice) for choice in self.choices)
+
+    def validate(self, value: object) -> str:
+        if value not in self.choices:
+            raise self._refuse(value)
+        return str(value)
+
+
 database_setting = Alias(
     "DATABASE",
     "default",
@@ -275,6 +291,23 @@ durable_retry_max_delay = Seconds(
     "DURABLE_RETRY_MAX_DELAY",
     600.0,
     "Cap of that delay.",
+)
+durable_wakeup = Choice(
+    "DURABLE_WAKEUP",
+    "notify",
+    'How listeners learn of new durable events. ``"notify"``: each transaction '
+    "that stores some sends one NOTIFY per channel, and listeners claim at once. "
+    '``"poll"``: writers only insert rows (no NOTIFY, so no commit-time lock), '
+    "and listeners probe the outbox every ``DURABLE_PROBE_INTERVAL``. Set it alike "
+    "for writers and listeners (see `Scaling writers and listeners`_).",
+    cached=True,
+    choices=("notify", "poll"),
+)
+durable_probe_interval = Seconds(
+    "DURABLE_PROBE_INTERVAL",
+    0.5,
+    'With ``DURABLE_WAKEUP = "poll"``, how often a listener probes the outbox '
+    "for due events of its channels (an index-only query).",
 )
 durable_lease = Seconds(
     "DURABLE_LEASE",
