@@ -54,7 +54,7 @@ bench: $(VENV)/.installed
 ## Debian's PostgreSQL 15: the quick tier and the slow tests that involve the
 ## driver (PSYCOPG2_SKIP above).
 test-psycopg2-pg15:
-	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test,metrics,triggers PINS=Django~=4.2.0
+	$(MAKE) .venv-psycopg2/.installed VENV=.venv-psycopg2 EXTRAS=test,metrics,health,triggers PINS=Django~=4.2.0
 	PG_BINDIR=$(PG15) .venv-psycopg2/bin/python -m pytest $(PSYCOPG2_SKIP) $(PYTEST_ARGS)
 
 ## As root: a fresh clone in a folder only root can enter (a home under /root,

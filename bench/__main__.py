@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg2
 
-from bench import durable, wakeup, writers
+from bench import durable, wakeup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,9 @@ class Sizes:
     durable: durable.DurableSizes = field(default_factory=durable.DurableSizes)
     changes: int = 100_000
     wakeup: WakeupSizes = field(default_factory=WakeupSizes)
-    writer_seconds: float = 3.0
+    writers: int = 8
+    writer_seconds: float = 0.5
+    writer_rounds: int = 7
 
 
 QUICK = Sizes(
@@ -61,7 +63,9 @@ QUICK = Sizes(
     durable=durable.QUICK,
     changes=5_000,
     wakeup=WakeupSizes(latency=20, idle_seconds=1.0),
-    writer_seconds=1.0,
+    writers=2,
+    writer_seconds=0.2,
+    writer_rounds=1,
 )
 
 
@@ -246,7 +250,7 @@ def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Fig
     if "triggers" in groups:
         figures.extend(trigger_figures(sizes, rounds))
     if "writers" in groups:
-        figures.extend(writer_figures(sizes.writer_seconds))
+        figures.extend(writer_figures(sizes))  # last: it empties the outbox
     return figures
 
 
@@ -313,20 +317,6 @@ def wakeup_figures(sizes: WakeupSizes) -> list[Figure]:
     return figures
 
 
-def writer_figures(seconds: float) -> list[Figure]:
-    """pgbench tps of writers, per column, against plain in the same row."""
-    cells = writers.run(os.environ["DATABASE_URL"], seconds)
-    print(writers.table(cells))
-    figures = []
-    for listeners in writers.LISTENERS:
-        row = {cell.column: cell.tps for cell in cells if cell.listeners == listeners}
-        for column in writers.COLUMNS:
-            if column != "plain":
-                name = f"writers, {listeners} listening: {column}"
-                figures.append(Figure(name, "tps", row["plain"], row[column]))
-    return figures
-
-
 def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:
     """Durable events: throughput with 1 and 2 listeners, backlog scaling, a parked channel."""
     one = [durable.throughput(1, sizes.throughput, Listener) for _ in range(rounds)]
@@ -382,6 +372,25 @@ def trigger_figures(sizes: Sizes, rounds: int) -> list[Figure]:
         Figure(f"{n} keys received, statement", "ms", None, results.received_ms["bench_statement"]),
         Figure(f"{n} keys received, row", "ms", None, results.received_ms["bench_row"]),
     ]
+
+
+def writer_figures(sizes: Sizes) -> list[Figure]:
+    """Writers' transactions per second, each column against plain INSERTs.
+
+    Last, as it empties the outbox; its own rounds (many short cells average
+    out a shared machine's bursts better than a few long ones).
+    """
+    from bench import writers
+
+    results = writers.measure(sizes.writers, sizes.writer_seconds, sizes.writer_rounds)
+    print(writers.table(results))
+    figures = []
+    for listening, row in results.tps.items():
+        for name, tps in row.items():
+            # raw * ratio: the reference whose ratio is the per-round median.
+            plain = None if name == "plain" else tps / results.ratio[listening][name]
+            figures.append(Figure(f"writers, {listening} listening: {name}", "tx/s", plain, tps))
+    return figures
 
 
 def table(figures: list[Figure], driver: str) -> str:

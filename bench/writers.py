@@ -1,138 +1,272 @@
-"""What NOTIFY costs writers: pgbench transactions with and without it, with 0,
-1 and 20 idle listening connections (on another channel).
+"""What NOTIFY costs the writers: commit throughput of concurrent writers.
 
-Every transaction is one autocommit statement (one round trip in every
-column): the writer's own INSERT, plus what the library adds to a
-transaction in that column:
+Every transaction that sends a NOTIFY takes a cluster-wide lock at commit and
+(before PostgreSQL 19) signals every listening backend, whatever channel it
+listens on. This bench measures what that does to writers that never listen:
 
-* plain: nothing;
-* notify(): ``pg_notify(channel, payload)``;
-* durable, notify wake-up: an outbox row and ``pg_notify`` on the wake-up channel;
-* durable, poll wake-up: an outbox row only;
-* publish_on_save: ``pg_notify`` of the row as JSON, on the model's channel.
+* ``N`` writer processes (processes, not threads: no GIL between them), each
+  a Django connection with ``synchronous_commit = off``, committing one
+  INSERT per transaction as fast as they can for a fixed time;
+* 0, 1 and 20 idle raw psycopg2 connections LISTENing on another channel;
+* the columns: a plain INSERT (the reference); INSERT + ``notify()``; INSERT +
+  ``notify(..., durable=True)`` in each durable wake-up mode; an ORM
+  ``save()`` of an unpublished model; the same ``save()`` of a model under
+  ``publish_on_save``.
 
-Figures are transactions per second and their ratio to plain in the same
-row. pgbench comes from ``PGBENCH`` or Debian's PostgreSQL 15.
+Each column's figure is the median of alternating rounds (every column once
+per round). Usage: ``python -m bench.writers [--quick]`` (DATABASE_URL), or
+as part of ``python -m bench``.
 """
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
-import re
-import shutil
-import subprocess
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
 
 import psycopg2
 
-from django_pgpubsub import sql
+from django_pgpubsub.sql import OUTBOX_TABLE
 
-PGBENCH_PATHS = ("/usr/lib/postgresql/15/bin/pgbench", "/usr/lib/postgresql/16/bin/pgbench")
-LISTENERS = (0, 1, 20)
-CLIENTS = 8
+IDLE_CHANNEL = "bench.idle"
+LISTENING = (0, 1, 20)
+TABLES = ("bench_written", "bench_published")
 
-_ROW = "INSERT INTO bench_writes (v) VALUES (:v) RETURNING id, v"
-_OUTBOX = (
-    f"INSERT INTO {sql.OUTBOX_TABLE} (channel, payload, sender_pid, state, attempts, "
-    "created_at, available_at, last_error) SELECT 'bench.writes', "
-    "json_build_object('id', id)::text, pg_backend_pid(), 'pending', 0, now(), now(), '' "
-    "FROM w RETURNING channel"
-)
-COLUMNS: dict[str, str] = {
-    "plain": f"{_ROW};",
-    "notify()": f"WITH w AS ({_ROW}) SELECT pg_notify('bench.writes', v::text) FROM w;",
-    "durable, notify": (
-        f"WITH w AS ({_ROW}), stored AS ({_OUTBOX}) "
-        f"SELECT pg_notify('{sql.WAKEUP_CHANNEL}', channel) FROM stored;"
-    ),
-    "durable, poll": f"WITH w AS ({_ROW}) {_OUTBOX};",
-    "publish_on_save": (
-        f"WITH w AS ({_ROW}) SELECT pg_notify('bench.writes', json_build_object("
-        "'event', 'created', 'model', 'bench.write', 'pk', id, "
-        "'fields', json_build_object('v', v))::text) FROM w;"
-    ),
-}
+
+@dataclass(frozen=True)
+class Column:
+    """One kind of transaction; ``wakeup`` is a DURABLE_WAKEUP value, if any."""
+
+    name: str
+    step: str
+    wakeup: str | None = None
+
+
+def columns() -> list[Column]:
+    """The columns, with one durable column per wake-up mode that exists."""
+    from django_pgpubsub import conf
+
+    declaration = conf.DECLARED.get("DURABLE_WAKEUP")
+    if declaration is None:  # the NOTIFY wake-up is the only one
+        durable = [Column("durable", "durable")]
+    else:
+        modes = getattr(declaration, "choices", None) or ("notify", "poll")
+        durable = [Column(f"durable ({mode})", "durable", str(mode)) for mode in modes]
+    return [
+        Column("plain", "plain"),
+        Column("notify()", "notify"),
+        *durable,
+        Column("save()", "save"),
+        Column("publish_on_save", "publish"),
+    ]
+
+
+def _steps() -> dict[str, Callable[[Any, int], None]]:
+    """What each column does inside its transaction (``cursor``, row number)."""
+    from bench.models import PublishedRow, WrittenRow
+    from django_pgpubsub import notify
+
+    insert = "INSERT INTO bench_written (value) VALUES (%s)"
+
+    def plain(cursor: Any, n: int) -> None:
+        cursor.execute(insert, [n])
+
+    def with_notify(cursor: Any, n: int) -> None:
+        cursor.execute(insert, [n])
+        notify("bench.writers", {"n": n})
+
+    def durable(cursor: Any, n: int) -> None:
+        cursor.execute(insert, [n])
+        notify("bench.writers", {"n": n}, durable=True)
+
+    return {
+        "plain": plain,
+        "notify": with_notify,
+        "durable": durable,
+        "save": lambda cursor, n: WrittenRow(value=n).save(),
+        "publish": lambda cursor, n: PublishedRow(value=n).save(),
+    }
+
+
+def _wakeup(mode: str | None) -> AbstractContextManager[Any]:
+    if mode is None:
+        return nullcontext()
+    from django.conf import settings
+    from django.test import override_settings
+
+    return override_settings(PGPUBSUB={**settings.PGPUBSUB, "DURABLE_WAKEUP": mode})
+
+
+def _worker(pipe: Connection) -> None:
+    """A writer process: set up once, then run the cells the parent sends."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    from django.db import connection, transaction
+
+    steps = _steps()
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    pipe.send("ready")
+    while (task := pipe.recv()) is not None:
+        column, start, stop = task
+        step, done = steps[column.step], 0
+        with _wakeup(column.wakeup), connection.cursor() as cursor:
+            time.sleep(max(0.0, start - time.monotonic()))  # every writer starts together
+            while time.monotonic() < stop:
+                with transaction.atomic():
+                    step(cursor, done)
+                done += 1
+        pipe.send(done)
+    connection.close()
+
+
+@contextmanager
+def writers(count: int) -> Iterator[list[Connection]]:
+    """``count`` writer processes, ready; stopped on exit."""
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = [], []
+    try:
+        for _ in range(count):
+            parent, child = context.Pipe()
+            process = context.Process(target=_worker, args=(child,), daemon=True)
+            process.start()
+            pipes.append(parent)
+            processes.append(process)
+        for pipe in pipes:
+            if pipe.recv() != "ready":
+                raise RuntimeError("a writer process did not start")
+        yield pipes
+    finally:
+        for pipe in pipes:
+            pipe.send(None)
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+
+@contextmanager
+def idle_listeners(count: int) -> Iterator[None]:
+    """``count`` raw connections LISTENing on a channel nobody sends to."""
+    conns = []
+    try:
+        for _ in range(count):
+            conn = psycopg2.connect(os.environ["DATABASE_URL"])
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(f'LISTEN "{IDLE_CHANNEL}"')
+            conns.append(conn)
+        yield
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def one_cell(pipes: list[Connection], column: Column, seconds: float) -> float:
+    """Transactions per second of all writers together."""
+    start = time.monotonic() + 0.05
+    for pipe in pipes:
+        pipe.send((column, start, start + seconds))
+    done: int = sum(pipe.recv() for pipe in pipes)
+    return done / seconds
+
+
+def prepare() -> str:
+    """Fresh tables, an empty outbox; the server's version."""
+    with psycopg2.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cursor:
+        for table in TABLES:
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            cursor.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, value integer)")
+        cursor.execute(f"TRUNCATE {OUTBOX_TABLE}")
+        cursor.execute("SHOW server_version")
+        (version,) = cursor.fetchone() or ("?",)
+    conn.close()
+    return str(version).split(maxsplit=1)[0]
 
 
 @dataclass
-class Cell:
-    listeners: int
-    column: str
-    tps: float
+class Results:
+    """Medians by listening connections, then column: transactions per second,
+    and each round's ratio to the plain INSERTs of the same round (measured a
+    second or two apart, so a shared machine's slow spells cancel out)."""
+
+    writers: int
+    seconds: float
+    rounds: int
+    server: str
+    tps: dict[int, dict[str, float]] = field(default_factory=dict)
+    ratio: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
-def pgbench() -> str | None:
-    """The pgbench program, or None."""
-    configured = os.environ.get("PGBENCH")
-    if configured:
-        return configured
-    for path in PGBENCH_PATHS:
-        if Path(path).exists():
-            return path
-    return shutil.which("pgbench")
-
-
-def run(url: str, seconds: float) -> list[Cell]:
-    """tps of every column with 0, 1 and 20 listening connections."""
-    program = pgbench()
-    if program is None:
-        raise RuntimeError("pgbench not found: set PGBENCH")
-    setup = psycopg2.connect(url)
-    setup.autocommit = True
-    cells = []
+def measure(processes: int, seconds: float, rounds: int) -> Results:
+    """Every column under 0, 1 and 20 idle listening connections."""
+    results = Results(processes, seconds, rounds, prepare())
+    chosen = columns()
     try:
-        with setup.cursor() as cursor:
-            cursor.execute("CREATE TABLE IF NOT EXISTS bench_writes (id bigserial, v int)")
-        for listeners in LISTENERS:
-            idle = [psycopg2.connect(url) for _ in range(listeners)]
-            try:
-                for conn in idle:
-                    conn.autocommit = True
-                    with conn.cursor() as cursor:
-                        cursor.execute("LISTEN bench_elsewhere")
-                for column, statement in COLUMNS.items():
-                    with setup.cursor() as cursor:
-                        cursor.execute(f"TRUNCATE bench_writes, {sql.OUTBOX_TABLE}")
-                    cells.append(Cell(listeners, column, _tps(program, url, statement, seconds)))
-            finally:
-                for conn in idle:
-                    conn.close()
-        with setup.cursor() as cursor:
-            cursor.execute(f"DROP TABLE bench_writes; TRUNCATE {sql.OUTBOX_TABLE}")
+        with writers(processes) as pipes:
+            for listening in LISTENING:
+                runs: dict[str, list[float]] = {column.name: [] for column in chosen}
+                with idle_listeners(listening):
+                    for _ in range(rounds):
+                        for column in chosen:
+                            runs[column.name].append(one_cell(pipes, column, seconds))
+                plain = runs["plain"]
+                results.tps[listening] = {name: statistics.median(v) for name, v in runs.items()}
+                results.ratio[listening] = {
+                    name: statistics.median(t / p for t, p in zip(v, plain, strict=True))
+                    for name, v in runs.items()
+                }
     finally:
-        setup.close()
-    return cells
+        prepare()  # nobody handles the durable events written here: leave none behind
+    return results
 
 
-def _tps(program: str, url: str, statement: str, seconds: float) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-        script.write("\\set v random(1, 1000000)\n" + statement + "\n")
-        script.flush()
-        command = [program, "-n", "-c", str(CLIENTS), "-j", "2", "-T", str(max(1, round(seconds)))]
-        result = subprocess.run(
-            [*command, "-f", script.name, url],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 60,
-        )
-    match = re.search(r"tps = ([\d.]+)", result.stdout)
-    if match is None:
-        raise RuntimeError(f"no tps in pgbench's output:\n{result.stdout}\n{result.stderr}")
-    return float(match[1])
-
-
-def table(cells: list[Cell]) -> str:
-    """The writers' table: tps and the ratio to plain, per listening connections."""
-    columns = list(COLUMNS)
+def table(results: Results) -> str:
+    """The issue's table: plain transactions per second, the others as ratios."""
+    names = list(results.tps[LISTENING[0]])
+    widths = [max(len(name), 14) for name in names]
     lines = [
-        "listening  " + "  ".join(f"{c:>22}" for c in columns),
+        f"writers: {results.writers} processes, one INSERT per transaction, "
+        f"synchronous_commit=off, PostgreSQL {results.server}, "
+        f"{results.seconds:g} s x {results.rounds} round(s) per cell; "
+        "median tx/s (median ratio to plain in the same round)",
+        "listening  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)),
     ]
-    for listeners in LISTENERS:
-        row = {c.column: c.tps for c in cells if c.listeners == listeners}
-        plain = row["plain"]
-        parts = [f"{row[c]:>12,.0f} ({row[c] / plain:4.2f}x)" for c in columns]
-        lines.append(f"{listeners:>9}  " + "  ".join(f"{p:>22}" for p in parts))
+    for listening, row in results.tps.items():
+        ratios = results.ratio[listening]
+        cells = [f"{tps:,.0f} ({ratios[name]:.2f})" for name, tps in row.items()]
+        joined = "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        lines.append(f"{listening:>9}  {joined}")
     return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 writers, short cells")
+    parser.add_argument("--writers", type=int, default=8, help="writer processes (default 8)")
+    parser.add_argument("--seconds", type=float, default=0.5, help="per cell (default 0.5)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)  # the outbox table
+    if args.quick:
+        args.writers, args.seconds, args.rounds = 2, 0.2, 1
+    print(table(measure(args.writers, args.seconds, args.rounds)))
+
+
+if __name__ == "__main__":
+    main()

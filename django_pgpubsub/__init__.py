@@ -15,6 +15,7 @@ from django_pgpubsub.exceptions import (
     PayloadTooLarge,
     PubSubError,
 )
+from django_pgpubsub.hub import Subscription, subscribe
 from django_pgpubsub.notify import anotify, notify, notify_many
 from django_pgpubsub.publishing import publish_on_save, unpublish_on_save
 from django_pgpubsub.pubsub import PubSub, connect
@@ -36,6 +37,7 @@ __all__ = [
     "PubSub",
     "PubSubError",
     "Registry",
+    "Subscription",
     "__version__",
     "aconnect",
     "anotify",
@@ -47,6 +49,7 @@ __all__ = [
     "publish_context",
     "publish_on_save",
     "registry",
+    "subscribe",
     "unpublish_changes",
     "unpublish_on_save",
 ]

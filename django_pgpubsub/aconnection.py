@@ -25,6 +25,34 @@ from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
 
 
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait for ``event``; ``False`` if ``timeout`` seconds passed first.
+
+    A timer instead of ``asyncio.wait_for``, which before Python 3.12 can
+    swallow a cancellation that comes as the event is set (a task then never
+    stops), and which costs a task per wait.
+    """
+    if timeout is None:
+        await event.wait()
+        return True
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        event.set()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        await event.wait()
+    finally:
+        timer.cancel()
+    if expired:
+        event.clear()  # set by the timer, not by what it stands for
+        return False
+    return True
+
+
 class AsyncDriverConnection:
     """An autocommit psycopg 3 ``AsyncConnection`` that receives notifications.
 
@@ -131,14 +159,8 @@ class AsyncDriverConnection:
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until something may have arrived; ``False`` once ``timeout`` passed."""
         readable = self._readable
-        if not readable.is_set():
-            if timeout is None:
-                await readable.wait()
-            else:
-                try:
-                    await asyncio.wait_for(readable.wait(), timeout)
-                except asyncio.TimeoutError:
-                    return False
+        if not readable.is_set() and not await wait_event(readable, timeout):
+            return False
         readable.clear()
         return True
 
@@ -149,10 +171,13 @@ class AsyncDriverConnection:
         return sql.Identifier(name).as_string(self.raw)
 
     async def close(self) -> None:
-        """Close the connection; closing a closed or broken one is a no-op."""
-        self._unwatch()
-        with contextlib.suppress(*self._lost_errors):
-            await self.raw.close()
+        """Close the connection once the running statement is over (psycopg
+        waits for a cancelled statement's end on the socket; closing it under
+        that wait would hang it). Closing a closed or broken one is a no-op."""
+        async with self._lock:
+            self._unwatch()
+            with contextlib.suppress(*self._lost_errors):
+                await self.raw.close()
 
 
 async def open_async_connection(

@@ -47,8 +47,11 @@ _owners: dict[type[models.Model], type[models.Model]] = {}
 def build_triggers(publication: Publication) -> list[pgtrigger.Trigger]:
     """One AFTER ... FOR EACH STATEMENT trigger per event kind (PostgreSQL
     allows transition tables only on single-operation triggers)."""
-    operations = {"created": pgtrigger.Insert, "updated": pgtrigger.Update}
-    operations["deleted"] = pgtrigger.Delete
+    operations = {
+        "created": pgtrigger.Insert,
+        "updated": pgtrigger.Update,
+        "deleted": pgtrigger.Delete,
+    }
     references = {
         event: pgtrigger.Referencing(old=old, new=new)  # type: ignore[no-untyped-call]
         for event in EVENTS

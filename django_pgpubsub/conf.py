@@ -7,220 +7,31 @@ declaration, and README.rst's Settings section is rendered from them
 (``scripts/readme_settings.py``; a test keeps the two equal).
 
 To add a setting, declare it below with the kind that fits (``Seconds``,
-``Count``, ``Limit``, ``Alias``, ``ModuleNames``) and run
-``python scripts/readme_settings.py --write``.
+``Count``, ``Limit``, ``Alias``, ``ModuleNames``, ``Choice``; see
+setting_kinds.py) and
+run ``python scripts/readme_settings.py --write``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Generic, TypeGuard, TypeVar
-
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
-T = TypeVar("T")
+from django_pgpubsub.setting_kinds import (
+    CACHE,
+    DECLARED,
+    Alias,
+    Choice,
+    Count,
+    Limit,
+    ModuleNames,
+    Seconds,
+    Setting,
+    configured,
+)
 
-#: Every declaration, in declaration order (the README's order).
-DECLARED: dict[str, Setting[Any]] = {}
-
-# notify() needs DATABASE and DEBUG on every call, and reading Django's lazy
-# settings costs a noticeable share of a round trip. Cached, and forgotten when
-# override_settings() (anything that sends setting_changed) changes them;
-# Django asks that settings not be altered otherwise at run time.
-_cache: dict[str, Any] = {}
-
-
-@receiver(setting_changed)
-def _forget_cached(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("PGPUBSUB", "DEBUG"):
-        _cache.clear()
-
-
-def _configured() -> dict[str, Any]:
-    configured = getattr(settings, "PGPUBSUB", None) or {}
-    if not isinstance(configured, dict):
-        raise ImproperlyConfigured("settings.PGPUBSUB must be a dict.")
-    return configured
-
-
-@dataclass(frozen=True)
-class Setting(Generic[T]):
-    """One setting. Call it to read its current value, checked.
-
-    Attributes:
-        name: The key in ``settings.PGPUBSUB``.
-        default: The value when the key is absent.
-        help: What it does, in reStructuredText (the README's text).
-        cached: Kept until ``setting_changed`` (for values read on every
-            ``notify()``).
-    """
-
-    name: str
-    default: T
-    help: str
-    cached: bool = False
-
-    def __post_init__(self) -> None:
-        if self.name in DECLARED:
-            raise ValueError(f"PGPUBSUB[{self.name!r}] is declared twice.")
-        DECLARED[self.name] = self
-
-    def __call__(self) -> T:
-        if self.cached:
-            try:
-                return _cache[self.name]  # type: ignore[no-any-return]
-            except KeyError:
-                pass
-        value = self.validate(_configured().get(self.name, self.default))
-        if self.cached:
-            _cache[self.name] = value
-        return value
-
-    @property
-    def kind(self) -> str:
-        """The type and bounds, in words (for the README and error messages)."""
-        raise NotImplementedError
-
-    @property
-    def default_text(self) -> str:
-        """The default, as the README shows it."""
-        default: object = self.default
-        if isinstance(default, tuple):
-            default = list(default)  # what one writes in settings
-        return "``" + repr(default).replace("'", '"') + "``"
-
-    def validate(self, value: object) -> T:
-        """Return ``value`` as this setting's type.
-
-        Raises:
-            ImproperlyConfigured: It is of the wrong type or out of bounds.
-        """
-        raise NotImplementedError
-
-    def _refuse(self, value: object, hint: str = "") -> ImproperlyConfigured:
-        return ImproperlyConfigured(
-            f"PGPUBSUB[{self.name!r}] must be {self.kind}, not {value!r}.{hint}"
-        )
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    # bool is an int, and inf or NaN would reach select() and sleep().
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class Seconds(Setting[float]):
-    """A finite number of seconds, greater than ``above``."""
-
-    above: float = 0.0
-
-    @property
-    def kind(self) -> str:
-        return f"a number of seconds greater than {self.above:g}"
-
-    def validate(self, value: object) -> float:
-        if not _is_number(value) or value <= self.above:
-            raise self._refuse(value)
-        return float(value)
-
-
-@dataclass(frozen=True)
-class Count(Setting[int]):
-    """An ``int`` of at least ``at_least``."""
-
-    at_least: int = 1
-
-    @property
-    def kind(self) -> str:
-        return f"an int of at least {self.at_least}"
-
-    def validate(self, value: object) -> int:
-        if not _is_number(value) or not isinstance(value, int) or value < self.at_least:
-            raise self._refuse(value)
-        return value
-
-
-@dataclass(frozen=True)
-class Limit(Setting["int | None"]):
-    """A positive ``int``, or ``None`` for no limit."""
-
-    @property
-    def kind(self) -> str:
-        return "a positive int or None"
-
-    @property
-    def default_text(self) -> str:
-        return "``None``: no limit" if self.default is None else super().default_text
-
-    def validate(self, value: object) -> int | None:
-        if value is None:
-            return None
-        if not _is_number(value) or not isinstance(value, int) or value < 1:
-            raise self._refuse(value)
-        return value
-
-
-@dataclass(frozen=True)
-class Alias(Setting["str | None"]):
-    """A key of ``settings.DATABASES``; ``None`` too where ``none_means`` says what it means."""
-
-    none_means: str = ""
-
-    @property
-    def kind(self) -> str:
-        return "a database alias" + (" or None" if self.none_means else "")
-
-    @property
-    def default_text(self) -> str:
-        if self.default is None:
-            return f"``None``: {self.none_means}"
-        return super().default_text
-
-    def validate(self, value: object) -> str | None:
-        if value is None and self.none_means:
-            return None
-        if not isinstance(value, str) or not value:
-            raise self._refuse(value)
-        return value
-
-
-@dataclass(frozen=True)
-class ModuleNames(Setting["tuple[str, ...]"]):
-    """A list or tuple of module names."""
-
-    @property
-    def kind(self) -> str:
-        return "a list of module names"
-
-    def validate(self, value: object) -> tuple[str, ...]:
-        if isinstance(value, str):
-            raise self._refuse(value, f" Write [{value!r}].")
-        if not isinstance(value, list | tuple) or not all(
-            isinstance(name, str) and name for name in value
-        ):
-            raise self._refuse(value)
-        return tuple(value)
-
-
-@dataclass(frozen=True)
-class Choice(Setting[str]):
-    """One of a few strings."""
-
-    choices: tuple[str, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        return "one of " + ", ".join(repr(choice) for choice in self.choices)
-
-    def validate(self, value: object) -> str:
-        if value not in self.choices:
-            raise self._refuse(value)
-        return str(value)
-
+# The kinds, for declarations elsewhere and for tests.
+__all__ = ["DECLARED", "Alias", "Choice", "Count", "Limit", "ModuleNames", "Seconds", "Setting"]
 
 database_setting = Alias(
     "DATABASE",
@@ -318,11 +129,26 @@ durable_lease = Seconds(
     "the next sweep.",
 )
 
+sse_keepalive = Seconds(
+    "SSE_KEEPALIVE",
+    15.0,
+    "Seconds without an event after which ``EventStreamView`` sends a comment "
+    "line, so proxies and browsers keep an idle stream open.",
+)
+subscriber_queue_size = Count(
+    "SUBSCRIBER_QUEUE_SIZE",
+    1000,
+    "Events the hub keeps for one subscriber (e.g. one ``EventStreamView`` "
+    "client) that reads slower than they come. When it is full, the queued "
+    "events are dropped for one ``pgpubsub.resync`` event, and the events "
+    "that follow are queued after it.",
+)
+
 
 def database() -> str:
     """The alias ``notify()`` and ``connect()`` use by default (cached)."""
     try:
-        return str(_cache["DATABASE"])
+        return str(CACHE["DATABASE"])
     except KeyError:
         return str(database_setting())
 
@@ -335,28 +161,28 @@ def listener_database() -> str:
 def debug() -> bool:
     """``settings.DEBUG`` (cached, as above): whether Django logs queries."""
     try:
-        return bool(_cache["DEBUG"])
+        return bool(CACHE["DEBUG"])
     except KeyError:
-        value = _cache["DEBUG"] = bool(settings.DEBUG)
+        value = CACHE["DEBUG"] = bool(settings.DEBUG)
         return value
 
 
 def problems() -> list[str]:
     """Every mistake in ``settings.PGPUBSUB``, one message each (for E002)."""
     try:
-        configured = _configured()
+        values = configured()
     except ImproperlyConfigured as exc:
         return [str(exc)]
     found = []
-    unknown = set(configured) - set(DECLARED)
+    unknown = set(values) - set(DECLARED)
     if unknown:
         found.append(
             f"Unknown PGPUBSUB setting(s) {sorted(unknown)}; the settings are {sorted(DECLARED)}."
         )
     for declaration in DECLARED.values():
-        if declaration.name in configured:
+        if declaration.name in values:
             try:
-                declaration.validate(configured[declaration.name])
+                declaration.validate(values[declaration.name])
             except ImproperlyConfigured as exc:
                 found.append(str(exc))
     return found

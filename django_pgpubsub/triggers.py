@@ -141,55 +141,126 @@ class Publication:
         head = json.dumps(
             {"event": event, "model": self.label}, ensure_ascii=False, separators=(",", ":")
         )
-        channel = sql_text(self.channel)
-        opening = sql_text(head[:-1] + ',"pks":[')
-        without_keys = sql_text(head[:-1] + ',"pks":null,"count":')
         start = f"""
-head := {opening};
+head := {sql_text(head[:-1] + ',"pks":[')};
 ctx := NULLIF(current_setting('{CONTEXT_SETTING}', true), '');
 extra := COALESCE(',"context":' || ctx, '');"""
+        channel = sql_text(self.channel)
         if self.durable:
-            return f"""{start}
+            return start + _DURABLE.format(
+                keys=keys,
+                channel=channel,
+                outbox=OUTBOX_TABLE,
+                wakeup=sql_text(WAKEUP_CHANNEL),
+            )
+        room = _ROOM.format(limit=MAX_PAYLOAD_BYTES - _NUMBERS_AND_PUNCTUATION)
+        if widest is not None:
+            return start + _CUT_AT_COMMAS.format(
+                keys=keys, channel=channel, room=room, widest=widest
+            )
+        return start + _NUMBER_BY_RUNNING_TOTAL.format(
+            keys=keys,
+            channel=channel,
+            room=room,
+            without_keys=sql_text(head[:-1] + ',"pks":null,"count":'),
+        )
+
+    def declare(self) -> list[tuple[str, str]]:
+        """The variables the function bodies use."""
+        return [
+            ("total", "bigint"),
+            ("widest", "integer"),
+            ("joined", "text"),
+            ("bytes", "bytea"),
+            ("ctx", "text"),
+            ("head", "text"),
+            ("extra", "text"),
+            ("budget", "bigint"),
+            ("pos", "integer"),
+            ("stop", "integer"),
+            ("cuts", "integer[]"),
+            ("pieces", "text[]"),
+            ("parts", "integer"),
+        ]
+
+
+# Durable: one outbox row with every key (no size limit), and the wake-up
+# notification that notify(..., durable=True) sends (payload: the channel).
+_DURABLE = """
 SELECT count(*), string_agg(k, ',') INTO total, joined FROM ({keys}) AS keys;
 IF total = 0 THEN RETURN NULL; END IF;
-INSERT INTO {OUTBOX_TABLE}
+INSERT INTO {outbox}
     (channel, payload, sender_pid, state, attempts, created_at, available_at, last_error)
 VALUES ({channel}, head || joined || '],"count":' || total || extra || '}}',
         pg_backend_pid(), 'pending', 0, now(), now(), '');
-PERFORM pg_notify({sql_text(WAKEUP_CHANNEL)}, {channel});
+PERFORM pg_notify({wakeup}, {channel});
 RETURN NULL;"""
-        measure = (
-            f"widest := {widest};"
-            if widest is not None
-            else f"SELECT max(octet_length(k)) INTO widest FROM ({keys}) AS keys;"
-        )
-        return f"""{start}
-{measure}
-budget := {MAX_PAYLOAD_BYTES} - {_NUMBERS_AND_PUNCTUATION} - octet_length(head)
-    - octet_length(extra) - widest;
+
+# Bytes left for keys in one notification; a context that leaves too little
+# room is replaced by null rather than fail the write.
+_ROOM = """
+budget := {limit} - octet_length(head) - octet_length(extra) - widest;
 IF budget <= widest AND ctx IS NOT NULL THEN
-    -- The context leaves no room for keys: send them without it.
     extra := ',"context":null';
-    budget := budget + octet_length(ctx) - 4;
+    budget := {limit} - octet_length(head) - octet_length(extra) - widest;
+END IF;"""
+
+# Integer and UUID keys: their JSON has no comma and a known widest size, so
+# one aggregate reads the changed rows once, and the joined keys are cut at
+# commas. bytea, unlike text, is indexed without scanning from the start.
+_CUT_AT_COMMAS = """
+SELECT count(*), string_agg(k, ',') INTO total, joined FROM ({keys}) AS keys;
+IF total = 0 THEN RETURN NULL; END IF;
+widest := {widest};{room}
+IF octet_length(joined) <= budget THEN
+    PERFORM pg_notify({channel}, head || joined || '],"count":' || total || extra || '}}');
+    RETURN NULL;
 END IF;
+bytes := convert_to(joined, 'UTF8');
+pos := 1;
+cuts := '{{}}';
+WHILE pos <= length(bytes) LOOP
+    -- The piece from pos ends before the last comma in reach (a key is shorter
+    -- than budget, so there is one), or at the end.
+    stop := pos + budget;
+    IF stop > length(bytes) THEN
+        stop := length(bytes) + 1;
+    ELSE
+        WHILE get_byte(bytes, stop - 1) <> 44 LOOP
+            stop := stop - 1;
+        END LOOP;
+    END IF;
+    cuts := cuts || stop;
+    pos := stop + 1;
+END LOOP;
+parts := cardinality(cuts);
+pos := 1;
+FOR i IN 1..parts LOOP
+    PERFORM pg_notify({channel}, head || convert_from(substr(bytes, pos, cuts[i] - pos), 'UTF8')
+        || '],"count":' || total || extra || ',"part":' || i || ',"parts":' || parts || '}}');
+    pos := cuts[i] + 1;
+END LOOP;
+RETURN NULL;"""
+
+# Other keys (text...) may hold commas and be of any size: they are measured,
+# then a running byte count numbers the pieces. A piece holds the keys whose
+# running total falls in its window, so it passes budget by less than one key
+# (widest bytes), which the budget leaves room for.
+_NUMBER_BY_RUNNING_TOTAL = """
+SELECT max(octet_length(k)) INTO widest FROM ({keys}) AS keys;
+IF widest IS NULL THEN RETURN NULL; END IF;{room}
 IF budget <= widest THEN
     -- Not even one key fits: say so, without keys, rather than fail the write.
     SELECT count(*) INTO total FROM ({keys}) AS keys;
-    IF total > 0 THEN
-        PERFORM pg_notify({channel}, {without_keys} || total || extra || ',"truncated":true}}');
-    END IF;
+    PERFORM pg_notify({channel}, {without_keys} || total || extra || ',"truncated":true}}');
     RETURN NULL;
 END IF;
--- One pass: a running byte count numbers the pieces. A piece holds the keys
--- whose running total falls in its window, so it passes budget by less than
--- one key (widest bytes), which the budget leaves room for.
 SELECT array_agg(piece ORDER BY n), sum(counted) INTO pieces, total FROM (
     SELECT n, string_agg(k, ',') AS piece, count(*) AS counted FROM (
         SELECT k, (sum(octet_length(k) + 1) OVER (ROWS UNBOUNDED PRECEDING) - 1) / budget AS n
         FROM ({keys}) AS keys
     ) AS numbered GROUP BY n
 ) AS grouped;
-IF total IS NULL THEN RETURN NULL; END IF;
 parts := cardinality(pieces);
 IF parts = 1 THEN
     PERFORM pg_notify({channel}, head || pieces[1] || '],"count":' || total || extra || '}}');
@@ -200,20 +271,6 @@ FOR i IN 1..parts LOOP
         || ',"part":' || i || ',"parts":' || parts || '}}');
 END LOOP;
 RETURN NULL;"""
-
-    def declare(self) -> list[tuple[str, str]]:
-        """The variables the function bodies use."""
-        return [
-            ("total", "bigint"),
-            ("widest", "integer"),
-            ("joined", "text"),
-            ("ctx", "text"),
-            ("head", "text"),
-            ("extra", "text"),
-            ("budget", "bigint"),
-            ("pieces", "text[]"),
-            ("parts", "integer"),
-        ]
 
 
 def _column(field: object) -> str:

@@ -123,22 +123,26 @@ class TemporaryPostgres:
     """A PostgreSQL cluster in a temporary folder, started and stopped at will."""
 
     def __init__(self, bindir: Path | None = None) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="pgpubsub-"))
+        bindir = bindir or find_bindir()
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
-        bindir = bindir or find_bindir()
-        if os.geteuid() == 0:
-            self._user = UNPRIVILEGED_USER
-            account = pwd.getpwnam(self._user)
-            os.chmod(self.root, 0o700)
-            os.chown(self.root, account.pw_uid, account.pw_gid)
-            if not _world_can_run(bindir / "postgres"):
-                # e.g. pgserver inside a virtualenv under /root
-                bindir = _private_copy(bindir.parent, self.root / "install") / bindir.name
-        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="pgpubsub-"))
         self.datadir = self.root / "data"
         self.logfile = self.root / "server.log"
+        try:
+            if os.geteuid() == 0:
+                self._user = UNPRIVILEGED_USER
+                account = pwd.getpwnam(self._user)
+                os.chmod(self.root, 0o700)
+                os.chown(self.root, account.pw_uid, account.pw_gid)
+                if not _world_can_run(bindir / "postgres"):
+                    # e.g. pgserver inside a virtualenv under /root
+                    bindir = _private_copy(bindir.parent, self.root / "install") / bindir.name
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        self.bindir = bindir
 
     @property
     def url(self) -> str:
@@ -223,7 +227,15 @@ class TemporaryPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> TemporaryPostgres:
-        return self.start()
+        return self.start_or_destroy()
+
+    def start_or_destroy(self) -> TemporaryPostgres:
+        """:meth:`start`, deleting the cluster's folder if it fails."""
+        try:
+            return self.start()
+        except BaseException:
+            self.destroy()
+            raise
 
     def __exit__(
         self,
@@ -239,7 +251,7 @@ def ensure_database_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    server = TemporaryPostgres().start()
+    server = TemporaryPostgres().start_or_destroy()
     atexit.register(server.destroy)
     os.environ["DATABASE_URL"] = server.url
     return server.url

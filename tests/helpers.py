@@ -48,10 +48,27 @@ def in_socket(fileobj: HasFileno, marker: bytes) -> bool:
         sock.detach()  # the driver owns the descriptor
 
 
-def nothing_arrives(pubsub: PubSub, wait: float = 0.3) -> bool:
-    """True when no event arrives within ``wait`` seconds."""
-    wait_readable(pubsub, wait)
-    return pubsub.get_event() is None
+MARKER_CHANNEL = "test.nothing_arrives"
+
+
+def nothing_arrives(pubsub: PubSub, timeout: float = 10.0) -> bool:
+    """True when nothing sent (committed) so far reaches ``pubsub``.
+
+    PostgreSQL delivers notifications in commit order, so a marker committed
+    now arrives after anything committed before it: the first event is the
+    marker exactly when nothing else was on its way. No guessed wait.
+    """
+    listening = MARKER_CHANNEL in pubsub.channels
+    pubsub.listen(MARKER_CHANNEL)
+    try:
+        pubsub.notify(MARKER_CHANNEL, "marker")
+        [first] = collect(pubsub, 1, timeout)
+        if first.channel != MARKER_CHANNEL:
+            return False
+    finally:
+        if not listening:
+            pubsub.unlisten(MARKER_CHANNEL)
+    return True
 
 
 ROOT = Path(__file__).resolve().parent.parent

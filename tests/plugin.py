@@ -19,4 +19,7 @@ from scripts.pgtemp import ensure_database_url
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Set ``DATABASE_URL``, starting a server for this run if it is unset."""
+    options = early_config.known_args_namespace
+    if options.help or options.version:
+        return
     ensure_database_url()

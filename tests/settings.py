@@ -66,6 +66,7 @@ PGPUBSUB: dict[str, Any] = {
     "DURABLE_POLL_INTERVAL": 0.5,
     "DURABLE_MAX_ATTEMPTS": 3,
     "DURABLE_RETRY_DELAY": 0.2,
+    "SSE_KEEPALIVE": 0.5,
 }
 LOGGING = {
     "version": 1,

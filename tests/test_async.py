@@ -238,4 +238,5 @@ def test_the_readmes_async_examples_run() -> None:
         thread = threading.Thread(target=target)
         thread.start()
         thread.join(30)
+        assert not thread.is_alive(), "the example did not finish"
         assert not errors, errors

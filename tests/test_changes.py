@@ -134,6 +134,14 @@ def test_another_programs_writes_are_published(pubsub: PubSub, test_database_url
     assert got.data == {"event": "deleted", "model": "testapp.item", "pks": [pk], "count": 1}
 
 
+def test_truncate_is_not_published(pubsub: PubSub) -> None:
+    items("a", "b")
+    pubsub.listen("testapp.item")
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE testapp_item")
+    assert nothing_else(pubsub)
+
+
 def test_a_statement_that_changes_no_row_publishes_nothing(pubsub: PubSub) -> None:
     pubsub.listen("testapp.item")
     Item.objects.filter(name="nobody").update(status="x")

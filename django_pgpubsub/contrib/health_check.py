@@ -1,22 +1,35 @@
 """A django-health-check plugin running the ``pubsub_health`` checks (extra ``[health]``).
 
-List it in a ``HealthCheckView``'s checks, with the options of
+django-health-check 4 (Django 5.2+) has no plugin registry: list the check
+in a ``HealthCheckView``'s checks, with the options of
 :func:`django_pgpubsub.health.check_health`::
 
     path("ht/", HealthCheckView.as_view(checks=[
         "health_check.checks.Database",
         ("django_pgpubsub.contrib.health_check.PubSub", {"require_listener": True}),
     ])),
+
+django-health-check 3 (3.24 and later; what Django 4.2 gets) registers
+plugins: add ``"django_pgpubsub.contrib.health_check.PubSubPlugin"`` to
+``INSTALLED_APPS`` and its ``ready()`` registers :class:`PubSub` with the
+default options.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
-from health_check.base import HealthCheck
+from django.apps import AppConfig
+from django.core.exceptions import ImproperlyConfigured
 from health_check.exceptions import ServiceUnavailable
 
 from django_pgpubsub.health import check_health
+
+try:
+    from health_check.base import HealthCheck  # django-health-check 4
+except ImportError:  # django-health-check 3
+    from health_check.backends import HealthCheck
 
 
 @dataclasses.dataclass
@@ -40,7 +53,12 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
     channels: tuple[str, ...] = ()
 
     def run(self) -> None:
-        """Run the checks (in django-health-check's executor: it is blocking)."""
+        """Run the checks (django-health-check 4, in its executor: it is blocking).
+
+        Raises:
+            ServiceUnavailable: A check failed; the message has one part per
+                failed check.
+        """
         report = check_health(
             self.using,
             max_queue_usage=self.max_queue_usage,
@@ -51,3 +69,36 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
         )
         if not report.healthy:
             raise ServiceUnavailable("; ".join(report.failures()))
+
+    def check_status(self) -> None:
+        """The same, under django-health-check 3's name."""
+        self.run()
+
+
+class PubSubPlugin(AppConfig):
+    """django-health-check 3: registers :class:`PubSub` when Django starts."""
+
+    name = "django_pgpubsub.contrib.health_check"
+    label = "pgpubsub_health_check"
+    verbose_name = "django_pgpubsub health check"
+
+    def ready(self) -> None:
+        register()
+
+
+def register(**options: Any) -> None:
+    """Register :class:`PubSub` with django-health-check 3's plugin registry.
+
+    Raises:
+        ImproperlyConfigured: Under django-health-check 4, which has no
+            registry: list the check in a ``HealthCheckView`` instead.
+    """
+    try:
+        from health_check.plugins import plugin_dir  # noqa: PLC0415 - django-health-check 3 only
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            "django-health-check 4 has no plugin registry: remove PubSubPlugin from "
+            "INSTALLED_APPS and list 'django_pgpubsub.contrib.health_check.PubSub' in "
+            "HealthCheckView.as_view(checks=[...])."
+        ) from exc
+    plugin_dir.register(PubSub, **options)

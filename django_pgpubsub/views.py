@@ -1,0 +1,124 @@
+"""Server-Sent Events: ``EventStreamView`` streams channels to browsers.
+
+Every client of every ``EventStreamView`` of a process shares the hub's one
+LISTEN connection (:mod:`django_pgpubsub.hub`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseForbidden,
+    StreamingHttpResponse,
+)
+from django.utils.decorators import classonlymethod
+from django.views import View
+
+from django_pgpubsub import conf
+from django_pgpubsub.events import Event
+from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.hub import Subscription, get_hub
+
+KEEPALIVE = b": keepalive\n\n"
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # the SSE spec's three line endings
+
+
+def format_event(event: Event) -> bytes:
+    """``event: <channel>``, one ``data:`` line per payload line, a blank line."""
+    data = "".join(f"data: {line}\n" for line in _LINE_BREAKS.split(event.payload))
+    return f"event: {event.channel}\n{data}\n".encode()
+
+
+class EventStream:
+    """The body of an event stream; Django calls :meth:`close` when the response ends."""
+
+    def __init__(self, subscription: Subscription, keepalive: float) -> None:
+        self.subscription = subscription
+        self.keepalive = keepalive
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._generate()
+
+    async def _generate(self) -> AsyncIterator[bytes]:
+        try:
+            async for event in self.subscription.events(timeout=self.keepalive):
+                yield KEEPALIVE if event is None else format_event(event)
+        finally:
+            # Django 5 cancels the response when the client disconnects
+            # (CancelledError lands here); close() covers the other endings.
+            self.close()
+
+    def close(self) -> None:
+        self.subscription.close()
+
+
+class EventStreamView(View):
+    """An async view streaming channels as Server-Sent Events (needs ASGI).
+
+    Configure with ``EventStreamView.as_view(channels=[...])`` or a subclass.
+    ``?channel=NAME`` (repeatable) picks a subset; a channel not offered, or
+    refused by :meth:`authorize`, is answered 403 before any streaming.
+    Without it, every offered channel that :meth:`authorize` allows.
+
+    Attributes:
+        channels: The channels offered.
+        using: The ``DATABASES`` alias to listen on; default ``LISTENER_DATABASE``.
+    """
+
+    channels: Sequence[str] = ()
+    using: str | None = None
+    http_method_names = ["get"]  # noqa: RUF012 - View declares it so
+
+    @classonlymethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., Any]:
+        view = super().as_view(**initkwargs)
+        # Django refuses ATOMIC_REQUESTS on async views; a stream holds no
+        # transaction anyway.
+        for alias in connections:
+            view = transaction.non_atomic_requests(using=alias)(view)
+        return view
+
+    def authorize(self, request: HttpRequest, channel: str) -> bool | Awaitable[bool]:
+        """Whether ``request`` may receive ``channel`` (sync or async). Default: yes."""
+        return True
+
+    async def _allowed(self, request: HttpRequest, channel: str) -> bool:
+        allowed = self.authorize(request, channel)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        return bool(allowed)
+
+    async def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        offered = list(self.channels)
+        if not offered:
+            raise ImproperlyConfigured(f"{type(self).__name__} offers no channels.")
+        requested = request.GET.getlist("channel")
+        if requested:
+            chosen = list(dict.fromkeys(requested))
+            for channel in chosen:
+                if channel not in offered or not await self._allowed(request, channel):
+                    return HttpResponseForbidden(f"Channel {channel!r} is not available.")
+        else:
+            chosen = [channel for channel in offered if await self._allowed(request, channel)]
+            if not chosen:
+                return HttpResponseForbidden("No channel is available.")
+        try:
+            # Listening before the headers go out: what commits after, arrives.
+            subscription = await get_hub(self.using).subscribe(chosen)
+        except ConnectionLost:
+            return HttpResponse("Database unavailable.", status=503, headers={"Retry-After": "5"})
+        response = StreamingHttpResponse(
+            EventStream(subscription, conf.sse_keepalive()), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
