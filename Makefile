@@ -41,7 +41,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy django_pgpubsub tests scripts bench
 	cd example_project && DATABASE_URL=postgresql://localhost/example ../$(BIN)/mypy .
 
-## The example project: PostgreSQL, migrations, listen_events and runserver.
+## The example project: PostgreSQL, migrations, listen_events and uvicorn.
 example: $(VENV)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -r example_project/requirements.txt
 	$(BIN)/python scripts/pgtemp.py $(BIN)/python example_project/run.py

@@ -1,4 +1,4 @@
-"""Start the example: migrate, create the demo user, run listen_events and runserver.
+"""Start the example: migrate, create the demo user, run listen_events and uvicorn.
 
 Needs DATABASE_URL (``make example`` provides a throwaway PostgreSQL).
 Ctrl-C stops everything it started.
@@ -23,7 +23,7 @@ def main() -> int:
     subprocess.run([*MANAGE, "demo_user"], check=True)
     children = [
         subprocess.Popen([*MANAGE, "listen_events"]),
-        subprocess.Popen([*MANAGE, "runserver", address, "--noreload"]),
+        subprocess.Popen(uvicorn(address)),
     ]
     print(f"\nOpen http://{address}/ and place an order. Ctrl-C stops everything.\n", flush=True)
     try:
@@ -34,6 +34,17 @@ def main() -> int:
         return 0
     finally:
         stop(children)
+
+
+def uvicorn(address: str) -> list[str]:
+    """An ASGI server: the page's event stream is an async view."""
+    host, _, port = address.rpartition(":")
+    return [
+        *(sys.executable, "-m", "uvicorn", "config.asgi:application", "--app-dir", str(HERE)),
+        *("--host", host, "--port", port, "--lifespan", "off"),
+        # Open event streams never end by themselves: Ctrl-C closes them after 1 s.
+        *("--timeout-graceful-shutdown", "1"),
+    ]
 
 
 def stop(children: list[subprocess.Popen[bytes]]) -> None:

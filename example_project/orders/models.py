@@ -19,8 +19,13 @@ class Order(models.Model):
         return f"Order #{self.pk}: {self.quantity} x {self.item} for {self.customer}"
 
 
+@publish_on_save(fields=("channel", "message"), events=("created",))
 class Activity(models.Model):
-    """Written by the handlers in pubsub.py, in the listen_events process."""
+    """Written by the handlers in pubsub.py, in the listen_events process.
+
+    Each new row is published on "orders.activity", which the page receives
+    live through ActivityStream (an EventStreamView).
+    """
 
     channel = models.CharField(max_length=63)
     message = models.TextField()

@@ -10,4 +10,5 @@ urlpatterns = [
     path("orders/<int:pk>/ship/", views.ship, name="ship"),
     path("orders/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("activity/", views.activity, name="activity"),
+    path("activity/stream/", views.ActivityStream.as_view(), name="activity-stream"),
 ]

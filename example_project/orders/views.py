@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from django_pgpubsub import notify
+from django_pgpubsub.views import EventStreamView
 from orders.models import Activity, Order
 
 
@@ -46,7 +47,7 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def activity(request: HttpRequest) -> JsonResponse:
-    """The handlers' visible work, polled by the page."""
+    """The handlers' latest work: the page loads it once, and again on a resync."""
     rows = Activity.objects.all()[:30]
     return JsonResponse(
         {
@@ -55,3 +56,9 @@ def activity(request: HttpRequest) -> JsonResponse:
             ]
         }
     )
+
+
+class ActivityStream(EventStreamView):
+    """New activity rows, as Server-Sent Events, to every open page."""
+
+    channels = ("orders.activity",)

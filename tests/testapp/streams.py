@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from django_pgpubsub.hub import get_hub
 from django_pgpubsub.views import EventStreamView
@@ -42,3 +42,27 @@ async def hub_state(request: HttpRequest) -> JsonResponse:
             "pid": hub.connection.pid if hub.connection else None,
         }
     )
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>stream</title></head>
+<body>
+<ul id="received"></ul>
+<script>
+  const source = new EventSource("/events/?channel=sse.a");
+  source.onopen = () => { document.body.dataset.open = "yes"; };
+  for (const name of ["sse.a", "pgpubsub.resync"]) {
+    source.addEventListener(name, (e) => {
+      const item = document.createElement("li");
+      item.textContent = `${name} ${e.data}`;
+      document.getElementById("received").append(item);
+    });
+  }
+</script>
+</body></html>
+"""
+
+
+def stream_page(request: HttpRequest) -> HttpResponse:
+    """A page that shows what its EventSource receives, for the browser test."""
+    return HttpResponse(PAGE)
