@@ -108,6 +108,22 @@ class Outbox:
             connections[self.using].close_if_unusable_or_obsolete()
         return handled[0]
 
+    def due(self, handlers: dict[str, tuple[Handler, ...]]) -> bool:
+        """Whether any event of the channels with handlers is due (poll mode's probe).
+
+        Never raises but ``SystemExit`` and ``KeyboardInterrupt``.
+        """
+        channels = sorted(channel for channel, functions in handlers.items() if functions)
+        if not channels:
+            return False
+        try:
+            return self._table_exists() and bool(self._fetch(sql.PROBE_SQL, (channels,))[0][0])
+        except Exception:
+            logger.exception("Cannot probe the outbox on %r now.", self.using)
+            self._exists = False
+            connections[self.using].close_if_unusable_or_obsolete()
+            return False
+
     def _table_exists(self) -> bool:
         """Look for the table until it is there: migrate may run after the listener starts."""
         if not self._exists:

@@ -31,6 +31,12 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     names = [figure["name"] for figure in json.loads(out.read_text())["figures"]]
     assert names == [
+        "durable latency p50, notify",
+        "durable latency p99, notify",
+        "durable latency p50, poll",
+        "durable latency p99, poll",
+        "idle listener, notify",
+        "idle listener, poll",
         "dispatch throughput",
         "dispatch, metrics on",
         "metrics cost per event",
