@@ -2,7 +2,7 @@
 per client (the naive design), and ``AsyncPubSub.events()`` against a raw
 psycopg 3 async loop.
 
-``python -m bench.streams [--quick]`` runs only these (DATABASE_URL needed).
+``python -m bench --only streams`` runs only these (``make bench BENCH_ARGS=...``).
 """
 
 from __future__ import annotations
@@ -289,13 +289,3 @@ def fanout_figures(sizes: StreamSizes) -> list[dict[str, Any]]:
 
 def stream_figures(sizes: StreamSizes, rounds: int) -> list[dict[str, Any]]:
     return async_figures(sizes, rounds) + fanout_figures(sizes)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-    import django
-
-    django.setup()
-    quick = "--quick" in sys.argv
-    for result in stream_figures(QUICK_STREAMS if quick else StreamSizes(), 3 if quick else 5):
-        print(json.dumps(result))
