@@ -50,7 +50,7 @@ class Sizes:
     wakeup: WakeupSizes = field(default_factory=WakeupSizes)
     writers: int = 8
     writer_seconds: float = 0.5
-    writer_rounds: int = 7
+    writer_rounds: int = 5
 
 
 QUICK = Sizes(
