@@ -51,6 +51,9 @@ class Sizes:
     writers: int = 8
     writer_seconds: float = 0.5
     writer_rounds: int = 7
+    fanout_clients: int = 1_000
+    fanout_rounds: int = 20
+    async_burst: int = 200_000
 
 
 QUICK = Sizes(
@@ -66,6 +69,9 @@ QUICK = Sizes(
     writers=2,
     writer_seconds=0.2,
     writer_rounds=1,
+    fanout_clients=50,
+    fanout_rounds=3,
+    async_burst=5_000,
 )
 
 
@@ -234,7 +240,7 @@ def alternate(
     return runs
 
 
-GROUPS = ("wakeup", "dispatch", "durable", "triggers", "writers")
+GROUPS = ("wakeup", "dispatch", "durable", "triggers", "streams", "writers")
 
 
 def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Figure]:
@@ -249,6 +255,8 @@ def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Fig
         figures.extend(durable_figures(sizes.durable, rounds))
     if "triggers" in groups:
         figures.extend(trigger_figures(sizes, rounds))
+    if "streams" in groups:
+        figures.extend(stream_figures(sizes, rounds))
     if "writers" in groups:
         figures.extend(writer_figures(sizes))  # last: it empties the outbox
     return figures
@@ -315,6 +323,18 @@ def wakeup_figures(sizes: WakeupSizes) -> list[Figure]:
         rate = wakeup.idle_per_second(mode, sizes.idle_seconds, Listener)
         figures.append(Figure(f"idle listener, {mode}", "queries/s", None, rate))
     return figures
+
+
+def stream_figures(sizes: Sizes, rounds: int) -> list[Figure]:
+    """SSE fan-out against one connection per client; AsyncPubSub against psycopg 3."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return []  # the async API needs psycopg 3
+    from bench import streams
+
+    chosen = streams.StreamSizes(sizes.fanout_clients, sizes.fanout_rounds, sizes.async_burst)
+    return [Figure(**figure) for figure in streams.stream_figures(chosen, rounds)]
 
 
 def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:

@@ -17,3 +17,4 @@ PGPUBSUB = {
     "DURABLE_WAKEUP": os.environ.get("BENCH_DURABLE_WAKEUP", "notify"),
     "DURABLE_PROBE_INTERVAL": float(os.environ.get("BENCH_PROBE_INTERVAL", "0.5")),
 }
+ROOT_URLCONF = "bench.urls"
