@@ -50,7 +50,7 @@ class Sizes:
     wakeup: WakeupSizes = field(default_factory=WakeupSizes)
     writers: int = 8
     writer_seconds: float = 0.5
-    writer_rounds: int = 7
+    writer_rounds: int = 5
     fanout_clients: int = 1_000
     fanout_rounds: int = 20
     async_burst: int = 200_000
