@@ -25,9 +25,16 @@ from typing import Any
 
 import psycopg2
 
-from bench import durable
+from bench import durable, wakeup
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class WakeupSizes:
+    latency: int = 200
+    pace: float = 0.005
+    idle_seconds: float = 5.0
 
 
 @dataclass
@@ -40,9 +47,13 @@ class Sizes:
     memory: int = 1_000_000
     durable: durable.DurableSizes = field(default_factory=durable.DurableSizes)
     changes: int = 100_000
+    wakeup: WakeupSizes = field(default_factory=WakeupSizes)
     writers: int = 8
     writer_seconds: float = 0.5
-    writer_rounds: int = 7
+    writer_rounds: int = 5
+    fanout_clients: int = 1_000
+    fanout_rounds: int = 20
+    async_burst: int = 200_000
 
 
 QUICK = Sizes(
@@ -54,9 +65,13 @@ QUICK = Sizes(
     memory=20_000,
     durable=durable.QUICK,
     changes=5_000,
+    wakeup=WakeupSizes(latency=20, idle_seconds=1.0),
     writers=2,
     writer_seconds=0.2,
     writer_rounds=1,
+    fanout_clients=50,
+    fanout_rounds=3,
+    async_burst=5_000,
 )
 
 
@@ -225,7 +240,30 @@ def alternate(
     return runs
 
 
-def run(sizes: Sizes, rounds: int) -> list[Figure]:
+GROUPS = ("wakeup", "dispatch", "durable", "triggers", "streams", "writers")
+
+
+def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Figure]:
+    figures = []
+    # First: its idle figure counts every transaction of the database, and
+    # the later groups leave autovacuum work behind them.
+    if "wakeup" in groups:
+        figures.extend(wakeup_figures(sizes.wakeup))
+    if "dispatch" in groups:
+        figures.extend(dispatch_figures(sizes, rounds))
+    if "durable" in groups:
+        figures.extend(durable_figures(sizes.durable, rounds))
+    if "triggers" in groups:
+        figures.extend(trigger_figures(sizes, rounds))
+    if "streams" in groups:
+        figures.extend(stream_figures(sizes, rounds))
+    if "writers" in groups:
+        figures.extend(writer_figures(sizes))  # last: it empties the outbox
+    return figures
+
+
+def dispatch_figures(sizes: Sizes, rounds: int) -> list[Figure]:
+    """Plain events: dispatch, latency, notify(), notify_many(), memory."""
     figures = []
     kinds = ("raw", "library", "metrics")
     runs = alternate(rounds, lambda kind: throughput(kind, sizes), kinds)
@@ -270,10 +308,33 @@ def run(sizes: Sizes, rounds: int) -> list[Figure]:
     figures.append(
         Figure(f"RSS growth {sizes.memory:,} events", "MB", None, growth, "<= 5 MB", growth <= 5.0)
     )
-    figures.extend(durable_figures(sizes.durable, rounds))
-    figures.extend(trigger_figures(sizes, rounds))
-    figures.extend(writer_figures(sizes))
     return figures
+
+
+def wakeup_figures(sizes: WakeupSizes) -> list[Figure]:
+    """Durable wake-ups by NOTIFY and by polling: latency, idle cost."""
+    figures = []
+    for mode in ("notify", "poll"):
+        latencies = wakeup.latencies_ms(mode, sizes.latency, sizes.pace, Listener)
+        for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+            value = percentile(latencies, fraction)
+            figures.append(Figure(f"durable latency {name}, {mode}", "ms", None, value))
+    for mode in ("notify", "poll"):
+        rate = wakeup.idle_per_second(mode, sizes.idle_seconds, Listener)
+        figures.append(Figure(f"idle listener, {mode}", "queries/s", None, rate))
+    return figures
+
+
+def stream_figures(sizes: Sizes, rounds: int) -> list[Figure]:
+    """SSE fan-out against one connection per client; AsyncPubSub against psycopg 3."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return []  # the async API needs psycopg 3
+    from bench import streams
+
+    chosen = streams.StreamSizes(sizes.fanout_clients, sizes.fanout_rounds, sizes.async_burst)
+    return [Figure(**figure) for figure in streams.stream_figures(chosen, rounds)]
 
 
 def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:
@@ -373,6 +434,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--json", type=Path, help="where to write the figures")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups to run, of {', '.join(GROUPS)} (default: all)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
@@ -386,7 +452,7 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)  # the outbox table, for durable events
-    figures = run(sizes, args.rounds)
+    figures = run(sizes, args.rounds, tuple(args.only.split(",")))
     print(table(figures, driver))
     out = args.json or ROOT / "bench" / f"results-{driver.replace(' ', '')}.json"
     out.write_text(

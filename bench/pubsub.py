@@ -35,7 +35,7 @@ def durable(event: Event) -> None:
     event.data["id"]
 
 
-@handler("bench.latency")
+@handler("bench.latency", "bench.dlatency")
 def latency(event: Event) -> None:
     results["latencies_ns"].append(time.monotonic_ns() - event.data["t"])
 

@@ -254,7 +254,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 writers, short cells")
     parser.add_argument("--writers", type=int, default=8, help="writer processes (default 8)")
     parser.add_argument("--seconds", type=float, default=0.5, help="per cell (default 0.5)")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     import django

@@ -7,7 +7,8 @@ declaration, and README.rst's Settings section is rendered from them
 (``scripts/readme_settings.py``; a test keeps the two equal).
 
 To add a setting, declare it below with the kind that fits (``Seconds``,
-``Count``, ``Limit``, ``Alias``, ``ModuleNames``; see setting_kinds.py) and
+``Count``, ``Limit``, ``Alias``, ``ModuleNames``, ``Choice``; see
+setting_kinds.py) and
 run ``python scripts/readme_settings.py --write``.
 """
 
@@ -20,6 +21,7 @@ from django_pgpubsub.setting_kinds import (
     CACHE,
     DECLARED,
     Alias,
+    Choice,
     Count,
     Limit,
     ModuleNames,
@@ -29,7 +31,7 @@ from django_pgpubsub.setting_kinds import (
 )
 
 # The kinds, for declarations elsewhere and for tests.
-__all__ = ["DECLARED", "Alias", "Count", "Limit", "ModuleNames", "Seconds", "Setting"]
+__all__ = ["DECLARED", "Alias", "Choice", "Count", "Limit", "ModuleNames", "Seconds", "Setting"]
 
 database_setting = Alias(
     "DATABASE",
@@ -100,6 +102,23 @@ durable_retry_max_delay = Seconds(
     "DURABLE_RETRY_MAX_DELAY",
     600.0,
     "Cap of that delay.",
+)
+durable_wakeup = Choice(
+    "DURABLE_WAKEUP",
+    "notify",
+    'How listeners learn of new durable events. ``"notify"``: each transaction '
+    "that stores some sends one NOTIFY per channel, and listeners claim at once. "
+    '``"poll"``: writers only insert rows (no NOTIFY, so no commit-time lock), '
+    "and listeners probe the outbox every ``DURABLE_PROBE_INTERVAL``. Set it alike "
+    "for writers and listeners (see `Scaling writers and listeners`_).",
+    cached=True,
+    choices=("notify", "poll"),
+)
+durable_probe_interval = Seconds(
+    "DURABLE_PROBE_INTERVAL",
+    0.5,
+    'With ``DURABLE_WAKEUP = "poll"``, how often a listener probes the outbox '
+    "for due events of its channels (an index-only query).",
 )
 durable_lease = Seconds(
     "DURABLE_LEASE",

@@ -158,6 +158,9 @@ class Listener:
             # Retries that came due, and events whose wake-up was missed, are
             # found on time whatever the plain traffic.
             schedule.every("durable", conf.durable_poll_interval(), self._sweep_durable)
+            if conf.durable_wakeup() == "poll":
+                # Writers send no wake-ups: a cheap probe, often.
+                schedule.every("durable probe", conf.durable_probe_interval(), self._probe_durable)
         return schedule
 
     def _send_probe(self) -> None:
@@ -224,6 +227,12 @@ class Listener:
         # Also takes back the claims of dead or hung listeners.
         self._handle_durable(recover=True)
         close_old_connections()
+
+    def _probe_durable(self) -> None:
+        if self._outbox.due(self._table):
+            close_old_connections()
+            self._handle_durable()
+            close_old_connections()
 
     def _handle_durable(self, *, recover: bool = False) -> None:
         """Claim and handle the durable events that are due (outside any batch)."""

@@ -175,8 +175,10 @@ class OutboxEvent(models.Model):
         verbose_name = "durable event"
         indexes = (
             # What listeners claim: pending rows of their channels, oldest first.
+            # available_at is included so that poll mode's probe reads the index only.
             models.Index(
                 fields=["channel", "id"],
+                include=["available_at"],
                 condition=Q(state="pending"),
                 name="pgpubsub_outbox_pending",
             ),

@@ -13,7 +13,12 @@ from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.connection import execute_in_transaction, require_psycopg3
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.payload import encode_payload
-from django_pgpubsub.sql import STORE_MANY_SQL, STORE_SQL
+from django_pgpubsub.sql import (
+    STORE_MANY_QUIET_SQL,
+    STORE_MANY_SQL,
+    STORE_QUIET_SQL,
+    STORE_SQL,
+)
 
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 # unnest() of two arrays walks them side by side, in order: one round trip.
@@ -115,7 +120,9 @@ def notify(
         text = encode_payload(payload, limit_size=False)
         if key is not None:
             key = _check_key(key)
-        row = execute_in_transaction(using, STORE_SQL, (channel, text, key), fetch=True)
+        # Poll mode: no NOTIFY, so the commit takes no cluster-wide lock.
+        store = STORE_QUIET_SQL if conf.durable_wakeup() == "poll" else STORE_SQL
+        row = execute_in_transaction(using, store, (channel, text, key), fetch=True)
         return bool(row and row[0])
     if key is not None:
         raise InvalidPayload("key= is for durable events: pass durable=True too.")
@@ -220,5 +227,6 @@ def notify_many(
     if not durable:
         execute_in_transaction(using, NOTIFY_MANY_SQL, (channels, payloads))
         return len(channels)
-    row = execute_in_transaction(using, STORE_MANY_SQL, (channels, payloads, keys), fetch=True)
+    store = STORE_MANY_QUIET_SQL if conf.durable_wakeup() == "poll" else STORE_MANY_SQL
+    row = execute_in_transaction(using, store, (channels, payloads, keys), fetch=True)
     return int(row[0]) if row else 0

@@ -15,47 +15,27 @@ event by event:
 3. a handler that raises rolls that transaction back, and the failure is
    recorded: pending again after a backoff, or failed after the last attempt.
 
-Claims whose holder's session is gone, or whose lease ran out, are recovered
-by every listener's periodic sweep. No transaction lasts longer than one
+Steps 1 to 3 are :class:`django_pgpubsub.claim.Claim`'s. Claims whose holder's
+session is gone, or whose lease ran out, are recovered here, by every
+listener's periodic sweep. No transaction lasts longer than one
 event's handlers, and nothing that goes wrong here ends the listener.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import traceback
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 
 from django_pgpubsub import conf, sql
-from django_pgpubsub.events import DurableEvent, log_fields
+from django_pgpubsub.claim import Claim, fetch
 from django_pgpubsub.observer import Observer
-from django_pgpubsub.registry import Handler, handler_name
-from django_pgpubsub.schedule import MAX_DELAY, backoff
+from django_pgpubsub.registry import Handler
+from django_pgpubsub.schedule import MAX_DELAY
 
 logger = logging.getLogger("django_pgpubsub.durable")
-
-Row = tuple[int, str, str, int, int]  # id, channel, payload, sender_pid, attempts
-
-
-class ClaimLost(Exception):
-    """The event's claim was taken back while its handlers ran."""
-
-
-def sanitize(text: str) -> str:
-    """``text`` as PostgreSQL can store it: NUL bytes and lone surrogates escaped."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def retry_delay(attempt: int) -> float:
-    """Seconds before the retry that follows failed attempt number ``attempt`` (1, 2...)."""
-    return backoff(conf.durable_retry_delay(), conf.durable_retry_max_delay(), attempt)
 
 
 class Outbox:
@@ -108,6 +88,22 @@ class Outbox:
             connections[self.using].close_if_unusable_or_obsolete()
         return handled[0]
 
+    def due(self, handlers: dict[str, tuple[Handler, ...]]) -> bool:
+        """Whether any event of the channels with handlers is due (poll mode's probe).
+
+        Never raises but ``SystemExit`` and ``KeyboardInterrupt``.
+        """
+        channels = sorted(channel for channel, functions in handlers.items() if functions)
+        if not channels:
+            return False
+        try:
+            return self._table_exists() and bool(self._fetch(sql.PROBE_SQL, (channels,))[0][0])
+        except Exception:
+            logger.exception("Cannot probe the outbox on %r now.", self.using)
+            self._exists = False
+            connections[self.using].close_if_unusable_or_obsolete()
+            return False
+
     def _table_exists(self) -> bool:
         """Look for the table until it is there: migrate may run after the listener starts."""
         if not self._exists:
@@ -125,9 +121,7 @@ class Outbox:
         return self._exists
 
     def _fetch(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with connections[self.using].cursor() as cursor:
-            cursor.execute(statement, params)
-            return cursor.fetchall() if cursor.description else []
+        return fetch(self.using, statement, params)
 
     def _recover(self, channels: list[str]) -> None:
         rows = self._fetch(
@@ -161,171 +155,10 @@ class Outbox:
                 size = min(size, limit - handled[0])
                 if size <= 0:
                     return
-            claim = Claim(self, limit=None if limit is None else limit - handled[0])
+            claim = Claim(
+                self.using, self.observer, limit=None if limit is None else limit - handled[0]
+            )
             rows = claim.take(channels, size)
             claim.run(rows, handlers, should_stop, handled)
             if len(rows) < size:
                 return
-
-
-class Claim:
-    """One batch of claimed events, handled one by one under one token."""
-
-    def __init__(self, outbox: Outbox, limit: int | None) -> None:
-        self.outbox = outbox
-        self.using = outbox.using
-        self.token = str(uuid.uuid4())
-        self.lease = min(conf.durable_lease(), MAX_DELAY)
-        self.limit = limit
-        self.renewed = time.monotonic()
-
-    def _params(self, **values: Any) -> dict[str, Any]:
-        return {"token": self.token, "lease": self.lease, "next": None, **values}
-
-    def take(self, channels: list[str], size: int) -> list[Row]:
-        """Claim up to ``size`` due events, oldest first; the first one's attempt starts."""
-        rows = self.outbox._fetch(sql.CLAIM_SQL, self._params(channels=channels, limit=size))
-        self.renewed = time.monotonic()
-        return sorted(rows)
-
-    def run(
-        self,
-        rows: Sequence[Row],
-        handlers: dict[str, tuple[Handler, ...]],
-        should_stop: Callable[[], bool],
-        handled: list[int],
-    ) -> None:
-        started: int | None = rows[0][4] if rows else None  # the claim started the first
-        count = 0
-        index = 0
-        try:
-            for index, (row_id, channel, payload, sender_pid, _) in enumerate(rows):
-                if started is None:
-                    if should_stop():
-                        self.release(rows[index:])
-                        return
-                    self._renew_if_due(rows[index:])
-                    started = self._start(row_id)
-                    if started is None:
-                        logger.warning("Durable event %d was claimed by another listener.", row_id)
-                        continue
-                count += 1
-                last = self.limit is not None and count >= self.limit
-                following = (
-                    None if last or index + 1 == len(rows) or should_stop() else rows[index + 1][0]
-                )
-                event = DurableEvent(channel, payload, sender_pid, row_id, started)
-                started = self._handle(event, handlers[channel], following)
-                handled[0] += 1
-                if last:
-                    self.release(rows[index + 1 :])
-                    return
-        except BaseException:
-            # Hand back what was never started, if the database still answers.
-            try:
-                self.release(rows[index:])  # started ones stay: recovery counts them
-            except Exception:
-                logger.debug("Cannot release the rest of a claim.", exc_info=True)
-            raise
-
-    def _renew_if_due(self, rows: Sequence[Row]) -> None:
-        """Keep the leases of claimed events that wait for their turn."""
-        now = time.monotonic()
-        if now - self.renewed > self.lease / 3:
-            self.renewed = now
-            self.outbox._fetch(sql.RENEW_SQL, self._params(ids=[row[0] for row in rows]))
-
-    def release(self, rows: Sequence[Row]) -> None:
-        """Give back claimed events that were not started, as they were."""
-        if rows:
-            self.outbox._fetch(sql.RELEASE_SQL, self._params(ids=[row[0] for row in rows]))
-
-    def _start(self, row_id: int) -> int | None:
-        [(_, attempt)] = self.outbox._fetch(sql.START_SQL, self._params(next=row_id))
-        return None if attempt is None else int(attempt)
-
-    def _handle(
-        self, event: DurableEvent, functions: tuple[Handler, ...], following: int | None
-    ) -> int | None:
-        """Run the event's handlers and complete it (or record its failure).
-
-        Returns:
-            The attempt number of the ``following`` event, when the statement
-            that completed this one also started it.
-        """
-        params = self._params(id=event.id, next=following)
-        running: Handler | None = None
-        completed: tuple[Any, ...] | None = None
-        observer = self.outbox.observer
-        began = time.perf_counter()
-        try:
-            with transaction.atomic(using=self.using):
-                for running in functions:
-                    running(event)
-                running = None
-                [completed] = self.outbox._fetch(sql.COMPLETE_SQL, params)
-                if not completed[0]:
-                    raise ClaimLost
-        except ClaimLost:
-            logger.warning(
-                "Durable event %d (channel %r, attempt %d) was claimed again while its "
-                "handlers ran (longer than DURABLE_LEASE?): their writes are rolled back.",
-                event.id,
-                event.channel,
-                event.attempt,
-                extra=log_fields(event),
-            )
-            return None
-        except Exception:
-            error = traceback.format_exc()
-            if completed is not None and not self._held(event.id):
-                # Committed: what raised was an on_commit callback.
-                logger.exception(
-                    "An on_commit callback of durable event %d (channel %r) raised; "
-                    "the event was handled.",
-                    event.id,
-                    event.channel,
-                    extra=log_fields(event),
-                )
-                return None if completed[1] is None else int(completed[1])
-            name = handler_name(running) if running else "(completion)"
-            if running is not None:
-                observer.handler_failed(event.channel, running)
-            logger.exception(
-                "Handler %s failed on durable event %d (channel %r, attempt %d); its "
-                "handlers' writes are rolled back.",
-                name,
-                event.id,
-                event.channel,
-                event.attempt,
-                extra={**log_fields(event), "handler": name},
-            )
-            return self._fail(event, error, following)
-        finally:
-            if observer.timed:
-                observer.handled(event.channel, time.perf_counter() - began)
-        return None if completed[1] is None else int(completed[1])
-
-    def _held(self, row_id: int) -> bool:
-        return bool(self.outbox._fetch(sql.HELD_SQL, (row_id, self.token))[0][0])
-
-    def _fail(self, event: DurableEvent, error: str, following: int | None) -> int | None:
-        max_attempts = conf.durable_max_attempts()
-        params = self._params(
-            id=event.id,
-            next=following,
-            error=sanitize(error),
-            delay=retry_delay(event.attempt),
-            max_attempts=max_attempts,
-        )
-        [(recorded, attempt)] = self.outbox._fetch(sql.FAIL_SQL, params)
-        if recorded and event.attempt >= max_attempts:
-            logger.error(
-                "Durable event %d (channel %r) failed %d attempt(s); it stays failed "
-                "until `durable_events retry`.",
-                event.id,
-                event.channel,
-                event.attempt,
-                extra=log_fields(event),
-            )
-        return None if attempt is None else int(attempt)

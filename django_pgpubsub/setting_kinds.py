@@ -197,3 +197,19 @@ class ModuleNames(Setting["tuple[str, ...]"]):
         ):
             raise self._refuse(value)
         return tuple(value)
+
+
+@dataclass(frozen=True)
+class Choice(Setting[str]):
+    """One of a few strings."""
+
+    choices: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "one of " + ", ".join(repr(choice) for choice in self.choices)
+
+    def validate(self, value: object) -> str:
+        if value not in self.choices:
+            raise self._refuse(value)
+        return str(value)

@@ -202,4 +202,14 @@ WHERE o.state = 'running' AND o.channel = ANY(%(channels)s) AND (
 RETURNING o.id, o.state
 """
 
+# "Is anything due?", every DURABLE_PROBE_INTERVAL in poll mode: an index-only
+# scan of the pending index (available_at is an included column), so an idle
+# outbox costs a few index pages.
+PROBE_SQL = f"""
+SELECT EXISTS (
+    SELECT 1 FROM {OUTBOX_TABLE}
+    WHERE state = 'pending' AND channel = ANY(%s) AND available_at <= clock_timestamp()
+)
+"""
+
 TABLE_EXISTS_SQL = f"SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL"

@@ -31,6 +31,12 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     names = [figure["name"] for figure in json.loads(out.read_text())["figures"]]
     assert names == [
+        "durable latency p50, notify",
+        "durable latency p99, notify",
+        "durable latency p50, poll",
+        "durable latency p99, poll",
+        "idle listener, notify",
+        "idle listener, poll",
         "dispatch throughput",
         "dispatch, metrics on",
         "metrics cost per event",
@@ -48,6 +54,14 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "UPDATE 5,000, row trigger",
         "5,000 keys received, statement",
         "5,000 keys received, row",
+        "AsyncPubSub vs psycopg3 loop",
+        "SSE fan-out 50: PG conns",
+        "naive 47 clients: PG conns",
+        "SSE fan-out 50: memory",
+        "SSE fan-out 50: last p50",
+        "SSE fan-out 50: last p99",
+        "SSE 47 vs naive 47: last p50",
+        "SSE 47 vs naive 47: last p99",
     ] + [
         f"writers, {listening} listening: {column.name}"
         for listening in LISTENING

@@ -12,20 +12,28 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify
+from django_pgpubsub.claim import retry_delay, sanitize
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.outbox import retry_delay, sanitize
 from django_pgpubsub.schedule import MAX_DELAY, backoff
 from django_pgpubsub.sql import CLAIM_SQL
-from tests.helpers import run_sql
+from tests.helpers import run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def claim_elsewhere(url: str, channel: str, limit: int) -> list[tuple[Any, ...]]:
-    """Claim events as a listener would, on a connection that then ends (a dead listener)."""
+    """Claim events as a listener would, on a connection that then ends (a dead
+    listener); return once its backend is gone."""
     params = {"channels": [channel], "limit": limit, "token": str(uuid.uuid4()), "lease": 60.0}
-    return run_sql(url, CLAIM_SQL, params)  # type: ignore[arg-type]
+    rows = run_sql(url, CLAIM_SQL, params)  # type: ignore[arg-type]
+    [pid] = set(OutboxEvent.objects.filter(state="running").values_list("claimed_pid", flat=True))
+    wait_until(
+        lambda: not run_sql(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+        10,
+        "the claiming session to end",
+    )
+    return rows
 
 
 @pytest.fixture
