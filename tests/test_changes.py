@@ -243,6 +243,35 @@ def test_changed_publishes_only_rows_whose_columns_changed(pubsub: PubSub) -> No
     assert nothing_else(pubsub)
 
 
+def test_changed_leaves_out_rows_whose_key_changed(pubsub: PubSub) -> None:
+    a, b = (Tracked.objects.create(status="new") for _ in range(2))
+    pubsub.listen("tracked")
+    moved = a.pk + 1_000_000
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE testapp_tracked SET status = 'done', "
+            "id = CASE WHEN id = %s THEN %s ELSE id END WHERE id IN (%s, %s)",
+            [a.pk, moved, a.pk, b.pk],
+        )
+    [got] = collect(pubsub, 1)
+    assert (got.data["pks"], got.data["count"]) == ([b.pk], 1)
+    assert Tracked.objects.filter(pk=moved, status="done").exists()
+
+
+def test_a_durable_change_stores_every_key_in_one_row_without_parts() -> None:
+    with transaction.atomic():
+        created = DurableItem.objects.bulk_create([DurableItem(name="x") for _ in range(3000)])
+    [row] = OutboxEvent.objects.all()
+    payload = json.loads(row.payload)
+    assert len(row.payload.encode()) > MAX_PAYLOAD_BYTES
+    assert payload == {
+        "event": "created",
+        "model": "testapp.durableitem",
+        "pks": [d.pk for d in created],
+        "count": 3000,
+    }
+
+
 def test_durable_change_is_handled_by_a_listener_started_later() -> None:
     with transaction.atomic():
         created = DurableItem.objects.bulk_create([DurableItem(name="a"), DurableItem(name="b")])

@@ -14,7 +14,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_many
 from django_pgpubsub.aconnection import open_async_connection
 from django_pgpubsub.connection import open_connection
-from django_pgpubsub.drivers import Psycopg3Connection, wait_readable
+from django_pgpubsub.drivers import DriverConnection, wait_readable
 from django_pgpubsub.listener import Listener
 from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
 
@@ -127,11 +127,11 @@ def test_reading_the_driver_notifies_directly_copies_nothing_into_pubsub() -> No
         assert ps.get_event() is None
 
 
-@psycopg3_only
 def test_unread_notifications_caught_during_statements_are_bounded(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(Psycopg3Connection, "MAX_UNREAD", 50)
+    # Both drivers: psycopg 3's handler backlog and psycopg2's notifies list.
+    monkeypatch.setattr(DriverConnection, "MAX_UNREAD", 50)
     with connect() as ps:
         ps.listen("flood")
         notify_many(("flood", f"flood-{i:03}") for i in range(200))

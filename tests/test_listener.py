@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import connections
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import override_settings
 
 from django_pgpubsub import ConnectionLost, Event, Registry, notify
@@ -129,3 +130,33 @@ def test_listens_on_several_channels_with_server_side_binding_in_options(
         settings_dict["OPTIONS"] = {}
         connections["default"].close()
     assert calls == [("y", "bound")]
+
+
+def listener_connection_parameters() -> dict[str, str]:
+    """The libpq parameters of the connection a Listener opens."""
+    seen: dict[str, str] = {}
+
+    def record(listener: Listener, reconnected: bool) -> None:
+        assert listener.connection is not None
+        raw = listener.connection.raw
+        seen.update(raw.info.get_parameters() if is_psycopg3 else raw.get_dsn_parameters())
+        listener.stop()
+
+    handlers = Registry()
+    handlers.register(print, "x")
+    Listener(["x"], registry=handlers, durable=False, on_connect=record).run()
+    return seen
+
+
+def test_the_listener_sets_tcp_keepalives_unless_options_set_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with override_settings(PGPUBSUB={"KEEPALIVE_INTERVAL": 7}):
+        params = listener_connection_parameters()
+    assert (params["keepalives_idle"], params["keepalives_interval"]) == ("7", "7")
+    assert params["keepalives_count"] == "3"
+    assert params["application_name"] == "django_pgpubsub listener"
+    options = {"keepalives_idle": 55, "application_name": "mine"}
+    monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
+    params = listener_connection_parameters()
+    assert (params["keepalives_idle"], params["application_name"]) == ("55", "mine")

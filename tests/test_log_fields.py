@@ -54,3 +54,21 @@ def test_a_failed_durable_event_logs_its_id_and_attempt(
     event_id = record.__dict__["event_id"]
     assert isinstance(event_id, int)
     assert f"durable event {event_id} " in record.getMessage()
+
+
+def test_the_payload_of_a_failed_event_is_logged_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "django_pgpubsub")
+    handlers = Registry()
+    handlers.register(fail, "logged")
+    listener = Listener(
+        ["logged"],
+        registry=handlers,
+        durable=False,
+        max_events=1,
+        on_connect=lambda _listener, _again: notify("logged", "secret-payload"),
+    )
+    assert listener.run() == 1
+    assert any("failed on channel 'logged'" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if "secret-payload" in r.getMessage()]
