@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -85,6 +86,35 @@ def test_gives_up_after_the_configured_attempts() -> None:
             Listener(["x"], registry=Registry()).run()
     finally:
         settings_dict["PORT"] = port
+
+
+def test_reconnect_delays_double_up_to_the_cap_with_jitter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings_dict = connections["default"].settings_dict
+    port = settings_dict["PORT"]
+    settings_dict["PORT"] = "1"  # nothing listens there
+    limits = {
+        "RECONNECT_MAX_ATTEMPTS": 6,
+        "RECONNECT_INITIAL_DELAY": 0.04,
+        "RECONNECT_MAX_DELAY": 0.16,
+    }
+    try:
+        with (
+            override_settings(PGPUBSUB=limits),
+            caplog.at_level("WARNING", "django_pgpubsub"),
+            pytest.raises(ConnectionLost),
+        ):
+            Listener(["x"], registry=Registry()).run()
+    finally:
+        settings_dict["PORT"] = port
+    waits = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
+    # Each wait lies between half and all of 0.04, 0.08, then the cap 0.16
+    # (logged to 0.01 s).
+    delays = [0.04, 0.08, 0.16, 0.16, 0.16]
+    assert len(waits) == len(delays)
+    for wait, delay in zip(waits, delays):
+        assert delay / 2 - 0.005 <= wait <= delay + 0.005
 
 
 def test_a_reconnect_also_renews_the_handlers_django_connections() -> None:
