@@ -113,7 +113,7 @@ def test_reconnect_delays_double_up_to_the_cap_with_jitter(
     # (logged to 0.01 s).
     delays = [0.04, 0.08, 0.16, 0.16, 0.16]
     assert len(waits) == len(delays)
-    for wait, delay in zip(waits, delays):
+    for wait, delay in zip(waits, delays, strict=True):
         assert delay / 2 - 0.005 <= wait <= delay + 0.005
 
 
