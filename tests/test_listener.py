@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import override_settings
 
@@ -190,3 +190,27 @@ def test_the_listener_sets_tcp_keepalives_unless_options_set_them(
     monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
     params = listener_connection_parameters()
     assert (params["keepalives_idle"], params["application_name"]) == ("55", "mine")
+
+
+def test_every_listener_gets_every_plain_event_on_one_connection_each() -> None:
+    """Two listeners: each plain event is handled twice, once in each, and
+    each listens on one connection whatever its channel count."""
+    handled: list[tuple[str, str]] = []
+    first, second = Registry(), Registry()
+    channels = [f"many.{i}" for i in range(5)]
+    for name, handlers in (("first", first), ("second", second)):
+        for channel in channels:
+            handlers.register(lambda event, name=name: handled.append((name, event.payload)), channel)
+    with (
+        ListenerThread(Listener(registry=first, durable=False)).wait_connected(),
+        ListenerThread(Listener(registry=second, durable=False)).wait_connected(),
+    ):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                "'django_pgpubsub listener' AND datname = current_database()"
+            )
+            assert cursor.fetchone() == (2,)
+        notify("many.3", "once")
+        wait_until(lambda: len(handled) == 2, what="both listeners")
+    assert sorted(handled) == [("first", "once"), ("second", "once")]

@@ -17,8 +17,8 @@ def fail(event: Event) -> None:
     raise RuntimeError("boom")
 
 
-def test_a_failed_handler_logs_channel_and_handler(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, "django_pgpubsub")
+def run_failing_handler(payload: str) -> None:
+    """Run a plain listener whose one handler raises on one event."""
     handlers = Registry()
     handlers.register(fail, "logged")
     listener = Listener(
@@ -26,9 +26,14 @@ def test_a_failed_handler_logs_channel_and_handler(caplog: pytest.LogCaptureFixt
         registry=handlers,
         durable=False,
         max_events=1,
-        on_connect=lambda _listener, _again: notify("logged", "payload"),
+        on_connect=lambda _listener, _again: notify("logged", payload),
     )
     assert listener.run() == 1
+
+
+def test_a_failed_handler_logs_channel_and_handler(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "django_pgpubsub")
+    run_failing_handler("payload")
     about_event = [r for r in caplog.records if hasattr(r, "channel")]
     assert [r.getMessage().split(";")[0] for r in about_event] == [
         "Handler tests.test_log_fields.fail failed on channel 'logged'",
@@ -60,15 +65,6 @@ def test_the_payload_of_a_failed_event_is_logged_only_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, "django_pgpubsub")
-    handlers = Registry()
-    handlers.register(fail, "logged")
-    listener = Listener(
-        ["logged"],
-        registry=handlers,
-        durable=False,
-        max_events=1,
-        on_connect=lambda _listener, _again: notify("logged", "secret-payload"),
-    )
-    assert listener.run() == 1
+    run_failing_handler("secret-payload")
     assert any("failed on channel 'logged'" in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if "secret-payload" in r.getMessage()]
