@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from django.db import connection, connections
@@ -198,9 +199,12 @@ def test_every_listener_gets_every_plain_event_on_one_connection_each() -> None:
     handled: list[tuple[str, str]] = []
     first, second = Registry(), Registry()
     channels = [f"many.{i}" for i in range(5)]
+
+    def recorder(name: str) -> Callable[[Event], None]:
+        return lambda event: handled.append((name, event.payload))
+
     for name, handlers in (("first", first), ("second", second)):
-        for channel in channels:
-            handlers.register(lambda event, name=name: handled.append((name, event.payload)), channel)
+        handlers.register(recorder(name), *channels)
     with (
         ListenerThread(Listener(registry=first, durable=False)).wait_connected(),
         ListenerThread(Listener(registry=second, durable=False)).wait_connected(),
@@ -214,3 +218,34 @@ def test_every_listener_gets_every_plain_event_on_one_connection_each() -> None:
         notify("many.3", "once")
         wait_until(lambda: len(handled) == 2, what="both listeners")
     assert sorted(handled) == [("first", "once"), ("second", "once")]
+
+
+def test_at_start_it_waits_for_a_database_that_is_not_up_yet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's Unix socket appears only after the first attempts failed."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW unix_socket_directories")
+        socket_dir = cursor.fetchone()[0].split(",")[0].strip()
+        cursor.execute("SHOW port")
+        port = cursor.fetchone()[0]
+    socket_name = f".s.PGSQL.{port}"
+    settings_dict = connections["default"].settings_dict
+    saved = settings_dict["HOST"], settings_dict["PORT"]
+    settings_dict["HOST"], settings_dict["PORT"] = str(tmp_path), port  # no server there yet
+    handlers = Registry()
+    handlers.register(print, "x")
+    limits = {"RECONNECT_INITIAL_DELAY": 0.05, "RECONNECT_MAX_DELAY": 0.2}
+    try:
+        with (
+            override_settings(PGPUBSUB=limits),
+            caplog.at_level("WARNING", "django_pgpubsub"),
+            ListenerThread(Listener(registry=handlers, durable=False)) as running,
+        ):
+            wait_until(lambda: "attempt 2, retrying" in caplog.text, what="two failed attempts")
+            assert not running.connected.is_set()
+            (tmp_path / socket_name).symlink_to(Path(socket_dir) / socket_name)
+            running.wait_connected()
+    finally:
+        settings_dict["HOST"], settings_dict["PORT"] = saved
+    assert "Connected to 'default' again after" in caplog.text
