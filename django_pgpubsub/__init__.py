@@ -15,11 +15,12 @@ from django_pgpubsub.exceptions import (
     PayloadTooLarge,
     PubSubError,
 )
-from django_pgpubsub.hub import Subscription, subscribe
+from django_pgpubsub.hub import subscribe
 from django_pgpubsub.notify import anotify, notify, notify_many
 from django_pgpubsub.publishing import publish_on_save, unpublish_on_save
 from django_pgpubsub.pubsub import PubSub, connect
 from django_pgpubsub.registry import Registry, handler, registry
+from django_pgpubsub.subscription import Subscription
 
 try:
     __version__ = version("django-pg-pubsub")

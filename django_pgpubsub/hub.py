@@ -14,92 +14,19 @@ import contextlib
 import logging
 import random
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import overload
 
 from django_pgpubsub import conf
-from django_pgpubsub.aconnection import AsyncDriverConnection, open_async_connection, wait_event
+from django_pgpubsub.aconnection import AsyncDriverConnection, open_async_connection
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.connection import require_psycopg3
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
+from django_pgpubsub.subscription import Subscription, resync_event
 
 logger = logging.getLogger("django_pgpubsub.hub")
 
 APPLICATION_NAME = "django_pgpubsub hub"
-RESYNC_CHANNEL = "pgpubsub.resync"
-
-
-def resync_event(reason: str) -> Event:
-    """The event that tells a subscriber it may have missed events."""
-    return Event(RESYNC_CHANNEL, f'{{"reason":"{reason}"}}', 0)
-
-
-class Subscription:
-    """The events of some channels, as one subscriber receives them from the hub.
-
-    Iterate it (``async for event in subscription``). Besides the events of
-    its channels it yields ``pgpubsub.resync`` events (:data:`RESYNC_CHANNEL`,
-    payload ``{"reason": "reconnected"}`` or ``{"reason": "overflow"}``) where
-    events may have been missed.
-    """
-
-    def __init__(self, hub: Hub, channels: frozenset[str], queue_size: int) -> None:
-        self.hub = hub
-        self.channels = channels
-        self._queue: deque[Event] = deque()
-        self._size = queue_size
-        self._wake = asyncio.Event()
-        self._error: ConnectionLost | None = None
-        self.closed = False
-
-    def deliver(self, event: Event) -> None:
-        """Queue ``event``; a full queue is replaced by one resync event before it."""
-        queue = self._queue
-        if len(queue) >= self._size:
-            queue.clear()
-            queue.append(resync_event("overflow"))
-        queue.append(event)
-        self._wake.set()
-
-    def fail(self, error: ConnectionLost) -> None:
-        """End the iteration with ``error`` once the queue is read."""
-        self._error = error
-        self._wake.set()
-
-    @overload
-    def events(self, timeout: None = None) -> AsyncIterator[Event]: ...
-
-    @overload
-    def events(self, timeout: float) -> AsyncIterator[Event | None]: ...
-
-    async def events(self, timeout: float | None = None) -> AsyncIterator[Event | None]:
-        """Yield events as they come; with ``timeout``, ``None`` after each idle spell.
-
-        Raises:
-            ConnectionLost: The hub gave up reconnecting (``RECONNECT_MAX_ATTEMPTS``).
-        """
-        queue, wake = self._queue, self._wake
-        while True:
-            if queue:
-                yield queue.popleft()
-                continue
-            if self._error is not None:
-                raise self._error
-            wake.clear()
-            if not await wait_event(wake, timeout):
-                yield None
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self.events()
-
-    def close(self) -> None:
-        """Leave the hub (idempotent, never blocks; safe while being cancelled)."""
-        if not self.closed:
-            self.closed = True
-            self.hub.unsubscribe(self)
 
 
 class Hub:
@@ -149,7 +76,7 @@ class Hub:
         if not names:
             raise InvalidChannel("Subscribe to at least one channel.")
         size = queue_size or conf.subscriber_queue_size()
-        subscription = Subscription(self, names, size)
+        subscription = Subscription(names, size, self.unsubscribe)
         for name in names:
             self._subscribers.setdefault(name, set()).add(subscription)
         try:
@@ -230,6 +157,10 @@ class Hub:
                         await self._reconnect()
                     except ConnectionLost:
                         return  # given up: subscribers were told
+        except Exception:
+            # Unexpected: end the subscribers' streams rather than leave them waiting.
+            logger.exception("Hub for %r stopped on an unexpected error.", self.using)
+            self._give_up(ConnectionLost("The hub stopped on an unexpected error."))
         finally:
             # Cancelled (the loop is shutting down) or given up.
             if self.connection is not None:

@@ -26,7 +26,8 @@ from django.views import View
 from django_pgpubsub import conf
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.hub import Subscription, get_hub
+from django_pgpubsub.hub import get_hub
+from django_pgpubsub.subscription import Subscription
 
 KEEPALIVE = b": keepalive\n\n"
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # the SSE spec's three line endings

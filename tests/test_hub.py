@@ -12,7 +12,8 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import Client
 
 from django_pgpubsub import AsyncPubSub, Event, InvalidChannel, aconnect, subscribe
-from django_pgpubsub.hub import RESYNC_CHANNEL, get_hub
+from django_pgpubsub.hub import get_hub
+from django_pgpubsub.subscription import RESYNC_CHANNEL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 needs_psycopg3 = pytest.mark.skipif(not is_psycopg3, reason="the psycopg2 run tests the refusal")
