@@ -249,3 +249,19 @@ def test_at_start_it_waits_for_a_database_that_is_not_up_yet(
     finally:
         settings_dict["HOST"], settings_dict["PORT"] = saved
     assert "Connected to 'default' again after" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_the_listener_listens_on_the_listener_database_setting() -> None:
+    got: list[Event] = []
+    handlers = Registry()
+    handlers.register(got.append, "x")
+
+    def send(listener: Listener, reconnected: bool) -> None:
+        notify("x", "on default")
+        notify("x", "on other", using="other")
+
+    with override_settings(PGPUBSUB={"LISTENER_DATABASE": "other"}):
+        listener = Listener(["x"], registry=handlers, durable=False, max_events=1, on_connect=send)
+        assert listener.run() == 1
+    assert [e.payload for e in got] == ["on other"]
