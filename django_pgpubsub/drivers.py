@@ -51,7 +51,14 @@ class DriverConnection(ABC):
     Subclasses adapt one driver. Every method that touches the network raises
     :class:`ConnectionLost` when the connection is gone, except :meth:`drain`,
     which first hands over what was received before the loss.
+
+    Of the notifications the driver reads while one of our statements runs,
+    at most :attr:`MAX_UNREAD` wait for :meth:`drain`; past that the oldest
+    are dropped, with one warning, so a connection that listens but is never
+    read cannot grow without bound.
     """
+
+    MAX_UNREAD = 100_000
 
     def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
         self.alias: str = wrapper.alias
@@ -59,7 +66,20 @@ class DriverConnection(ABC):
         self.raw.autocommit = True
         self._lost_errors = lost_errors()
         self._lost: Exception | None = None
+        self._warned_full = False
         self.pid: int = self.raw.info.backend_pid
+
+    def _warn_dropping_unread(self) -> None:
+        """Say once per connection that unread notifications are being dropped."""
+        if self._warned_full:
+            return
+        self._warned_full = True
+        logger.warning(
+            "Over %d notifications received on %r were not read; dropping the "
+            "oldest. Read them (get_event()), or UNLISTEN.",
+            self.MAX_UNREAD,
+            self.alias,
+        )
 
     def fileno(self) -> int:
         """The socket to wait on for incoming notifications."""
@@ -133,7 +153,19 @@ class DriverConnection(ABC):
 
 
 class Psycopg2Connection(DriverConnection):
-    """psycopg2: ``poll()`` moves notifications into the ``notifies`` list."""
+    """psycopg2: ``poll()`` and every statement move notifications into the
+    ``notifies`` list; after each of our statements it is cut to
+    :attr:`MAX_UNREAD`, oldest first."""
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
+        try:
+            super().execute(sql, params)
+        finally:
+            notifies = self.raw.notifies
+            excess = len(notifies) - self.MAX_UNREAD
+            if excess > 0:
+                self._warn_dropping_unread()
+                del notifies[:excess]
 
     def _read(self) -> list[Event]:
         raw = self.raw
@@ -162,28 +194,19 @@ class Psycopg3Connection(DriverConnection):
     psycopg reads for the application's own use of :attr:`raw` (its
     ``notifies()`` generator, its statements) are psycopg's, never copied
     here. Of those caught during our statements, at most :attr:`MAX_UNREAD`
-    wait for :meth:`drain`; past that the oldest are dropped, with a warning.
+    wait for :meth:`drain`.
     """
-
-    MAX_UNREAD = 100_000
 
     def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
         super().__init__(wrapper)
         self._during_statements: deque[Any] = deque(maxlen=self.MAX_UNREAD)
-        self._warned_full = False
         self._keep = self._keep_notify  # one bound method, to add and remove
         self._encoding: str = self.raw.info.encoding
 
     def _keep_notify(self, notify: Any) -> None:
         backlog = self._during_statements
-        if len(backlog) == backlog.maxlen and not self._warned_full:
-            self._warned_full = True
-            logger.warning(
-                "Over %d notifications received on %r were not read; dropping the "
-                "oldest. Read them (get_event()), or UNLISTEN.",
-                backlog.maxlen,
-                self.alias,
-            )
+        if len(backlog) == backlog.maxlen:
+            self._warn_dropping_unread()
         backlog.append(notify)
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:

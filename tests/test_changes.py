@@ -10,7 +10,7 @@ import pgtrigger
 import pytest
 from django.apps import apps
 from django.conf import settings
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
@@ -26,6 +26,7 @@ from django_pgpubsub import (
     publish_changes,
     publish_context,
     publish_on_save,
+    unpublish_changes,
 )
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
@@ -243,6 +244,35 @@ def test_changed_publishes_only_rows_whose_columns_changed(pubsub: PubSub) -> No
     assert nothing_else(pubsub)
 
 
+def test_changed_leaves_out_rows_whose_key_changed(pubsub: PubSub) -> None:
+    a, b = (Tracked.objects.create(status="new") for _ in range(2))
+    pubsub.listen("tracked")
+    moved = a.pk + 1_000_000
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE testapp_tracked SET status = 'done', "
+            "id = CASE WHEN id = %s THEN %s ELSE id END WHERE id IN (%s, %s)",
+            [a.pk, moved, a.pk, b.pk],
+        )
+    [got] = collect(pubsub, 1)
+    assert (got.data["pks"], got.data["count"]) == ([b.pk], 1)
+    assert Tracked.objects.filter(pk=moved, status="done").exists()
+
+
+def test_a_durable_change_stores_every_key_in_one_row_without_parts() -> None:
+    with transaction.atomic():
+        created = DurableItem.objects.bulk_create([DurableItem(name="x") for _ in range(3000)])
+    [row] = OutboxEvent.objects.all()
+    payload = json.loads(row.payload)
+    assert len(row.payload.encode()) > MAX_PAYLOAD_BYTES
+    assert payload == {
+        "event": "created",
+        "model": "testapp.durableitem",
+        "pks": [d.pk for d in created],
+        "count": 3000,
+    }
+
+
 def test_durable_change_is_handled_by_a_listener_started_later() -> None:
     with transaction.atomic():
         created = DurableItem.objects.bulk_create([DurableItem(name="a"), DurableItem(name="b")])
@@ -388,6 +418,18 @@ def test_a_model_of_another_app_gets_a_proxy_in_the_callers_app(pubsub: PubSub) 
         "pks": [permission.pk],
         "count": 1,
     }
+
+
+def test_called_from_outside_any_installed_app_the_triggers_go_to_the_models_own_app() -> None:
+    assert apps.get_containing_app_config(__name__) is None  # tests/ is not an app
+    proxies = {m for m in apps.get_models() if m._meta.proxy}
+    publish_changes(Group, events=("created",))
+    try:
+        assert [t.name for t in getattr(Group._meta, "triggers", [])] == ["pgpubsub_created"]
+        assert {m for m in apps.get_models() if m._meta.proxy} == proxies  # no proxy made
+    finally:
+        unpublish_changes(Group)
+    assert not getattr(Group._meta, "triggers", [])
 
 
 def test_publishing_a_model_both_ways_is_an_error() -> None:

@@ -14,7 +14,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_many
 from django_pgpubsub.aconnection import open_async_connection
 from django_pgpubsub.connection import open_connection
-from django_pgpubsub.drivers import Psycopg3Connection, wait_readable
+from django_pgpubsub.drivers import DriverConnection, wait_readable
 from django_pgpubsub.listener import Listener
 from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
 
@@ -26,43 +26,49 @@ def terminate(pid: int) -> None:
         cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
-def test_drain_delivers_what_was_received_before_reporting_the_loss() -> None:
+@pytest.fixture
+def lost_with_five_unread() -> Iterator[DriverConnection]:
+    """A connection whose backend was terminated after five notifications
+    reached its socket, none of them read yet."""
     listening = open_connection()
     try:
         listening.execute("LISTEN lost")
         notify_many(("lost", f"lost-{i}") for i in range(5))
-        # Every notification has reached this process's socket; none is read.
         wait_until(lambda: in_socket(listening, b"lost-4"), what="the notifications")
         terminate(listening.pid)
-        received = []
-        with pytest.raises(ConnectionLost):
-            for _ in range(10):
-                received.extend(listening.drain())
-                wait_readable(listening, 1)
-        assert [e.payload for e in received] == [f"lost-{i}" for i in range(5)]
+        yield listening
     finally:
         listening.close()
 
 
-def test_notifications_read_by_a_failing_statement_are_still_delivered() -> None:
+def drain_until_lost(listening: DriverConnection) -> list[str]:
+    """The payloads drain() hands over before it raises ConnectionLost."""
+    received = []
+    with pytest.raises(ConnectionLost):
+        for _ in range(10):
+            events = listening.drain()
+            received.extend(events)
+            if not events:
+                wait_readable(listening, 1)
+    return [e.payload for e in received]
+
+
+def test_drain_delivers_what_was_received_before_reporting_the_loss(
+    lost_with_five_unread: DriverConnection,
+) -> None:
+    assert drain_until_lost(lost_with_five_unread) == [f"lost-{i}" for i in range(5)]
+
+
+def test_notifications_read_by_a_failing_statement_are_still_delivered(
+    lost_with_five_unread: DriverConnection,
+) -> None:
     """The listener's keepalive query can be what finds the loss: the
     notifications the driver read while running it come first."""
-    listening = open_connection()
-    try:
-        listening.execute("LISTEN lost")
-        notify_many(("lost", f"lost-{i}") for i in range(5))
-        wait_until(lambda: in_socket(listening, b"lost-4"), what="the notifications")
-        terminate(listening.pid)
-        wait_until(lambda: in_socket(listening, b"terminating connection"), what="the FATAL")
-        with pytest.raises(ConnectionLost):
-            listening.execute("SELECT 1")
-        received = []
-        with pytest.raises(ConnectionLost):
-            for _ in range(10):
-                received.extend(listening.drain())
-        assert [e.payload for e in received] == [f"lost-{i}" for i in range(5)]
-    finally:
-        listening.close()
+    listening = lost_with_five_unread
+    wait_until(lambda: in_socket(listening, b"terminating connection"), what="the FATAL")
+    with pytest.raises(ConnectionLost):
+        listening.execute("SELECT 1")
+    assert drain_until_lost(listening) == [f"lost-{i}" for i in range(5)]
 
 
 # psycopg 3 prepares every statement with prepare_threshold=0, and binds
@@ -127,11 +133,27 @@ def test_reading_the_driver_notifies_directly_copies_nothing_into_pubsub() -> No
         assert ps.get_event() is None
 
 
-@psycopg3_only
+@pytest.mark.skipif(is_psycopg3, reason="psycopg2's notifies list")
+def test_items_taken_from_psycopg2s_notifies_list_are_not_returned_again() -> None:
+    with connect() as ps:
+        ps.listen("direct")
+        notify_many(("direct", str(i)) for i in range(3))
+
+        def all_polled() -> bool:
+            ps.conn.poll()
+            return len(ps.conn.notifies) == 3
+
+        wait_until(all_polled, what="three notifications")
+        assert ps.conn.notifies.pop(0).payload == "0"  # the application's now
+        assert [ps.get_event().payload for _ in range(2)] == ["1", "2"]  # type: ignore[union-attr]
+        assert ps.get_event() is None
+
+
 def test_unread_notifications_caught_during_statements_are_bounded(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(Psycopg3Connection, "MAX_UNREAD", 50)
+    # Both drivers: psycopg 3's handler backlog and psycopg2's notifies list.
+    monkeypatch.setattr(DriverConnection, "MAX_UNREAD", 50)
     with connect() as ps:
         ps.listen("flood")
         notify_many(("flood", f"flood-{i:03}") for i in range(200))

@@ -168,6 +168,29 @@ def test_inside_a_transaction_the_callers_connection_stays_open() -> None:
             cursor.execute("SELECT 1")
 
 
+def test_the_checks_only_read() -> None:
+    from django.db import transaction
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION READ ONLY")  # a write would fail the checks
+        report = check_health(require_listener=True, channels=["ro"])
+    assert list(report.checks) == [
+        "database",
+        "queue_usage",
+        "failed_events",
+        "oldest_pending",
+        "listener",
+    ]
+    assert [name for name, check in report.checks.items() if not check.ok] == ["listener"]
+
+
+def test_the_checks_close_the_connection_they_opened() -> None:
+    connection.close()
+    assert check_health().healthy
+    assert connection.connection is None
+
+
 @pytest.mark.slow
 def test_command_against_real_processes(test_database_url: str, listen_events: Any) -> None:
     """Exit statuses as an orchestrator sees them, with a real listen_events."""

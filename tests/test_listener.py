@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import override_settings
 
 from django_pgpubsub import ConnectionLost, Event, Registry, notify
@@ -86,6 +89,35 @@ def test_gives_up_after_the_configured_attempts() -> None:
         settings_dict["PORT"] = port
 
 
+def test_reconnect_delays_double_up_to_the_cap_with_jitter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings_dict = connections["default"].settings_dict
+    port = settings_dict["PORT"]
+    settings_dict["PORT"] = "1"  # nothing listens there
+    limits = {
+        "RECONNECT_MAX_ATTEMPTS": 6,
+        "RECONNECT_INITIAL_DELAY": 0.04,
+        "RECONNECT_MAX_DELAY": 0.16,
+    }
+    try:
+        with (
+            override_settings(PGPUBSUB=limits),
+            caplog.at_level("WARNING", "django_pgpubsub"),
+            pytest.raises(ConnectionLost),
+        ):
+            Listener(["x"], registry=Registry()).run()
+    finally:
+        settings_dict["PORT"] = port
+    waits = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
+    # Each wait lies between half and all of 0.04, 0.08, then the cap 0.16
+    # (logged to 0.01 s).
+    delays = [0.04, 0.08, 0.16, 0.16, 0.16]
+    assert len(waits) == len(delays)
+    for wait, delay in zip(waits, delays, strict=True):
+        assert delay / 2 - 0.005 <= wait <= delay + 0.005
+
+
 def test_a_reconnect_also_renews_the_handlers_django_connections() -> None:
     """Whatever broke the listener's connection likely broke Django's too."""
     observed: list[object] = []
@@ -129,3 +161,107 @@ def test_listens_on_several_channels_with_server_side_binding_in_options(
         settings_dict["OPTIONS"] = {}
         connections["default"].close()
     assert calls == [("y", "bound")]
+
+
+def listener_connection_parameters() -> dict[str, str]:
+    """The libpq parameters of the connection a Listener opens."""
+    seen: dict[str, str] = {}
+
+    def record(listener: Listener, reconnected: bool) -> None:
+        assert listener.connection is not None
+        raw = listener.connection.raw
+        seen.update(raw.info.get_parameters() if is_psycopg3 else raw.get_dsn_parameters())
+        listener.stop()
+
+    handlers = Registry()
+    handlers.register(print, "x")
+    Listener(["x"], registry=handlers, durable=False, on_connect=record).run()
+    return seen
+
+
+def test_the_listener_sets_tcp_keepalives_unless_options_set_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with override_settings(PGPUBSUB={"KEEPALIVE_INTERVAL": 7}):
+        params = listener_connection_parameters()
+    assert (params["keepalives_idle"], params["keepalives_interval"]) == ("7", "7")
+    assert params["keepalives_count"] == "3"
+    assert params["application_name"] == "django_pgpubsub listener"
+    options = {"keepalives_idle": 55, "application_name": "mine"}
+    monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
+    params = listener_connection_parameters()
+    assert (params["keepalives_idle"], params["application_name"]) == ("55", "mine")
+
+
+def test_every_listener_gets_every_plain_event_on_one_connection_each() -> None:
+    """Two listeners: each plain event is handled twice, once in each, and
+    each listens on one connection whatever its channel count."""
+    handled: list[tuple[str, str]] = []
+    first, second = Registry(), Registry()
+    channels = [f"many.{i}" for i in range(5)]
+
+    def recorder(name: str) -> Callable[[Event], None]:
+        return lambda event: handled.append((name, event.payload))
+
+    for name, handlers in (("first", first), ("second", second)):
+        handlers.register(recorder(name), *channels)
+    with (
+        ListenerThread(Listener(registry=first, durable=False)).wait_connected(),
+        ListenerThread(Listener(registry=second, durable=False)).wait_connected(),
+    ):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                "'django_pgpubsub listener' AND datname = current_database()"
+            )
+            assert cursor.fetchone() == (2,)
+        notify("many.3", "once")
+        wait_until(lambda: len(handled) == 2, what="both listeners")
+    assert sorted(handled) == [("first", "once"), ("second", "once")]
+
+
+def test_at_start_it_waits_for_a_database_that_is_not_up_yet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's Unix socket appears only after the first attempts failed."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW unix_socket_directories")
+        socket_dir = cursor.fetchone()[0].split(",")[0].strip()
+        cursor.execute("SHOW port")
+        port = cursor.fetchone()[0]
+    socket_name = f".s.PGSQL.{port}"
+    settings_dict = connections["default"].settings_dict
+    saved = settings_dict["HOST"], settings_dict["PORT"]
+    settings_dict["HOST"], settings_dict["PORT"] = str(tmp_path), port  # no server there yet
+    handlers = Registry()
+    handlers.register(print, "x")
+    limits = {"RECONNECT_INITIAL_DELAY": 0.05, "RECONNECT_MAX_DELAY": 0.2}
+    try:
+        with (
+            override_settings(PGPUBSUB=limits),
+            caplog.at_level("WARNING", "django_pgpubsub"),
+            ListenerThread(Listener(registry=handlers, durable=False)) as running,
+        ):
+            wait_until(lambda: "attempt 2, retrying" in caplog.text, what="two failed attempts")
+            assert not running.connected.is_set()
+            (tmp_path / socket_name).symlink_to(Path(socket_dir) / socket_name)
+            running.wait_connected()
+    finally:
+        settings_dict["HOST"], settings_dict["PORT"] = saved
+    assert "Connected to 'default' again after" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_the_listener_listens_on_the_listener_database_setting() -> None:
+    got: list[Event] = []
+    handlers = Registry()
+    handlers.register(got.append, "x")
+
+    def send(listener: Listener, reconnected: bool) -> None:
+        notify("x", "on default")
+        notify("x", "on other", using="other")
+
+    with override_settings(PGPUBSUB={"LISTENER_DATABASE": "other"}):
+        listener = Listener(["x"], registry=handlers, durable=False, max_events=1, on_connect=send)
+        assert listener.run() == 1
+    assert [e.payload for e in got] == ["on other"]

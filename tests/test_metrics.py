@@ -96,6 +96,8 @@ def test_gauges_come_from_one_query_and_keep_channels_that_emptied() -> None:
     samples = collect(metrics)
     assert samples['pgpubsub_durable_pending{channel="g.one"}'] == 0
     assert samples['pgpubsub_durable_failed{channel="g.two"}'] == 0
+    assert samples["pgpubsub_durable_oldest_pending_seconds"] == 0  # none pending
+    assert ListenerMetrics("default").refresh_interval == 5  # "at most every 5 seconds"
     cached = ListenerMetrics("default", refresh_interval=3600)
     collect(cached)
     notify("g.one", "4", durable=True)

@@ -61,6 +61,23 @@ def test_rolled_back_savepoint_drops_only_its_own(pubsub: PubSub) -> None:
     assert nothing_arrives(pubsub)
 
 
+def test_identical_pairs_of_one_transaction_are_delivered_once(pubsub: PubSub) -> None:
+    pubsub.listen("fold", "other")
+    with transaction.atomic():
+        notify("fold", "same")
+        notify("other", "same")  # another channel: not identical
+        notify("fold", "same")
+        notify_many([("fold", "same"), ("fold", "different")])
+    assert [(e.channel, e.payload) for e in collect(pubsub, 3)] == [
+        ("fold", "same"),
+        ("other", "same"),
+        ("fold", "different"),
+    ]
+    notify("fold", "same")  # another transaction: delivered again
+    assert [e.payload for e in collect(pubsub, 1)] == ["same"]
+    assert nothing_arrives(pubsub)
+
+
 def test_outside_a_transaction_it_is_sent_at_once(pubsub: PubSub) -> None:
     pubsub.listen("orders")
     notify("orders")

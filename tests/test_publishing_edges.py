@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -193,3 +194,28 @@ def test_writes_to_a_database_without_notify_succeed_and_warn_once(
     ]
     Order.objects.create(status="default")
     assert collect(pubsub, 1)[0].data["fields"]["status"] == "default"
+
+
+class StaffGroup(Group):
+    """A proxy of a model published in the test below (in auth, so that
+    ``makemigrations testapp`` never sees it)."""
+
+    class Meta:
+        proxy = True
+        app_label = "auth"
+
+
+def test_saves_and_deletes_through_a_proxy_model_are_not_published(pubsub: PubSub) -> None:
+    publish_on_save(Group, fields=("name",))
+    try:
+        pubsub.listen("auth.group")
+        proxied = StaffGroup.objects.create(name="through the proxy")
+        proxied.name = "renamed"
+        proxied.save()
+        proxied.delete()
+        assert nothing_arrives(pubsub)
+        Group.objects.create(name="direct")
+        [event] = collect(pubsub, 1)
+        assert (event.data["event"], event.data["fields"]) == ("created", {"name": "direct"})
+    finally:
+        unpublish_on_save(Group)

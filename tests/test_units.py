@@ -6,7 +6,14 @@ import pickle
 
 import pytest
 
-from django_pgpubsub import Event, InvalidChannel, PayloadTooLarge
+from django_pgpubsub import (
+    ConnectionLost,
+    Event,
+    InvalidChannel,
+    InvalidPayload,
+    PayloadTooLarge,
+    PubSubError,
+)
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.payload import encode_payload
 
@@ -52,3 +59,14 @@ def test_encode_payload_boundaries() -> None:
     with pytest.raises(PayloadTooLarge):
         encode_payload({"k": "x" * 8000})
     assert encode_payload({"b": None, "a": 1}) == '{"b":null,"a":1}'
+
+
+def test_every_exception_derives_from_pubsub_error() -> None:
+    """As "Errors and checks" lists them."""
+    for error in (InvalidChannel, InvalidPayload):
+        assert issubclass(error, PubSubError)
+        assert issubclass(error, ValueError)
+    assert issubclass(PayloadTooLarge, InvalidPayload)
+    assert issubclass(ConnectionLost, PubSubError)
+    with pytest.raises(InvalidPayload):  # a too large payload is caught as an invalid one
+        encode_payload("x" * 8000)
