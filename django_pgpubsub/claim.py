@@ -206,8 +206,7 @@ class Claim:
 
     def _log_on_commit_error(self, event: DurableEvent) -> None:
         logger.exception(
-            "An on_commit callback of durable event %d (channel %r) raised; "
-            "the event was handled.",
+            "An on_commit callback of durable event %d (channel %r) raised; the event was handled.",
             event.id,
             event.channel,
             extra=log_fields(event),
