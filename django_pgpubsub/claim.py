@@ -165,24 +165,7 @@ class Claim:
                 # returned; the event was handled, and is completed below.
                 self._log_on_commit_error(event)
             else:
-                error = traceback.format_exc()
-                if completed is not None and not self._held(event.id):
-                    # Committed: what raised was an on_commit callback.
-                    self._log_on_commit_error(event)
-                    return None if completed[1] is None else int(completed[1])
-                name = handler_name(running) if running else "(completion)"
-                if running is not None:
-                    observer.handler_failed(event.channel, running)
-                logger.exception(
-                    "Handler %s failed on durable event %d (channel %r, attempt %d); its "
-                    "handlers' writes are rolled back.",
-                    name,
-                    event.id,
-                    event.channel,
-                    event.attempt,
-                    extra={**log_fields(event), "handler": name},
-                )
-                return self._fail(event, error, following)
+                return self._handle_error(event, running, completed, following)
         finally:
             if observer.timed:
                 observer.handled(event.channel, time.perf_counter() - began)
@@ -193,6 +176,33 @@ class Claim:
                 return None
         assert completed is not None
         return None if completed[1] is None else int(completed[1])
+
+    def _handle_error(
+        self,
+        event: DurableEvent,
+        running: Handler | None,
+        completed: tuple[Any, ...] | None,
+        following: int | None,
+    ) -> int | None:
+        """Record the failure being handled; see :meth:`_handle` for the return value."""
+        error = traceback.format_exc()
+        if completed is not None and not self._held(event.id):
+            # Committed: what raised was an on_commit callback.
+            self._log_on_commit_error(event)
+            return None if completed[1] is None else int(completed[1])
+        name = handler_name(running) if running else "(completion)"
+        if running is not None:
+            self.observer.handler_failed(event.channel, running)
+        logger.exception(
+            "Handler %s failed on durable event %d (channel %r, attempt %d); its "
+            "handlers' writes are rolled back.",
+            name,
+            event.id,
+            event.channel,
+            event.attempt,
+            extra={**log_fields(event), "handler": name},
+        )
+        return self._fail(event, error, following)
 
     def _log_claim_lost(self, event: DurableEvent) -> None:
         logger.warning(
