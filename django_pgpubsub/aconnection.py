@@ -130,11 +130,15 @@ class AsyncDriverConnection:
                 received before that was returned by an earlier call.
         """
         pgconn = self.raw.pgconn
-        try:
-            pgconn.consume_input()
-        except self._lost_errors as exc:
-            self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
-            self._lost = exc  # what libpq parsed before the loss is still queued
+        # While a statement of another task runs, psycopg reads the socket:
+        # reading it here would take the statement's result from under psycopg,
+        # which would then wait on the socket until the next traffic.
+        if not self._lock.locked():
+            try:
+                pgconn.consume_input()
+            except self._lost_errors as exc:
+                self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
+                self._lost = exc  # what libpq parsed before the loss is still queued
         events = []
         backlog = self._during_statements
         if backlog:

@@ -22,6 +22,7 @@ from django_pgpubsub.aconnection import AsyncDriverConnection, open_async_connec
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.connection import require_psycopg3
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
+from django_pgpubsub.schedule import backoff
 from django_pgpubsub.subscription import Subscription, resync_event
 
 logger = logging.getLogger("django_pgpubsub.hub")
@@ -136,11 +137,11 @@ class Hub:
                 add, drop = wanted - self._listened, self._listened - wanted
                 if not add and not drop:
                     return
-                quote = connection.quote_ident
-                statements = [f"LISTEN {quote(name)}" for name in sorted(add)]
-                statements += [f"UNLISTEN {quote(name)}" for name in sorted(drop)]
                 try:
-                    await connection.execute("; ".join(statements))
+                    # One statement per channel: works with every OPTIONS
+                    # (a joined "LISTEN a; UNLISTEN b" cannot be prepared).
+                    await connection.listen(sorted(add))
+                    await connection.listen(sorted(drop), "UNLISTEN")
                 except ConnectionLost:
                     return  # the reader reconnects, and listens to what is wanted then
                 if connection is self.connection:
@@ -200,7 +201,7 @@ class Hub:
                 if max_attempts is not None and failures >= max_attempts:
                     self._give_up(exc)
                     raise
-                delay = min(cap, initial * 2 ** (failures - 1))
+                delay = backoff(initial, cap, failures)
                 delay = random.uniform(delay / 2, delay)  # jitter: processes don't stampede
                 logger.warning(
                     "Hub cannot connect to %r (%s); retrying in %.2f s.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -12,6 +13,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import Client
 
 from django_pgpubsub import AsyncPubSub, Event, InvalidChannel, aconnect, subscribe
+from django_pgpubsub.aconnection import open_async_connection
 from django_pgpubsub.hub import get_hub
 from django_pgpubsub.subscription import RESYNC_CHANNEL
 
@@ -164,3 +166,26 @@ def test_with_psycopg2_subscribe_says_psycopg3_is_needed() -> None:
 def test_with_psycopg2_the_event_stream_view_says_psycopg3_is_needed() -> None:
     with pytest.raises(ImproperlyConfigured, match="needs psycopg 3"):
         Client().get("/events/?channel=sse.a")
+
+
+@needs_psycopg3
+def test_a_drain_during_a_statement_leaves_its_result_to_psycopg() -> None:
+    """The hub's reader drains while other tasks run statements on its
+    connection. Reading the socket then would take the statement's result
+    from under psycopg, which would wait for the socket until the next
+    traffic: with none, for ever."""
+
+    async def scenario() -> None:
+        connection = await open_async_connection()
+        try:
+            statement = asyncio.get_running_loop().create_task(connection.execute("SELECT 1"))
+            while not connection._lock.locked():  # the statement is on its way
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)  # psycopg sent it and waits for the answer
+            time.sleep(0.2)  # the loop is busy (load): the answer arrives meanwhile
+            assert connection.drain() == []  # the reader's turn, before psycopg's
+            assert await asyncio.wait_for(statement, 5) == [(1,)]
+        finally:
+            await connection.close()
+
+    asyncio.run(scenario())
