@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from types import TracebackType
 from typing import Any, overload
 
@@ -125,7 +125,39 @@ class AsyncPubSub:
         return f"<AsyncPubSub {self._connection.alias!r} {state} channels={sorted(self._channels)}>"
 
 
-async def aconnect(using: str | None = None, **overrides: Any) -> AsyncPubSub:
+class Connecting:
+    """What :func:`aconnect` returns: await it, or use it with ``async with``.
+
+    ``pubsub = await aconnect()`` gives the :class:`AsyncPubSub`;
+    ``async with aconnect() as pubsub:`` also closes it at the end of the block.
+    """
+
+    def __init__(self, using: str | None, overrides: dict[str, Any]) -> None:
+        self._using = using
+        self._overrides = overrides
+        self._pubsub: AsyncPubSub | None = None
+
+    async def _open(self) -> AsyncPubSub:
+        return AsyncPubSub(await open_async_connection(self._using, options=self._overrides))
+
+    def __await__(self) -> Generator[Any, None, AsyncPubSub]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncPubSub:
+        self._pubsub = await self._open()
+        return self._pubsub
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.close()
+
+
+def aconnect(using: str | None = None, **overrides: Any) -> Connecting:
     """Open an :class:`AsyncPubSub` on a new dedicated async connection.
 
     Args:
@@ -133,10 +165,11 @@ async def aconnect(using: str | None = None, **overrides: Any) -> AsyncPubSub:
         **overrides: libpq parameters that override the alias's OPTIONS.
 
     Returns:
-        The AsyncPubSub; close it, or use it with ``async with``.
+        An awaitable of the AsyncPubSub, which is also an async context
+        manager that closes it: ``async with aconnect() as pubsub:``.
 
     Raises:
         ImproperlyConfigured: Django uses psycopg2, or ``using`` is unusable.
         ConnectionLost: PostgreSQL could not be reached.
     """
-    return AsyncPubSub(await open_async_connection(using, options=overrides))
+    return Connecting(using, overrides)

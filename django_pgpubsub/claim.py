@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgpubsub import conf, sql
+from django_pgpubsub.connection import transaction_untouched
 from django_pgpubsub.events import DurableEvent, log_fields
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
@@ -138,6 +139,7 @@ class Claim:
         params = self._params(id=event.id, next=following)
         running: Handler | None = None
         completed: tuple[Any, ...] | None = None
+        alone = False  # the completion runs after the handlers' transaction
         observer = self.observer
         began = time.perf_counter()
         try:
@@ -145,48 +147,80 @@ class Claim:
                 for running in functions:
                     running(event)
                 running = None
-                [completed] = fetch(self.using, sql.COMPLETE_SQL, params)
-                if not completed[0]:
-                    raise ClaimLost
+                if transaction_untouched(self.using):
+                    # The handlers ran no SQL here: there are no writes to
+                    # commit with the completion, which then takes one round
+                    # trip in autocommit instead of BEGIN, DELETE and COMMIT.
+                    alone = True
+                else:
+                    [completed] = fetch(self.using, sql.COMPLETE_SQL, params)
+                    if not completed[0]:
+                        raise ClaimLost
         except ClaimLost:
-            logger.warning(
-                "Durable event %d (channel %r, attempt %d) was claimed again while its "
-                "handlers ran (longer than DURABLE_LEASE?): their writes are rolled back.",
-                event.id,
-                event.channel,
-                event.attempt,
-                extra=log_fields(event),
-            )
+            self._log_claim_lost(event)
             return None
         except Exception:
-            error = traceback.format_exc()
-            if completed is not None and not self._held(event.id):
-                # Committed: what raised was an on_commit callback.
-                logger.exception(
-                    "An on_commit callback of durable event %d (channel %r) raised; "
-                    "the event was handled.",
-                    event.id,
-                    event.channel,
-                    extra=log_fields(event),
-                )
-                return None if completed[1] is None else int(completed[1])
-            name = handler_name(running) if running else "(completion)"
-            if running is not None:
-                observer.handler_failed(event.channel, running)
-            logger.exception(
-                "Handler %s failed on durable event %d (channel %r, attempt %d); its "
-                "handlers' writes are rolled back.",
-                name,
-                event.id,
-                event.channel,
-                event.attempt,
-                extra={**log_fields(event), "handler": name},
-            )
-            return self._fail(event, error, following)
+            if alone:
+                # Only an on_commit callback can raise after the handlers
+                # returned; the event was handled, and is completed below.
+                self._log_on_commit_error(event)
+            else:
+                return self._handle_error(event, running, completed, following)
         finally:
             if observer.timed:
                 observer.handled(event.channel, time.perf_counter() - began)
+        if alone:
+            [completed] = fetch(self.using, sql.COMPLETE_SQL, params)
+            if not completed[0]:
+                self._log_claim_lost(event)
+                return None
+        assert completed is not None
         return None if completed[1] is None else int(completed[1])
+
+    def _handle_error(
+        self,
+        event: DurableEvent,
+        running: Handler | None,
+        completed: tuple[Any, ...] | None,
+        following: int | None,
+    ) -> int | None:
+        """Record the failure being handled; see :meth:`_handle` for the return value."""
+        error = traceback.format_exc()
+        if completed is not None and not self._held(event.id):
+            # Committed: what raised was an on_commit callback.
+            self._log_on_commit_error(event)
+            return None if completed[1] is None else int(completed[1])
+        name = handler_name(running) if running else "(completion)"
+        if running is not None:
+            self.observer.handler_failed(event.channel, running)
+        logger.exception(
+            "Handler %s failed on durable event %d (channel %r, attempt %d); its "
+            "handlers' writes are rolled back.",
+            name,
+            event.id,
+            event.channel,
+            event.attempt,
+            extra={**log_fields(event), "handler": name},
+        )
+        return self._fail(event, error, following)
+
+    def _log_claim_lost(self, event: DurableEvent) -> None:
+        logger.warning(
+            "Durable event %d (channel %r, attempt %d) was claimed again while its "
+            "handlers ran (longer than DURABLE_LEASE?): their writes are rolled back.",
+            event.id,
+            event.channel,
+            event.attempt,
+            extra=log_fields(event),
+        )
+
+    def _log_on_commit_error(self, event: DurableEvent) -> None:
+        logger.exception(
+            "An on_commit callback of durable event %d (channel %r) raised; the event was handled.",
+            event.id,
+            event.channel,
+            extra=log_fields(event),
+        )
 
     def _held(self, row_id: int) -> bool:
         return bool(fetch(self.using, sql.HELD_SQL, (row_id, self.token))[0][0])

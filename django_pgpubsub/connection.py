@@ -119,6 +119,17 @@ def execute_in_transaction(
     return cached[1].fetchone() if fetch else None
 
 
+def transaction_untouched(using: str) -> bool:
+    """Whether Django's connection for ``using`` is open and usable, and nothing
+    has run in its current transaction: the driver has not even sent ``BEGIN``.
+
+    Both drivers report libpq's transaction status, where 0 is idle.
+    """
+    wrapper = connections[using]
+    raw = wrapper.connection
+    return raw is not None and not wrapper.needs_rollback and raw.info.transaction_status == 0
+
+
 def dedicated_wrapper(
     using: str | None = None,
     *,

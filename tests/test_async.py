@@ -49,7 +49,7 @@ async def take(events: AsyncIterator[Event | None], count: int) -> list[Event | 
 @needs_psycopg3
 def test_listen_notify_and_events_round_trip() -> None:
     async def scenario() -> list[Any]:
-        async with await aconnect() as pubsub, await aconnect() as sender:
+        async with aconnect() as pubsub, await aconnect() as sender:
             assert isinstance(pubsub, AsyncPubSub)
             await pubsub.listen("a", "Orders", "orders")
             assert pubsub.channels == {"a", "Orders", "orders"}
@@ -67,7 +67,7 @@ def test_listen_notify_and_events_round_trip() -> None:
 @needs_psycopg3
 def test_events_yield_none_on_each_timeout_and_unlisten_drops_queued() -> None:
     async def scenario() -> None:
-        async with await aconnect(application_name="django_pgpubsub test") as pubsub:
+        async with aconnect(application_name="django_pgpubsub test") as pubsub:
             await pubsub.listen("a", "b")
             events = pubsub.events(timeout=0.05)
             assert await take(events, 2) == [None, None]
@@ -103,6 +103,9 @@ def test_errors_are_raised_before_any_sql() -> None:
             await pubsub.notify("a", "x" * 7999)  # still usable
         with pytest.raises(ImproperlyConfigured, match="No database 'nope'"):
             await aconnect("nope")
+        with pytest.raises(ImproperlyConfigured, match="No database 'nope'"):
+            async with aconnect("nope"):
+                pass
 
     run(scenario)
 

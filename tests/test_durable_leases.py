@@ -53,6 +53,38 @@ def test_a_handler_outliving_its_lease_loses_the_event_and_its_writes(
     assert "held by a listener that is gone or past its DURABLE_LEASE" in caplog.text
 
 
+@override_settings(PGPUBSUB={**FAST, "DURABLE_LEASE": 1.0})
+def test_a_handler_that_ran_no_sql_and_outlived_its_lease_is_reported_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Handlers that run no SQL are completed in autocommit after their
+    transaction; that completion still checks the claim."""
+    second_done = threading.Event()
+    attempts: list[int] = []
+    registry = Registry()
+
+    def slow_first_time(event: Event) -> None:
+        assert isinstance(event, DurableEvent)
+        attempts.append(event.attempt)
+        if event.attempt == 1:
+            assert second_done.wait(20)
+        else:
+            second_done.set()
+
+    registry.register(slow_first_time, "jobs")
+    with (
+        caplog.at_level("WARNING", "django_pgpubsub"),
+        ListenerThread(Listener(["jobs"], registry=registry)),
+    ):
+        notify("jobs", "x", durable=True)
+        wait_until(lambda: attempts == [1], 10, "attempt 1")
+        with ListenerThread(Listener(["jobs"], registry=registry)):
+            wait_until(second_done.is_set, 20, "another listener to take the event")
+            wait_until(lambda: not OutboxEvent.objects.exists(), 20, "the completion")
+            wait_until(lambda: "was claimed again while its" in caplog.text, 20, "the loss")
+    assert attempts == [1, 2]
+
+
 def test_while_a_handler_runs_no_other_event_of_its_claim_is_locked(
     test_database_url: str,
 ) -> None:
