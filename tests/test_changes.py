@@ -330,6 +330,19 @@ def test_context_set_inside_a_transaction_ends_with_its_block(pubsub: PubSub) ->
     assert "context" not in after.data
 
 
+def test_the_context_block_is_atomic_and_a_savepoint_inside_a_transaction() -> None:
+    with pytest.raises(ZeroDivisionError), publish_context(user=1):
+        Item.objects.create(name="gone")
+        1 / 0  # noqa: B018
+    assert not Item.objects.filter(name="gone").exists()
+    with transaction.atomic():
+        Item.objects.create(name="kept")
+        with pytest.raises(ZeroDivisionError), publish_context(user=1):
+            Item.objects.create(name="gone")
+            1 / 0  # noqa: B018
+    assert list(Item.objects.values_list("name", flat=True)) == ["kept"]
+
+
 def test_middleware_example_records_the_user_of_a_request(pubsub: PubSub) -> None:
     [pk] = items("a")
     user = User.objects.create(username="ann")

@@ -8,8 +8,17 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 
-from django_pgpubsub import ConnectionLost, Event, InvalidChannel, PubSub, connect, notify
-from tests.helpers import collect, nothing_arrives, wait_until
+from django_pgpubsub import (
+    ConnectionLost,
+    Event,
+    InvalidChannel,
+    PubSub,
+    Registry,
+    connect,
+    notify,
+)
+from django_pgpubsub.listener import Listener
+from tests.helpers import ListenerThread, collect, nothing_arrives, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -153,3 +162,26 @@ def test_self_notification_in_transaction_dedupes_identical_pairs(pubsub: PubSub
         notify("dup", "other")
     assert [e.payload for e in collect(pubsub, 2)] == ["same", "other"]
     assert nothing_arrives(pubsub)
+
+
+def backend_state(pid: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid])
+        return str(cursor.fetchone()[0])
+
+
+def test_pubsub_and_the_listener_stay_in_autocommit(pubsub: PubSub) -> None:
+    """Neither holds a transaction open, which would stop PostgreSQL from
+    cleaning its notification queue."""
+    pubsub.listen("a")
+    pubsub.notify("a", "x")
+    assert [e.payload for e in collect(pubsub, 1)] == ["x"]
+    assert pubsub.conn.autocommit
+    assert backend_state(pubsub.pid) == "idle"
+    handlers = Registry()
+    handlers.register(print, "a")
+    with ListenerThread(Listener(registry=handlers)).wait_connected() as running:
+        assert running.listener.connection is not None
+        listener_pid = running.listener.connection.pid
+        wait_until(lambda: backend_state(listener_pid) == "idle", what="the listener idle")
+        assert running.listener.connection.raw.autocommit
