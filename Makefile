@@ -19,7 +19,7 @@ PSYCOPG2_SKIP := -m "not bench and not browser" --ignore=tests/test_example_proj
 	--ignore=tests/test_fresh_machines.py \
 	--deselect=tests/test_durable.py::test_three_processes_share_twenty_thousand_events_each_handled_once
 
-.PHONY: test test-slow lint example bench ci test-psycopg2-pg15 test-private-clone \
+.PHONY: test test-slow lint example bench ci system-deps test-psycopg2-pg15 test-private-clone \
 	test-django-versions clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -85,7 +85,19 @@ test-django-versions:
 		.venv-django5/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py || exit 1; \
 	done
 
-ci: lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions
+## What the tiers need from Debian: PostgreSQL 15 for the psycopg2 run, and
+## Chromium for the browser tier (Playwright cannot download its own browsers
+## here). Installed when missing, as root; otherwise it says what to install.
+system-deps:
+	@missing=""; \
+	[ -x $(PG15)/postgres ] || missing="$$missing postgresql-15"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "make ci needs:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+
+ci: system-deps lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions
 
 clean:
 	rm -rf .venv .venv-psycopg2 .venv-django5 .venv-django50 .venv-django51 *.egg-info .mypy_cache \

@@ -119,6 +119,26 @@ def execute_in_transaction(
     return cached[1].fetchone() if fetch else None
 
 
+def listening_options(application_name: str) -> dict[str, Any]:
+    """libpq parameters for a long-lived listening connection, used where the
+    alias's OPTIONS do not set them.
+
+    TCP keepalives at the ``KEEPALIVE_INTERVAL``, so a connection whose peer
+    vanished fails in seconds even while nothing is sent; a connect timeout;
+    and an ``application_name`` that ``pubsub_health`` and operators can find
+    in ``pg_stat_activity``.
+    """
+    keepalive = max(1, round(conf.keepalive_interval()))
+    return {
+        "application_name": application_name,
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": keepalive,
+        "keepalives_interval": keepalive,
+        "keepalives_count": 3,
+    }
+
+
 def transaction_untouched(using: str) -> bool:
     """Whether Django's connection for ``using`` is open and usable, and nothing
     has run in its current transaction: the driver has not even sent ``BEGIN``.

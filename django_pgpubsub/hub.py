@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from django_pgpubsub import conf
 from django_pgpubsub.aconnection import AsyncDriverConnection, open_async_connection
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import require_psycopg3
+from django_pgpubsub.connection import listening_options, require_psycopg3
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
 from django_pgpubsub.schedule import backoff
 from django_pgpubsub.subscription import Subscription, resync_event
@@ -115,17 +115,9 @@ class Hub:
             task.add_done_callback(self._background.discard)
 
     async def _open(self) -> AsyncDriverConnection:
-        keepalive = max(1, round(conf.keepalive_interval()))
         return await open_async_connection(
             self.using,
-            default_options={
-                "application_name": APPLICATION_NAME,
-                "connect_timeout": 10,
-                "keepalives": 1,
-                "keepalives_idle": keepalive,
-                "keepalives_interval": keepalive,
-                "keepalives_count": 3,
-            },
+            default_options=listening_options(APPLICATION_NAME),
             what="The hub (subscribe(), EventStreamView)",
         )
 

@@ -7,19 +7,15 @@ import logging
 import math
 import random
 import selectors
-import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable, Iterable
 
 from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.connection import open_connection
+from django_pgpubsub.connection import listening_options, open_connection
 from django_pgpubsub.drivers import DriverConnection, wait_readable
 from django_pgpubsub.events import Event, log_fields
 from django_pgpubsub.exceptions import ConnectionLost
@@ -28,6 +24,7 @@ from django_pgpubsub.outbox import Outbox
 from django_pgpubsub.probe import PRESENCE_SQL, PROBE_SQL, Probe, presence_key
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
 from django_pgpubsub.schedule import Periodic, Schedule, backoff
+from django_pgpubsub.shutdown import stop_on_signals
 from django_pgpubsub.sql import WAKEUP_CHANNEL
 
 logger = logging.getLogger("django_pgpubsub.listener")
@@ -36,6 +33,8 @@ APPLICATION_NAME = "django_pgpubsub listener"
 LOGGED_PAYLOAD_CHARS = 200
 
 ConnectHook = Callable[["Listener", bool], None]
+
+__all__ = ["APPLICATION_NAME", "Listener", "stop_on_signals"]
 
 
 class Listener:
@@ -282,17 +281,8 @@ class Listener:
         logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload, extra=extra)
 
     def _open(self) -> DriverConnection:
-        keepalive = max(1, round(conf.keepalive_interval()))
         connection = open_connection(
-            self.using,
-            default_options={
-                "application_name": APPLICATION_NAME,
-                "connect_timeout": 10,
-                "keepalives": 1,
-                "keepalives_idle": keepalive,
-                "keepalives_interval": keepalive,
-                "keepalives_count": 3,
-            },
+            self.using, default_options=listening_options(APPLICATION_NAME)
         )
         channels = sorted(self.channels)
         if self.durable and channels:
@@ -371,35 +361,3 @@ class Listener:
             self.connection.close()
             self.connection = None
             self.observer.disconnected()
-
-
-@contextmanager
-def stop_on_signals(listener: Listener) -> Iterator[None]:
-    """SIGTERM/SIGINT stop ``listener`` gracefully; a second one exits at once.
-
-    Python installs signal handlers from the main thread only: in any other
-    thread this installs nothing, and ``listener.stop()`` is how to stop it.
-    """
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if listener.stopping:
-            logger.warning("Second %s: exiting now.", name)
-            raise SystemExit(128 + signum)
-        # Stop first: should logging fail, or another signal interrupt its
-        # write to stderr, the loop still stops.
-        listener.stop()
-        logger.warning("%s: stopping after the running handler.", name)
-
-    if threading.current_thread() is not threading.main_thread():
-        # Python installs signal handlers from the main thread only; a
-        # listener run in a worker thread is stopped with listener.stop().
-        logger.debug("Not in the main thread: SIGTERM/SIGINT handlers left alone.")
-        yield
-        return
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

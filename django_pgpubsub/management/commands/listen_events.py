@@ -11,9 +11,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_pgpubsub import conf
 from django_pgpubsub.exceptions import InvalidChannel
-from django_pgpubsub.listener import Listener, stop_on_signals
+from django_pgpubsub.listener import Listener
 from django_pgpubsub.metrics import ListenerMetrics, serve
 from django_pgpubsub.registry import handler_name
+from django_pgpubsub.shutdown import stop_on_signals
 
 HOW_TO_REGISTER = (
     "Register a handler in <app>/pubsub.py of an installed app:\n\n"
