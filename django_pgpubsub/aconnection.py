@@ -19,6 +19,7 @@ from django_pgpubsub.drivers import (
     Psycopg3Connection,
     driver_module,
     lost_errors,
+    queued_events,
     standby_refusal,
 )
 from django_pgpubsub.events import Event
@@ -139,23 +140,8 @@ class AsyncDriverConnection:
             except self._lost_errors as exc:
                 self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
                 self._lost = exc  # what libpq parsed before the loss is still queued
-        events = []
-        backlog = self._during_statements
-        if backlog:
-            events = [Event(n.channel, n.payload, n.pid) for n in backlog]
-            backlog.clear()
-        encoding = self._encoding
-        try:
-            while (notify := pgconn.notifies()) is not None:
-                events.append(
-                    Event(
-                        notify.relname.decode(encoding),
-                        notify.extra.decode(encoding),
-                        notify.be_pid,
-                    )
-                )
-        except self._lost_errors as exc:  # the connection was closed
-            self._lost = self._lost or exc
+        events, lost = queued_events(pgconn, self._during_statements, self._encoding)
+        self._lost = self._lost or lost
         if not events and self._lost is not None:
             raise ConnectionLost(f"Connection to {self.alias!r} lost: {self._lost}") from self._lost
         return events

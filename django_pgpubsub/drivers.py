@@ -222,29 +222,40 @@ class Psycopg3Connection(DriverConnection):
             pgconn.consume_input()
         except self._lost_errors as exc:
             self._lost = exc  # what libpq parsed before the loss is still queued
-        events = []
-        backlog = self._during_statements
-        if backlog:
-            events = [Event(n.channel, n.payload, n.pid) for n in backlog]
-            backlog.clear()
-        encoding = self._encoding
-        try:
-            while (notify := pgconn.notifies()) is not None:
-                events.append(
-                    Event(
-                        notify.relname.decode(encoding),
-                        notify.extra.decode(encoding),
-                        notify.be_pid,
-                    )
-                )
-        except self._lost_errors as exc:  # the connection was closed
-            self._lost = self._lost or exc
+        events, lost = queued_events(pgconn, self._during_statements, self._encoding)
+        self._lost = self._lost or lost
         return events
 
     def quote_ident(self, name: str) -> str:
         from psycopg import sql  # noqa: PLC0415
 
         return sql.Identifier(name).as_string(self.raw)
+
+
+def queued_events(
+    pgconn: Any, backlog: deque[Any], encoding: str
+) -> tuple[list[Event], Exception | None]:
+    """Take what psycopg 3 caught during our statements, then libpq's queue.
+
+    Args:
+        pgconn: The connection's libpq ``PGconn`` (input already consumed).
+        backlog: Notifications psycopg's handler kept; emptied.
+        encoding: The connection's client encoding.
+
+    Returns:
+        The events, oldest first, and the error raised by a connection that
+        was closed meanwhile (``None`` if it was not).
+    """
+    events = [Event(n.channel, n.payload, n.pid) for n in backlog]
+    backlog.clear()
+    try:
+        while (notify := pgconn.notifies()) is not None:
+            events.append(
+                Event(notify.relname.decode(encoding), notify.extra.decode(encoding), notify.be_pid)
+            )
+    except lost_errors() as exc:
+        return events, exc
+    return events, None
 
 
 def driver_module() -> Any:
