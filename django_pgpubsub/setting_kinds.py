@@ -6,6 +6,7 @@ A leaf under ``conf``, which declares every setting with these.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generic, TypeGuard, TypeVar
 
@@ -41,7 +42,7 @@ def configured() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Setting(Generic[T]):
+class Setting(ABC, Generic[T]):
     """One setting. Call it to read its current value, checked.
 
     Attributes:
@@ -74,9 +75,9 @@ class Setting(Generic[T]):
         return value
 
     @property
+    @abstractmethod
     def kind(self) -> str:
         """The type and bounds, in words (for the README and error messages)."""
-        raise NotImplementedError
 
     @property
     def default_text(self) -> str:
@@ -86,13 +87,13 @@ class Setting(Generic[T]):
             default = list(default)  # what one writes in settings
         return "``" + repr(default).replace("'", '"') + "``"
 
+    @abstractmethod
     def validate(self, value: object) -> T:
         """Return ``value`` as this setting's type.
 
         Raises:
             ImproperlyConfigured: It is of the wrong type or out of bounds.
         """
-        raise NotImplementedError
 
     def _refuse(self, value: object, hint: str = "") -> ImproperlyConfigured:
         return ImproperlyConfigured(
