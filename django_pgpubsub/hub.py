@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from django_pgpubsub.aconnection import AsyncDriverConnection, open_async_connec
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.connection import listening_options, require_psycopg3
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
-from django_pgpubsub.schedule import backoff
+from django_pgpubsub.schedule import reconnect_delay
 from django_pgpubsub.subscription import Subscription, resync_event
 
 logger = logging.getLogger("django_pgpubsub.hub")
@@ -181,8 +180,6 @@ class Hub:
             await self.connection.close()
         self.connection = None
         self._listened = set()
-        initial, cap = conf.reconnect_initial_delay(), conf.reconnect_max_delay()
-        max_attempts = conf.reconnect_max_attempts()
         failures = 0
         while True:
             try:
@@ -190,11 +187,10 @@ class Hub:
                 break
             except ConnectionLost as exc:
                 failures += 1
-                if max_attempts is not None and failures >= max_attempts:
+                delay = reconnect_delay(failures)
+                if delay is None:
                     self._give_up(exc)
                     raise
-                delay = backoff(initial, cap, failures)
-                delay = random.uniform(delay / 2, delay)  # jitter: processes don't stampede
                 logger.warning(
                     "Hub cannot connect to %r (%s); retrying in %.2f s.",
                     self.using,

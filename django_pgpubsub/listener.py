@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import selectors
 import socket
 import time
@@ -23,7 +22,7 @@ from django_pgpubsub.observer import Observer
 from django_pgpubsub.outbox import Outbox
 from django_pgpubsub.probe import PRESENCE_SQL, PROBE_SQL, Probe, presence_key
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
-from django_pgpubsub.schedule import Periodic, Schedule, backoff
+from django_pgpubsub.schedule import Periodic, Schedule, reconnect_delay
 from django_pgpubsub.shutdown import stop_on_signals
 from django_pgpubsub.sql import WAKEUP_CHANNEL
 
@@ -308,18 +307,15 @@ class Listener:
         alive = max(self._alive_at, self._probe.answered_at) if reconnecting else down_since
         if reason is not None:
             logger.warning("Lost the connection to %r (%s); reconnecting.", self.using, reason)
-        initial, cap = conf.reconnect_initial_delay(), conf.reconnect_max_delay()
-        max_attempts = conf.reconnect_max_attempts()
         failures = 0
         while not self._stopping:
             try:
                 self.connection = self._open()
             except ConnectionLost as exc:
                 failures += 1
-                if max_attempts is not None and failures >= max_attempts:
+                delay = reconnect_delay(failures)
+                if delay is None:
                     raise
-                delay = backoff(initial, cap, failures)
-                delay = random.uniform(delay / 2, delay)  # jitter: listeners don't stampede
                 logger.warning(
                     "Cannot connect to %r (%s); attempt %d, retrying in %.2f s.",
                     self.using,
