@@ -17,10 +17,9 @@ from typing import Any
 from django_pgpubsub.connection import dedicated_wrapper, require_psycopg3
 from django_pgpubsub.drivers import (
     Psycopg3Connection,
-    driver_module,
     lost_errors,
     queued_events,
-    standby_refusal,
+    standby_refusal_is_lost,
 )
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
@@ -115,13 +114,8 @@ class AsyncDriverConnection:
         with every OPTIONS; a hot standby's refusal is a ``ConnectionLost``
         (see :meth:`DriverConnection.listen`)."""
         for channel in channels:
-            try:
+            with standby_refusal_is_lost(self.alias):
                 await self.execute(f"{command} {self.quote_ident(channel)}")
-            except driver_module().Error as exc:
-                lost = standby_refusal(exc, self.alias)
-                if lost is None:
-                    raise
-                raise lost from exc
 
     def drain(self) -> list[Event]:
         """Read what the socket holds, without blocking; return every queued event.

@@ -11,6 +11,7 @@ import logging
 import selectors
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -117,13 +118,8 @@ class DriverConnection(ABC):
                 standby, which refuses LISTEN (retry: a failover may follow).
         """
         for channel in channels:
-            try:
+            with standby_refusal_is_lost(self.alias):
                 self.execute(f"LISTEN {self.quote_ident(channel)}")
-            except driver_module().Error as exc:
-                lost = standby_refusal(exc, self.alias)
-                if lost is None:
-                    raise
-                raise lost from exc
 
     def drain(self) -> list[Event]:
         """Read what the socket holds, without blocking; return every queued event.
@@ -269,18 +265,23 @@ def driver_module() -> Any:
     return psycopg2
 
 
-def standby_refusal(exc: Exception, alias: str) -> ConnectionLost | None:
-    """``ConnectionLost`` to raise when driver error ``exc`` is a hot standby
-    refusing LISTEN (a failover may follow: retry); ``None`` for other errors."""
-    # psycopg 3 names it sqlstate, psycopg2 pgcode.
-    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-    if sqlstate != READ_ONLY_SQLSTATE:
-        return None
-    return ConnectionLost(
-        f"Database {alias!r} refuses LISTEN ({str(exc).strip()}): it is a read-only "
-        "standby. Reach the primary, e.g. with "
-        "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
-    )
+@contextlib.contextmanager
+def standby_refusal_is_lost(alias: str) -> Iterator[None]:
+    """Raise ``ConnectionLost`` when the block's LISTEN is refused by a hot
+    standby: a failover may follow, so the caller reconnects and retries.
+    Other driver errors pass through."""
+    try:
+        yield
+    except driver_module().Error as exc:
+        # psycopg 3 names it sqlstate, psycopg2 pgcode.
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if sqlstate != READ_ONLY_SQLSTATE:
+            raise
+        raise ConnectionLost(
+            f"Database {alias!r} refuses LISTEN ({str(exc).strip()}): it is a read-only "
+            "standby. Reach the primary, e.g. with "
+            "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
+        ) from exc
 
 
 def lost_errors() -> tuple[type[Exception], ...]:
