@@ -6,11 +6,14 @@ LISTEN connection (:mod:`django_pgpubsub.hub`).
 
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+import django
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.http import (
@@ -24,10 +27,13 @@ from django.utils.decorators import classonlymethod
 from django.views import View
 
 from django_pgpubsub import conf
+from django_pgpubsub.asgi import SCOPE_KEY
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.hub import get_hub
 from django_pgpubsub.subscription import Subscription
+
+logger = logging.getLogger("django_pgpubsub.views")
 
 KEEPALIVE = b": keepalive\n\n"
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # the SSE spec's three line endings
@@ -54,12 +60,24 @@ class EventStream:
             async for event in self.subscription.events(timeout=self.keepalive):
                 yield KEEPALIVE if event is None else format_event(event)
         finally:
-            # Django 5 cancels the response when the client disconnects
-            # (CancelledError lands here); close() covers the other endings.
+            # When the client disconnects, Django 5 (or cancel_on_disconnect()
+            # on 4.2) cancels the response: CancelledError lands here.
+            # close() covers the other endings.
             self.close()
 
     def close(self) -> None:
         self.subscription.close()
+
+
+@functools.cache
+def _warn_streams_outlive_clients() -> None:
+    """Once per process: before Django 5, nothing ends a stream whose client left."""
+    logger.warning(
+        "Django %s does not cancel a streaming response when its client disconnects: "
+        "each EventStreamView subscription is held until the server stops. Wrap the "
+        "ASGI application with django_pgpubsub.asgi.cancel_on_disconnect() in asgi.py.",
+        django.get_version(),
+    )
 
 
 class EventStreamView(View):
@@ -69,6 +87,10 @@ class EventStreamView(View):
     ``?channel=NAME`` (repeatable) picks a subset; a channel not offered, or
     refused by :meth:`authorize`, is answered 403 before any streaming.
     Without it, every offered channel that :meth:`authorize` allows.
+
+    On Django 4.2, serve it through
+    :func:`django_pgpubsub.asgi.cancel_on_disconnect`, or a stream outlives
+    its client (a warning says so, once per process).
 
     Attributes:
         channels: The channels offered.
@@ -117,6 +139,8 @@ class EventStreamView(View):
             subscription = await get_hub(self.using).subscribe(chosen)
         except ConnectionLost:
             return HttpResponse("Database unavailable.", status=503, headers={"Retry-After": "5"})
+        if django.VERSION < (5, 0) and not getattr(request, "scope", {}).get(SCOPE_KEY):
+            _warn_streams_outlive_clients()
         response = StreamingHttpResponse(
             EventStream(subscription, conf.sse_keepalive()), content_type="text/event-stream"
         )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
+import django
 import httpx
 import pytest
 from django.db import connection
@@ -62,6 +66,29 @@ def hub_backends() -> list[tuple[int, str]]:
 async def anotify_committed(channel: str, payload: str) -> None:
     """NOTIFY from another connection, committed at once."""
     await asyncio.to_thread(run_sql, db_url(), "SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+def hub_state(server: Uvicorn) -> dict[str, Any]:
+    """What the server's hub holds (tests/testapp/streams.py: hub_state)."""
+    result: dict[str, Any] = httpx.get(server.base + "/hub/", timeout=10).json()
+    return result
+
+
+def idle(server: Uvicorn) -> bool:
+    """No subscriber, and nothing LISTENed on the hub's connection."""
+    state = hub_state(server)
+    return (state["subscriptions"], state["server_channels"], state["listened"]) == (0, [], [])
+
+
+async def stream_then_leave(server: Uvicorn, path: str, subscriptions: int = 1) -> None:
+    """Open a stream, see the hub hold it (``subscriptions`` in all), and disconnect."""
+    async with (
+        httpx.AsyncClient(base_url=server.base, timeout=10) as client,
+        client.stream("GET", path) as response,
+    ):
+        assert response.status_code == 200
+        state = (await client.get("/hub/")).json()
+        assert (state["subscriptions"], state["server_channels"]) == (subscriptions, ["sse.b"])
 
 
 def test_an_event_reaches_a_streaming_client_with_the_sse_headers(server: Uvicorn) -> None:
@@ -194,13 +221,61 @@ def test_200_clients_share_one_connection_and_are_released(server: Uvicorn) -> N
     assert received == [Message("sse.a", "to everyone")] * clients
 
     # Disconnected: no subscriber, and nothing LISTENed on the hub's connection.
-    def state() -> dict[str, Any]:
-        result: dict[str, Any] = httpx.get(server.base + "/hub/", timeout=10).json()
-        return result
+    wait_until(lambda: idle(server), 10, "the hub to release every client")
 
-    wait_until(
-        lambda: state()["subscriptions"] == 0 and state()["server_channels"] == [],
-        10,
-        "the hub to release every client",
-    )
-    assert state()["listened"] == []
+
+def test_a_client_that_disconnects_is_released_at_once(server: Uvicorn) -> None:
+    # On Django 4.2 too: tests/asgi.py wraps the application with
+    # cancel_on_disconnect().
+    wait_until(lambda: idle(server), 10, "the earlier tests' clients to be released")
+    run(lambda: stream_then_leave(server, "/events/?channel=sse.b"))
+    wait_until(lambda: idle(server), 10, "the hub to release the client")
+    assert "cancel_on_disconnect" not in server.output()
+
+
+@pytest.fixture
+def unwrapped(django_db_setup: None, django_db_blocker: Any) -> Iterator[Uvicorn]:
+    """The test project served without cancel_on_disconnect()."""
+    with django_db_blocker.unblock():
+        url = database_url(connection.settings_dict)
+    process = Uvicorn(url, app="tests.asgi_unwrapped:application")
+    yield process
+    process.stop()
+
+
+@pytest.mark.skipif(django.VERSION >= (5, 0), reason="Django 5 cancels the response itself")
+def test_on_django_4_2_without_the_wrapper_a_warning_says_streams_outlive_clients(
+    unwrapped: Uvicorn,
+) -> None:
+    warning = "Wrap the ASGI application with django_pgpubsub.asgi.cancel_on_disconnect()"
+    for held in (1, 2):  # the first client's subscription is still there
+        run(functools.partial(stream_then_leave, unwrapped, "/events/?channel=sse.b", held))
+        wait_until(lambda: warning in unwrapped.output(), 10, "the warning")
+
+    async def notify_and_wait() -> None:
+        # Both streams write an event and keepalives (every 0.5 s) to their
+        # closed connections; uvicorn drops them without a word.
+        await anotify_committed("sse.b", "to nobody")
+        await asyncio.sleep(1.5)
+
+    run(notify_and_wait)
+    state = hub_state(unwrapped)
+    assert (state["subscriptions"], state["server_channels"]) == (2, ["sse.b"])
+    assert unwrapped.output().count(warning) == 1  # once per process
+
+    # Nor do they let the server stop: uvicorn's graceful shutdown waits for
+    # them until a second Ctrl-C.
+    unwrapped.process.terminate()
+    with pytest.raises(subprocess.TimeoutExpired):
+        unwrapped.process.wait(1)
+    unwrapped.process.send_signal(signal.SIGINT)
+    unwrapped.process.wait(10)
+
+
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="Django 4.2 needs the wrapper")
+def test_on_django_5_an_unwrapped_application_releases_streams_without_a_warning(
+    unwrapped: Uvicorn,
+) -> None:
+    run(lambda: stream_then_leave(unwrapped, "/events/?channel=sse.b"))
+    wait_until(lambda: idle(unwrapped), 10, "the hub to release the client")
+    assert "cancel_on_disconnect" not in unwrapped.output()

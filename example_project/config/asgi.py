@@ -6,5 +6,9 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from django_pgpubsub.asgi import cancel_on_disconnect
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+# On Django 4.2, releases an EventStreamView's subscription when its client
+# disconnects (Django 5 does so itself; there it returns the application).
+application = cancel_on_disconnect(get_asgi_application())
