@@ -75,15 +75,22 @@ test-private-clone:
 		"import os, psycopg; psycopg.connect(os.environ['DATABASE_URL']).close(); print('pgtemp.py (make example, make bench): server reached')"
 
 ## notify()'s fallback and fast path on the Django versions the other runs do
-## not cover (5.2 in `test`, 4.2 in `test-psycopg2-pg15`): one virtualenv,
-## Django switched in place (quicker than a virtualenv each).
+## not cover (5.2 in `test`, 4.2 in `test-psycopg2-pg15`); then, on Django 4.2
+## with psycopg 3 (the psycopg2 run cannot stream), the event streams, the hub
+## and cancel_on_disconnect(), slow tests included. One virtualenv, Django
+## switched in place (quicker than a virtualenv each).
+DJANGO42_STREAMS := tests/test_asgi.py tests/test_async.py tests/test_hub.py tests/test_sse.py
 test-django-versions:
-	$(MAKE) .venv-django5/.installed VENV=.venv-django5 EXTRAS=$(TEST_EXTRAS) PINS=Django~=5.0.0
+	$(MAKE) .venv-django-versions/.installed VENV=.venv-django-versions EXTRAS=$(TEST_EXTRAS) \
+		PINS=Django~=5.0.0
 	for version in 5.0.0 5.1.0; do \
-		.venv-django5/bin/pip install --quiet --disable-pip-version-check Django~=$$version && \
-		.venv-django5/bin/python -m django --version && \
-		.venv-django5/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py || exit 1; \
+		.venv-django-versions/bin/pip install --quiet --disable-pip-version-check Django~=$$version && \
+		.venv-django-versions/bin/python -m django --version && \
+		.venv-django-versions/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py || exit 1; \
 	done
+	.venv-django-versions/bin/pip install --quiet --disable-pip-version-check Django~=4.2.0
+	.venv-django-versions/bin/python -m django --version
+	.venv-django-versions/bin/python -m pytest -q -m "not bench and not browser" $(DJANGO42_STREAMS)
 
 ## What the tiers need from Debian: PostgreSQL 15 for the psycopg2 run, and
 ## Chromium for the browser tier (Playwright cannot download its own browsers
@@ -100,5 +107,6 @@ system-deps:
 ci: system-deps lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions
 
 clean:
-	rm -rf .venv .venv-psycopg2 .venv-django5 .venv-django50 .venv-django51 *.egg-info .mypy_cache \
+	rm -rf .venv .venv-psycopg2 .venv-django-versions .venv-django5 .venv-django50 .venv-django51 \
+		*.egg-info .mypy_cache \
 		.ruff_cache .pytest_cache
