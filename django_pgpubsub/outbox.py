@@ -105,19 +105,20 @@ class Outbox:
             return False
 
     def _table_exists(self) -> bool:
-        """Look for the table until it is there: migrate may run after the listener starts."""
+        """Look for the migrated outbox until it is there: migrate may run after
+        the listener starts."""
         if not self._exists:
-            self._exists = bool(self._fetch(sql.TABLE_EXISTS_SQL)[0][0])
+            self._exists = bool(self._fetch(sql.OUTBOX_READY_SQL)[0][0])
             if not self._exists and not self._warned:
                 self._warned = True
                 logger.warning(
-                    "No outbox table on %r: durable events are not handled until "
-                    "`manage.py migrate django_pgpubsub` creates it.",
+                    "No outbox table on %r, or it lacks migrations: durable events are "
+                    "not handled until `manage.py migrate django_pgpubsub` completes.",
                     self.using,
                 )
             elif self._exists and self._warned:
                 self._warned = False
-                logger.warning("The outbox table on %r exists now.", self.using)
+                logger.warning("The outbox table on %r is ready now.", self.using)
         return self._exists
 
     def _fetch(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
