@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from django_pgpubsub import conf, sql
+from django_pgpubsub import conf, drivers, sql
 from django_pgpubsub.connection import transaction_untouched
 from django_pgpubsub.events import DurableEvent, log_fields
 from django_pgpubsub.observer import Observer
@@ -44,26 +44,31 @@ def retry_delay(attempt: int) -> float:
     return backoff(conf.durable_retry_delay(), conf.durable_retry_max_delay(), attempt)
 
 
-def fetch(using: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+def fetch(
+    using: str, statement: str, params: Any = None, *, prepare: bool = False
+) -> list[tuple[Any, ...]]:
     """Run one statement on Django's connection for ``using``; return its rows.
 
     The driver's own cursor, with Django's translation of errors: a listener
     runs one of these per durable event, and Django's cursor wrapper (which
     would only add query logging and ``execute_wrapper`` hooks to the outbox's
-    bookkeeping) costs about a tenth of that statement's time.
+    bookkeeping) costs about a tenth of that statement's time. ``prepare``:
+    see :func:`django_pgpubsub.drivers.fetch`.
     """
     connection = connections[using]
     connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        return cursor.fetchall() if cursor.description else []
+    with connection.wrap_database_errors:
+        return drivers.fetch(connection.connection, statement, params, prepare=prepare)
 
 
 class Claim:
     """One batch of claimed events, handled one by one under one token."""
 
-    def __init__(self, using: str, observer: Observer, limit: int | None) -> None:
+    def __init__(
+        self, using: str, observer: Observer, limit: int | None, *, prepare: bool = False
+    ) -> None:
         self.using = using
+        self.prepare = prepare  # the completion statement; see drivers.fetch
         self.observer = observer
         self.token = str(uuid.uuid4())
         self.lease = min(conf.durable_lease(), MAX_DELAY)
@@ -131,6 +136,10 @@ class Claim:
         if rows:
             fetch(self.using, sql.RELEASE_SQL, self._params(ids=[row[0] for row in rows]))
 
+    def _complete(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        [completed] = fetch(self.using, sql.COMPLETE_SQL, params, prepare=self.prepare)
+        return completed
+
     def _start(self, row_id: int) -> int | None:
         [(_, attempt)] = fetch(self.using, sql.START_SQL, self._params(next=row_id))
         return None if attempt is None else int(attempt)
@@ -161,7 +170,7 @@ class Claim:
                     # trip in autocommit instead of BEGIN, DELETE and COMMIT.
                     alone = True
                 else:
-                    [completed] = fetch(self.using, sql.COMPLETE_SQL, params)
+                    completed = self._complete(params)
                     if not completed[0]:
                         raise ClaimLost
         except ClaimLost:
@@ -178,7 +187,7 @@ class Claim:
             if observer.timed:
                 observer.handled(event.channel, time.perf_counter() - began)
         if alone:
-            [completed] = fetch(self.using, sql.COMPLETE_SQL, params)
+            completed = self._complete(params)
             if not completed[0]:
                 self._log_claim_lost(event)
                 return None

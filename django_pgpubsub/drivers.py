@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import selectors
+import sys
+import weakref
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
@@ -263,6 +266,67 @@ def driver_module() -> Any:
     import psycopg2  # noqa: PLC0415
 
     return psycopg2
+
+
+def fetch(raw_connection: Any, statement: str, params: Any, *, prepare: bool) -> list[Any]:
+    """Run ``statement`` on a driver connection; return its rows (none: ``[]``).
+
+    Args:
+        raw_connection: The driver's connection (a Django connection's
+            ``connection`` attribute).
+        statement: SQL with ``%s`` or ``%(name)s`` placeholders.
+        params: Its parameters.
+        prepare: Prepare the statement on the server once per connection
+            (psycopg 3: bound and prepared by the protocol; psycopg2: SQL's
+            ``PREPARE``, then ``EXECUTE``), so it is parsed and planned once.
+            Only for a connection that reaches PostgreSQL directly or through
+            a session pooler: a transaction pooler may run the next statement
+            on another server connection, which lacks it.
+    """
+    if prepare and not is_psycopg3:
+        statement, params = _prepared_psycopg2(raw_connection, statement, params)
+    elif prepare:
+        import psycopg  # noqa: PLC0415
+
+        threshold = raw_connection.prepare_threshold
+        # None (Django's default, for transaction poolers) makes psycopg ignore
+        # prepare=True; a threshold never reached honours it and still
+        # prepares nothing else.
+        raw_connection.prepare_threshold = sys.maxsize if threshold is None else threshold
+        try:
+            with psycopg.Cursor(raw_connection) as cursor:
+                cursor.execute(statement, params, prepare=True)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            raw_connection.prepare_threshold = threshold
+    with raw_connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+# The statements prepared (by name) on each psycopg2 connection. PREPARE
+# outlives a rollback; a connection that closes drops out by itself.
+_psycopg2_prepared: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+def _prepared_psycopg2(
+    raw_connection: Any, statement: str, params: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """``EXECUTE`` of ``statement`` (``%(name)s`` placeholders), prepared with
+    SQL's ``PREPARE`` on this connection first if need be."""
+    names = _NAMED_PARAMETER.findall(statement)
+    prepared = _psycopg2_prepared.setdefault(raw_connection, {})
+    name = prepared.get(statement)
+    if name is None:
+        name = f"django_pgpubsub_{len(prepared)}"
+        numbered = iter(range(1, len(names) + 1))
+        body = _NAMED_PARAMETER.sub(lambda _: f"${next(numbered)}", statement)
+        with raw_connection.cursor() as cursor:
+            cursor.execute(f"PREPARE {name} AS {body}")
+        prepared[statement] = name
+    placeholders = ", ".join(["%s"] * len(names))
+    return f"EXECUTE {name}({placeholders})", [params[key] for key in names]
 
 
 @contextlib.contextmanager

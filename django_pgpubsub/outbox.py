@@ -41,8 +41,20 @@ logger = logging.getLogger("django_pgpubsub.durable")
 class Outbox:
     """The outbox of one database, as a listener sweeps it."""
 
-    def __init__(self, using: str, observer: Observer | None = None) -> None:
+    def __init__(
+        self, using: str, observer: Observer | None = None, *, prepare: bool = False
+    ) -> None:
+        """
+        Args:
+            using: The outbox's ``DATABASES`` alias.
+            observer: Told of each event handled.
+            prepare: Prepare the statement run once per event (psycopg 3;
+                see :func:`django_pgpubsub.drivers.fetch`): only when
+                ``using`` reaches PostgreSQL directly or through a session
+                pooler.
+        """
         self.using = using
+        self.prepare = prepare
         self.observer = observer or Observer()
         self._exists = False
         self._warned = False
@@ -157,7 +169,10 @@ class Outbox:
                 if size <= 0:
                     return
             claim = Claim(
-                self.using, self.observer, limit=None if limit is None else limit - handled[0]
+                self.using,
+                self.observer,
+                limit=None if limit is None else limit - handled[0],
+                prepare=self.prepare,
             )
             rows = claim.take(channels, size)
             claim.run(rows, handlers, should_stop, handled)

@@ -195,3 +195,27 @@ def test_a_failure_after_many_attempts_is_recorded(
     assert (late.state, late.attempts) == ("pending", 100_001)
     assert late.available_at.year > fresh.available_at.year + 5  # ten years, capped
     assert (fresh.state, fresh.attempts) == ("pending", 1)
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+@pytest.mark.parametrize("listening_on", ["default", "other"])
+def test_the_completion_is_prepared_only_on_the_alias_the_listener_listens_on(
+    listening_on: str,
+) -> None:
+    prepared: list[bool] = []
+
+    def look(event: Event) -> None:
+        with connection.cursor() as cursor:  # the session that completes events
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            prepared.append(any("django_pgpubsub_complete" in row[0] for row in cursor))
+
+    registry = Registry()
+    registry.register(look, "jobs")
+    for payload in ("1", "2"):
+        notify("jobs", payload, durable=True)
+    connection.close()  # a session that has prepared nothing yet
+    Listener(["jobs"], using=listening_on, registry=registry, max_events=2).run()
+    assert not OutboxEvent.objects.exists()
+    # The first event's handlers run before its completion; the second's
+    # after it. Another alias may be a transaction pooler's: never prepared.
+    assert prepared == [False, listening_on == "default"]
