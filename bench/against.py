@@ -81,9 +81,14 @@ def main() -> None:
             for _ in range(args.runs):
                 theirs += rates(other, args.rounds)
                 ours += rates(ROOT, args.rounds)
-                print(f"{args.ref}: {theirs[-args.rounds :]}  this tree: {ours[-args.rounds :]}")
+                latest = [
+                    f"{rate:,.0f}" for rate in (*theirs[-args.rounds :], *ours[-args.rounds :])
+                ]
+                print(f"{args.ref}: {latest[: args.rounds]}  this tree: {latest[args.rounds :]}")
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT)
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=True
+            )
     before, now = statistics.median(theirs), statistics.median(ours)
     print(f"durable, 1 listener (events/s): {args.ref} {before:,.0f}, this tree {now:,.0f}")
     print(f"ratio {now / before:.2f}")

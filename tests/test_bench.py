@@ -69,3 +69,25 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
     ]
     assert "dispatch throughput" in result.stdout
     assert "writers: 2 processes" in result.stdout
+
+
+def test_bench_against_a_commit_reports_both_rates_and_their_ratio() -> None:
+    # HEAD against this tree: the worktree, both pgtemp servers, both rates.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.against", "HEAD", "--runs", "1", "--rounds", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    *_, rates, ratio = result.stdout.splitlines()
+    assert rates.startswith("durable, 1 listener (events/s): HEAD "), rates
+    assert 0.2 < float(ratio.removeprefix("ratio ")) < 5  # any machine, however noisy
+    worktrees = subprocess.run(
+        ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert "pgpubsub-against-" not in worktrees.stdout  # removed
