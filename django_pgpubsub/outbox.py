@@ -48,10 +48,9 @@ class Outbox:
         Args:
             using: The outbox's ``DATABASES`` alias.
             observer: Told of each event handled.
-            prepare: Prepare the statement run once per event (psycopg 3;
-                see :func:`django_pgpubsub.drivers.fetch`): only when
-                ``using`` reaches PostgreSQL directly or through a session
-                pooler.
+            prepare: Prepare the statement run once per event (see
+                :func:`django_pgpubsub.drivers.fetch`): only when ``using``
+                reaches PostgreSQL directly or through a session pooler.
         """
         self.using = using
         self.prepare = prepare
