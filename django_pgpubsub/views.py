@@ -10,6 +10,7 @@ import functools
 import inspect
 import logging
 import re
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -51,6 +52,10 @@ class EventStream:
     def __init__(self, subscription: Subscription, keepalive: float) -> None:
         self.subscription = subscription
         self.keepalive = keepalive
+        # A response cancelled before its body starts (the client left while
+        # middleware ran, or while the headers went out) is never iterated
+        # nor closed: the subscription is released when the stream is dropped.
+        weakref.finalize(self, subscription.close)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._generate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -16,6 +17,7 @@ from django_pgpubsub import AsyncPubSub, Event, InvalidChannel, aconnect, subscr
 from django_pgpubsub.aconnection import open_async_connection
 from django_pgpubsub.hub import get_hub
 from django_pgpubsub.subscription import RESYNC_CHANNEL
+from django_pgpubsub.views import EventStream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 needs_psycopg3 = pytest.mark.skipif(not is_psycopg3, reason="the psycopg2 run tests the refusal")
@@ -189,3 +191,21 @@ def test_a_drain_during_a_statement_leaves_its_result_to_psycopg() -> None:
             await connection.close()
 
     asyncio.run(scenario())
+
+
+@needs_psycopg3
+def test_an_event_stream_dropped_before_its_body_starts_releases_its_subscription() -> None:
+    async def scenario(sender: AsyncPubSub) -> None:
+        hub = get_hub()
+        stream = EventStream(await hub.subscribe(["dropped"]), keepalive=15)
+        body = aiter(stream)  # what Django holds: a generator never started
+        assert len(hub.subscriptions()) == 1
+        del stream, body
+        gc.collect()
+        assert hub.subscriptions() == set()
+        await eventually(lambda: _server_channels_are([]), "the UNLISTEN")
+
+    async def _server_channels_are(expected: list[str]) -> bool:
+        return await get_hub().server_channels() == expected
+
+    run(scenario)
