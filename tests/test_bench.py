@@ -16,11 +16,11 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.bench
 
 
-def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "figures.json"
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the project root, as ``make bench`` runs it; must succeed."""
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--json", str(out)],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -29,6 +29,12 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    result = run_bench("bench", "--quick", "--rounds", "1", "--json", str(out))
     names = [figure["name"] for figure in json.loads(out.read_text())["figures"]]
     assert names == [
         "durable latency p50, notify",
@@ -73,17 +79,7 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
 
 def test_bench_against_a_commit_reports_both_rates_and_their_ratio() -> None:
     # HEAD against this tree: the worktree, both pgtemp servers, both rates.
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.against", "HEAD", "--runs", "1", "--rounds", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_bench("bench.against", "HEAD", "--runs", "1", "--rounds", "1")
     *_, rates, ratio = result.stdout.splitlines()
     assert rates.startswith("durable, 1 listener (events/s): HEAD "), rates
     assert 0.2 < float(ratio.removeprefix("ratio ")) < 5  # any machine, however noisy
