@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import AsyncIterator, Generator
 from types import TracebackType
 from typing import Any, overload
@@ -12,34 +11,15 @@ from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.events import Event
 from django_pgpubsub.notify import NOTIFY_SQL
 from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.pubsub import PubSubBase
 
 
-class AsyncPubSub:
+class AsyncPubSub(PubSubBase[AsyncDriverConnection]):
     """A dedicated async connection that listens and notifies.
 
     Made by :func:`aconnect`; use it from the event loop that made it, one
     task at a time. Notifications it sends are committed at once.
     """
-
-    def __init__(self, connection: AsyncDriverConnection) -> None:
-        self._connection = connection
-        self._queue: deque[Event] = deque()
-        self._channels: set[str] = set()
-
-    @property
-    def conn(self) -> Any:
-        """The driver connection (a psycopg 3 ``AsyncConnection``)."""
-        return self._connection.raw
-
-    @property
-    def pid(self) -> int:
-        """The process id of this connection's backend."""
-        return self._connection.pid
-
-    @property
-    def channels(self) -> frozenset[str]:
-        """The channels listened to."""
-        return frozenset(self._channels)
 
     @property
     def closed(self) -> bool:
@@ -64,8 +44,7 @@ class AsyncPubSub:
         for name in names:
             await self._connection.listen([name], "UNLISTEN")
             self._channels.discard(name)
-        self._queue.extend(self._connection.drain())
-        self._queue = deque(e for e in self._queue if e.channel in self._channels)
+        self._drop_unlistened()
 
     async def notify(self, channel: str, payload: Any = "") -> None:
         """Send a notification on this connection, committed at once.

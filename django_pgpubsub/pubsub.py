@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.connection import open_connection
@@ -15,21 +15,30 @@ from django_pgpubsub.notify import NOTIFY_SQL
 from django_pgpubsub.payload import encode_payload
 
 
-class PubSub:
-    """A dedicated connection that listens and notifies. Not thread-safe.
+class Listening(Protocol):
+    """What :class:`PubSubBase` needs of a driver connection, sync or async."""
 
-    Made by :func:`connect`. Notifications it sends are committed at once
-    (the connection is in autocommit).
-    """
+    raw: Any
+    pid: int
 
-    def __init__(self, connection: DriverConnection) -> None:
+    def drain(self) -> list[Event]: ...
+
+
+ConnectionT = TypeVar("ConnectionT", bound=Listening)
+
+
+class PubSubBase(Generic[ConnectionT]):
+    """What :class:`PubSub` and its async twin share: the connection, the
+    channels listened to, and the events read but not handed out yet."""
+
+    def __init__(self, connection: ConnectionT) -> None:
         self._connection = connection
         self._queue: deque[Event] = deque()
         self._channels: set[str] = set()
 
     @property
     def conn(self) -> Any:
-        """The driver connection (psycopg2 or psycopg 3)."""
+        """The driver connection (psycopg2's, or psycopg 3's sync or async one)."""
         return self._connection.raw
 
     @property
@@ -41,6 +50,19 @@ class PubSub:
     def channels(self) -> frozenset[str]:
         """The channels listened to."""
         return frozenset(self._channels)
+
+    def _drop_unlistened(self) -> None:
+        """After UNLISTEN: keep the events read so far of the channels still listened to."""
+        self._queue.extend(self._connection.drain())
+        self._queue = deque(event for event in self._queue if event.channel in self._channels)
+
+
+class PubSub(PubSubBase[DriverConnection]):
+    """A dedicated connection that listens and notifies. Not thread-safe.
+
+    Made by :func:`connect`. Notifications it sends are committed at once
+    (the connection is in autocommit).
+    """
 
     def fileno(self) -> int:
         """The socket, for ``select()`` and friends."""
@@ -65,9 +87,7 @@ class PubSub:
         for name in names:
             self._connection.execute(f"UNLISTEN {self._connection.quote_ident(name)}")
             self._channels.discard(name)
-        self._queue.extend(self._connection.drain())
-        kept = [event for event in self._queue if event.channel in self._channels]
-        self._queue = deque(kept)
+        self._drop_unlistened()
 
     def notify(self, channel: str, payload: Any = "") -> None:
         """Send a notification on this connection, committed at once.
