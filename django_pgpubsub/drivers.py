@@ -304,29 +304,33 @@ def fetch(raw_connection: Any, statement: str, params: Any, *, prepare: bool) ->
         return cursor.fetchall() if cursor.description else []
 
 
-# The statements prepared (by name) on each psycopg2 connection. PREPARE
-# outlives a rollback; a connection that closes drops out by itself.
-_psycopg2_prepared: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+# What was prepared on each psycopg2 connection: statement -> (its EXECUTE,
+# the names of its parameters in order). PREPARE outlives a rollback; a
+# connection that closes drops out by itself.
+_psycopg2_prepared: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, list[str]]]] = (
+    weakref.WeakKeyDictionary()
+)
 _NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
 
 
 def _prepared_psycopg2(
     raw_connection: Any, statement: str, params: dict[str, Any]
 ) -> tuple[str, list[Any]]:
-    """``EXECUTE`` of ``statement`` (``%(name)s`` placeholders), prepared with
-    SQL's ``PREPARE`` on this connection first if need be."""
-    names = _NAMED_PARAMETER.findall(statement)
+    """``EXECUTE`` of ``statement`` (``%(name)s`` placeholders) and its
+    parameters, prepared with SQL's ``PREPARE`` on this connection first if
+    need be."""
     prepared = _psycopg2_prepared.setdefault(raw_connection, {})
-    name = prepared.get(statement)
-    if name is None:
+    known = prepared.get(statement)
+    if known is None:
         name = f"django_pgpubsub_{len(prepared)}"
-        numbered = iter(range(1, len(names) + 1))
+        keys = _NAMED_PARAMETER.findall(statement)
+        numbered = iter(range(1, len(keys) + 1))
         body = _NAMED_PARAMETER.sub(lambda _: f"${next(numbered)}", statement)
         with raw_connection.cursor() as cursor:
             cursor.execute(f"PREPARE {name} AS {body}")
-        prepared[statement] = name
-    placeholders = ", ".join(["%s"] * len(names))
-    return f"EXECUTE {name}({placeholders})", [params[key] for key in names]
+        known = prepared[statement] = (f"EXECUTE {name}({', '.join(['%s'] * len(keys))})", keys)
+    execute, keys = known
+    return execute, [params[key] for key in keys]
 
 
 @contextlib.contextmanager
