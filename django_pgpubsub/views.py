@@ -40,6 +40,9 @@ KEEPALIVE = b": keepalive\n\n"
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # the SSE spec's three line endings
 
 
+# Every client of a channel is sent the same event object: it is formatted
+# once, not once per client (equal events format alike).
+@functools.lru_cache(maxsize=256)
 def format_event(event: Event) -> bytes:
     """``event: <channel>``, one ``data:`` line per payload line, a blank line."""
     data = "".join(f"data: {line}\n" for line in _LINE_BREAKS.split(event.payload))
