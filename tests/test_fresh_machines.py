@@ -50,3 +50,10 @@ def test_root_starts_pgserver_from_a_folder_only_root_can_enter(tmp_path: Path) 
     with TemporaryPostgres(private / "pgserver" / "pginstall" / "bin") as server:
         assert run_sql(server.url, "SELECT current_user, 6 * 7") == [("postgres", 42)]
         assert not server.bindir.is_relative_to(private)  # it ran a copy
+
+
+def test_the_throwaway_server_runs_without_fsync_and_synchronous_commit() -> None:
+    # What README.rst says of the server the benchmarks run on.
+    with TemporaryPostgres() as server:
+        settings = "SELECT current_setting('fsync'), current_setting('synchronous_commit')"
+        assert run_sql(server.url, settings) == [("off", "off")]
