@@ -203,7 +203,7 @@ def notify_many_ms(kind: str, sizes: Sizes) -> float:
     from django.db import connection, transaction
 
     from django_pgpubsub import notify_many
-    from django_pgpubsub.notify import NOTIFY_MANY_SQL
+    from django_pgpubsub.db.sql import NOTIFY_MANY_SQL
 
     items = [("bench.many", f'{{"id":{i}}}') for i in range(sizes.notify_many)]
     with transaction.atomic():

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from django_pgpubsub import sql
+from django_pgpubsub.db import sql
 
 CHANNEL = "bench.durable"
 PARKED = "bench.parked"

@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg2
 
-from django_pgpubsub.changes import build_triggers
-from django_pgpubsub.triggers import EVENTS, Publication
+from django_pgpubsub.publishing.changes import build_triggers
+from django_pgpubsub.publishing.triggers import EVENTS, Publication
 
 TABLES = ("bench_plain", "bench_statement", "bench_row")
 ROW_TRIGGER_SQL = """

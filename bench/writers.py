@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg2
 
-from django_pgpubsub.sql import OUTBOX_TABLE
+from django_pgpubsub.db.sql import OUTBOX_TABLE
 
 IDLE_CHANNEL = "bench.idle"
 LISTENING = (0, 1, 20)

@@ -8,7 +8,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from django_pgpubsub import conf
-from django_pgpubsub.connection import database_wrapper
+from django_pgpubsub.db.connection import database_wrapper
 
 
 @checks.register(checks.Tags.compatibility)

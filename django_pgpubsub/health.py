@@ -18,10 +18,9 @@ from django.db import DatabaseError, connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.connection import database_wrapper
-from django_pgpubsub.listener import APPLICATION_NAME
-from django_pgpubsub.probe import presence_lock_ids
-from django_pgpubsub.sql import OUTBOX_TABLE
+from django_pgpubsub.db.connection import database_wrapper
+from django_pgpubsub.db.sql import OUTBOX_TABLE
+from django_pgpubsub.probe import APPLICATION_NAME, presence_lock_ids
 
 QUEUE_SQL = "SELECT pg_notification_queue_usage(), to_regclass(%s) IS NOT NULL"
 

@@ -13,27 +13,27 @@ from collections.abc import Callable, Iterable
 from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
+from django_pgpubsub.backoff import Reconnection
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.connection import listening_options, open_connection
-from django_pgpubsub.drivers import DriverConnection, wait_readable
+from django_pgpubsub.db.connection import listening_options, open_connection
+from django_pgpubsub.db.drivers import DriverConnection
+from django_pgpubsub.db.sql import WAKEUP_CHANNEL
+from django_pgpubsub.durable.outbox import Outbox
 from django_pgpubsub.events import Event, log_fields
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.observer import Observer
-from django_pgpubsub.outbox import Outbox
-from django_pgpubsub.probe import PRESENCE_SQL, PROBE_SQL, Probe, presence_key
+from django_pgpubsub.probe import APPLICATION_NAME, PRESENCE_SQL, PROBE_SQL, Probe, presence_key
 from django_pgpubsub.registry import Handler, Registry, handler_name, registry
-from django_pgpubsub.schedule import Periodic, Schedule, reconnect_delay
-from django_pgpubsub.shutdown import stop_on_signals
-from django_pgpubsub.sql import WAKEUP_CHANNEL
+from django_pgpubsub.schedule import Periodic, Schedule
+from django_pgpubsub.waiting import wait_readable
 
 logger = logging.getLogger("django_pgpubsub.listener")
 
-APPLICATION_NAME = "django_pgpubsub listener"
 LOGGED_PAYLOAD_CHARS = 200
 
 ConnectHook = Callable[["Listener", bool], None]
 
-__all__ = ["APPLICATION_NAME", "Listener", "stop_on_signals"]
+__all__ = ["Listener"]
 
 
 class Listener:
@@ -311,27 +311,16 @@ class Listener:
         alive = max(self._alive_at, self._probe.answered_at) if reconnecting else down_since
         if reason is not None:
             logger.warning("Lost the connection to %r (%s); reconnecting.", self.using, reason)
-        failures = 0
+        attempts = Reconnection("Listener", self.using, logger)
         while not self._stopping:
             try:
                 self.connection = self._open()
             except ConnectionLost as exc:
-                failures += 1
-                delay = reconnect_delay(failures)
-                if delay is None:
-                    raise
-                logger.warning(
-                    "Cannot connect to %r (%s); attempt %d, retrying in %.2f s.",
-                    self.using,
-                    str(exc).strip().splitlines()[0],
-                    failures,
-                    delay,
-                )
-                self._sleep(delay)
+                self._sleep(attempts.failed(exc))
                 continue
             self._alive_at = time.monotonic()
             self.observer.connected(reconnecting)
-            if reconnecting or failures:
+            if reconnecting or attempts.failures:
                 outage = self._alive_at - alive
                 logger.warning(
                     "Connected to %r again after %.1f s without a working connection; "
@@ -339,7 +328,10 @@ class Listener:
                     self.using,
                     outage,
                     len(self.channels),
-                    extra={"outage_seconds": round(outage, 3), "failed_attempts": failures},
+                    extra={
+                        "outage_seconds": round(outage, 3),
+                        "failed_attempts": attempts.failures,
+                    },
                 )
                 # Whatever broke ours (a restart, the network) likely broke the
                 # connections handlers use too: start them afresh.

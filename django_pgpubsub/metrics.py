@@ -21,9 +21,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
+from django_pgpubsub.db.sql import OUTBOX_TABLE
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
-from django_pgpubsub.sql import OUTBOX_TABLE
 
 logger = logging.getLogger("django_pgpubsub.metrics")
 

@@ -10,7 +10,7 @@ from django.db import connections, models, transaction
 from django.db.models import Count, Q
 
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
+from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
 
 WAITING = ("pending", "running")
 

@@ -10,19 +10,17 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import execute_in_transaction, require_psycopg3
-from django_pgpubsub.exceptions import InvalidPayload
-from django_pgpubsub.payload import encode_payload
-from django_pgpubsub.sql import (
+from django_pgpubsub.db.connection import execute_in_transaction, require_psycopg3
+from django_pgpubsub.db.sql import (
+    NOTIFY_MANY_SQL,
+    NOTIFY_SQL,
     STORE_MANY_QUIET_SQL,
     STORE_MANY_SQL,
     STORE_QUIET_SQL,
     STORE_SQL,
 )
-
-NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
-# unnest() of two arrays walks them side by side, in order: one round trip.
-NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
+from django_pgpubsub.exceptions import InvalidPayload
+from django_pgpubsub.payload import encode_payload
 
 
 def _check_key(key: object) -> str:

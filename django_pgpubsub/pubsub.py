@@ -8,11 +8,12 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import open_connection
-from django_pgpubsub.drivers import DriverConnection, wait_readable
+from django_pgpubsub.db.connection import open_connection
+from django_pgpubsub.db.drivers import DriverConnection
+from django_pgpubsub.db.sql import NOTIFY_SQL
 from django_pgpubsub.events import Event
-from django_pgpubsub.notify import NOTIFY_SQL
 from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.waiting import wait_readable
 
 
 class Listening(Protocol):

@@ -7,11 +7,8 @@ sweeps) happens on time however busy the connection is.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
-
-from django_pgpubsub import conf
 
 
 class Periodic:
@@ -67,36 +64,3 @@ class Schedule:
         if not self.tasks:
             return None
         return max(0.0, min(task.due for task in self.tasks) - now)
-
-
-# 2.0 ** 1024 overflows a float; any exponent past this one is at the cap.
-_MAX_EXPONENT = 60
-# No delay is longer (ten years): PostgreSQL intervals and timestamps overflow
-# somewhere past that, whatever the settings say.
-MAX_DELAY = 10 * 365 * 24 * 3600.0
-
-
-def backoff(initial: float, cap: float, failures: int) -> float:
-    """``initial`` doubled for each failure after the first, at most ``cap``.
-
-    Never overflows, for any number of failures or any cap.
-    """
-    exponent = min(max(failures - 1, 0), _MAX_EXPONENT)
-    return min(cap, initial * 2.0**exponent, MAX_DELAY)
-
-
-def reconnect_delay(failures: int) -> float | None:
-    """Seconds to wait before connecting again after ``failures`` failed attempts.
-
-    The ``RECONNECT_INITIAL_DELAY`` doubled per failure up to
-    ``RECONNECT_MAX_DELAY``, then jittered down to half of it so that the
-    processes of a fleet do not reconnect in step.
-
-    Returns:
-        The delay, or ``None`` once ``RECONNECT_MAX_ATTEMPTS`` attempts failed.
-    """
-    max_attempts = conf.reconnect_max_attempts()
-    if max_attempts is not None and failures >= max_attempts:
-        return None
-    delay = backoff(conf.reconnect_initial_delay(), conf.reconnect_max_delay(), failures)
-    return random.uniform(delay / 2, delay)

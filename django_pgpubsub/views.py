@@ -1,7 +1,7 @@
 """Server-Sent Events: ``EventStreamView`` streams channels to browsers.
 
 Every client of every ``EventStreamView`` of a process shares the hub's one
-LISTEN connection (:mod:`django_pgpubsub.hub`).
+LISTEN connection (:mod:`django_pgpubsub.streams.hub`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from django_pgpubsub import conf
 from django_pgpubsub.asgi import SCOPE_KEY
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.hub import get_hub
-from django_pgpubsub.subscription import Subscription
+from django_pgpubsub.streams.hub import get_hub
+from django_pgpubsub.streams.subscription import Subscription
 
 logger = logging.getLogger("django_pgpubsub.views")
 

@@ -16,8 +16,8 @@ from urllib.parse import quote
 from django.db import connections
 
 from django_pgpubsub import Event, PubSub, Registry
-from django_pgpubsub.drivers import HasFileno, wait_readable
 from django_pgpubsub.listener import Listener
+from django_pgpubsub.waiting import HasFileno, wait_readable
 
 
 def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:

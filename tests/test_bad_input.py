@@ -20,11 +20,11 @@ from django_pgpubsub import (
     notify_many,
 )
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.db.sql import WAKEUP_CHANNEL
 from django_pgpubsub.health import check_health
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.payload import encode_payload
-from django_pgpubsub.sql import WAKEUP_CHANNEL
 from django_pgpubsub.testing import capture_events
 from tests.helpers import collect
 

@@ -12,10 +12,11 @@ from django.db import connection, connections
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_many
-from django_pgpubsub.aconnection import open_async_connection
-from django_pgpubsub.connection import open_connection
-from django_pgpubsub.drivers import DriverConnection, wait_readable
+from django_pgpubsub.db.aconnection import open_async_connection
+from django_pgpubsub.db.connection import open_connection
+from django_pgpubsub.db.drivers import DriverConnection
 from django_pgpubsub.listener import Listener
+from django_pgpubsub.waiting import wait_readable
 from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

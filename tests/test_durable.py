@@ -25,9 +25,9 @@ from django_pgpubsub import (
     notify,
     notify_many,
 )
+from django_pgpubsub.db.sql import WAKEUP_CHANNEL
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.sql import WAKEUP_CHANNEL
 from tests.helpers import ListenerThread, ManagePy, collect, run_listener, wait_until
 from tests.testapp.models import Received
 

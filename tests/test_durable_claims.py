@@ -12,11 +12,11 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify
-from django_pgpubsub.claim import retry_delay, sanitize
+from django_pgpubsub.backoff import MAX_DELAY, backoff
+from django_pgpubsub.db.sql import CLAIM_SQL
+from django_pgpubsub.durable.claim import retry_delay, sanitize
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.schedule import MAX_DELAY, backoff
-from django_pgpubsub.sql import CLAIM_SQL
 from tests.helpers import run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -21,9 +21,9 @@ from django_pgpubsub import (
     notify,
     notify_many,
 )
+from django_pgpubsub.db.sql import CLAIM_SQL, WAKEUP_CHANNEL
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.sql import CLAIM_SQL, WAKEUP_CHANNEL
 from tests.helpers import collect, nothing_arrives
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,9 +11,9 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgpubsub import PubSub, Registry, notify, notify_many
+from django_pgpubsub.db.sql import PROBE_SQL, WAKEUP_CHANNEL
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.sql import PROBE_SQL, WAKEUP_CHANNEL
 from tests.helpers import ListenerThread, ManagePy, collect, nothing_arrives, wait_until
 from tests.testapp.models import Received
 

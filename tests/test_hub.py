@@ -14,9 +14,9 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import Client
 
 from django_pgpubsub import AsyncPubSub, Event, InvalidChannel, aconnect, subscribe
-from django_pgpubsub.aconnection import open_async_connection
-from django_pgpubsub.hub import get_hub
-from django_pgpubsub.subscription import RESYNC_CHANNEL
+from django_pgpubsub.db.aconnection import open_async_connection
+from django_pgpubsub.streams.hub import get_hub
+from django_pgpubsub.streams.subscription import RESYNC_CHANNEL
 from django_pgpubsub.views import EventStream
 
 pytestmark = pytest.mark.django_db(transaction=True)

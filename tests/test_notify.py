@@ -23,8 +23,8 @@ from django_pgpubsub import (
     notify,
     notify_many,
 )
-from django_pgpubsub.connection import execute_in_transaction
-from django_pgpubsub.notify import NOTIFY_MANY_SQL, NOTIFY_SQL
+from django_pgpubsub.db.connection import execute_in_transaction
+from django_pgpubsub.db.sql import NOTIFY_MANY_SQL, NOTIFY_SQL
 from tests.helpers import collect, database_url, nothing_arrives, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

@@ -38,7 +38,7 @@ def test_survives_the_server_going_away_for_three_seconds() -> None:
             process.wait_for_output("again after", timeout=30)
             run_sql(server.url, "SELECT pg_notify('test.a', 'after')")
             wait_until(lambda: handled(server.url) == ["before", "after"], what="the later event")
-            assert "Cannot connect to 'default'" in process.output()
+            assert "Listener cannot connect to 'default'" in process.output()
             process.signal(signal.SIGTERM)
             assert process.wait() == 0
         finally:

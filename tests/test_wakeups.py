@@ -18,8 +18,8 @@ import pytest
 from django.db import transaction
 
 from django_pgpubsub import notify, notify_many
+from django_pgpubsub.db.sql import WAKEUP_CHANNEL
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.sql import WAKEUP_CHANNEL
 from tests.helpers import run_sql
 
 pytestmark = pytest.mark.django_db(transaction=True)

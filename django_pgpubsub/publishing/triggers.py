@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from django_pgpubsub.context import CONTEXT_SETTING
+from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
 from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
-from django_pgpubsub.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
+from django_pgpubsub.publishing.context import CONTEXT_SETTING
 
 EVENTS = ("created", "updated", "deleted")
 OLD_ROWS = "old_rows"

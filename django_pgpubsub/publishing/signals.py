@@ -14,10 +14,10 @@ from django.dispatch import receiver
 from django.utils.encoding import is_protected_type
 
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.context import current_context
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.notify import notify
-from django_pgpubsub.triggers import published_channel
+from django_pgpubsub.publishing.context import current_context
+from django_pgpubsub.publishing.triggers import published_channel
 
 logger = logging.getLogger("django_pgpubsub.publishing")
 

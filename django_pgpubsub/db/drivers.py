@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import selectors
 import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
@@ -24,25 +23,6 @@ from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
 
 logger = logging.getLogger("django_pgpubsub.connection")
-
-
-class HasFileno(Protocol):
-    def fileno(self) -> int: ...
-
-
-def wait_readable(fileobj: int | HasFileno, timeout: float | None) -> bool:
-    """Wait until ``fileobj`` can be read, or ``timeout`` seconds pass.
-
-    ``selectors``, unlike ``select.select()``, works for descriptors of 1024
-    and above, which a busy process reaches.
-
-    Returns:
-        True when it can be read.
-    """
-    with selectors.DefaultSelector() as selector:
-        selector.register(fileobj, selectors.EVENT_READ)
-        return bool(selector.select(timeout))
-
 
 # SQLSTATE 25006 (read_only_sql_transaction): "cannot execute LISTEN during
 # recovery" from a hot standby, where a reconnect may land after a failover.

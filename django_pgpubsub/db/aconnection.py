@@ -14,8 +14,8 @@ import contextlib
 from collections import deque
 from typing import Any
 
-from django_pgpubsub.connection import dedicated_wrapper, require_psycopg3
-from django_pgpubsub.drivers import (
+from django_pgpubsub.db.connection import dedicated_wrapper, require_psycopg3
+from django_pgpubsub.db.drivers import (
     Psycopg3Connection,
     lost_errors,
     queued_events,
@@ -23,34 +23,7 @@ from django_pgpubsub.drivers import (
 )
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-
-
-async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
-    """Wait for ``event``; ``False`` if ``timeout`` seconds passed first.
-
-    A timer instead of ``asyncio.wait_for``, which before Python 3.12 can
-    swallow a cancellation that comes as the event is set (a task then never
-    stops), and which costs a task per wait.
-    """
-    if timeout is None:
-        await event.wait()
-        return True
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        event.set()
-
-    timer = asyncio.get_running_loop().call_later(timeout, expire)
-    try:
-        await event.wait()
-    finally:
-        timer.cancel()
-    if expired:
-        event.clear()  # set by the timer, not by what it stands for
-        return False
-    return True
+from django_pgpubsub.waiting import wait_event
 
 
 class AsyncDriverConnection:

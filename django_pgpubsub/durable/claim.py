@@ -1,8 +1,8 @@
 """One claim of durable events: taken in a statement that commits at once, then
 handled event by event, each in a transaction of its own.
 
-See :mod:`django_pgpubsub.outbox` for the whole cycle and
-:mod:`django_pgpubsub.sql` for the statements.
+See :mod:`django_pgpubsub.durable.outbox` for the whole cycle and
+:mod:`django_pgpubsub.db.sql` for the statements.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 
-from django_pgpubsub import conf, drivers, sql
-from django_pgpubsub.connection import transaction_untouched
+from django_pgpubsub import conf
+from django_pgpubsub.backoff import MAX_DELAY, backoff
+from django_pgpubsub.db import sql
+from django_pgpubsub.db.connection import fetch_rows, transaction_untouched
 from django_pgpubsub.events import DurableEvent, log_fields
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
-from django_pgpubsub.schedule import MAX_DELAY, backoff
 
 logger = logging.getLogger("django_pgpubsub.durable")
 
@@ -44,23 +45,6 @@ def retry_delay(attempt: int) -> float:
     return backoff(conf.durable_retry_delay(), conf.durable_retry_max_delay(), attempt)
 
 
-def fetch(
-    using: str, statement: str, params: Any = None, *, prepare: bool = False
-) -> list[tuple[Any, ...]]:
-    """Run one statement on Django's connection for ``using``; return its rows.
-
-    The driver's own cursor, with Django's translation of errors: a listener
-    runs one of these per durable event, and Django's cursor wrapper (which
-    would only add query logging and ``execute_wrapper`` hooks to the outbox's
-    bookkeeping) costs about a tenth of that statement's time. ``prepare``:
-    see :func:`django_pgpubsub.drivers.fetch`.
-    """
-    connection = connections[using]
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return drivers.fetch(connection.connection, statement, params, prepare=prepare)
-
-
 class Claim:
     """One batch of claimed events, handled one by one under one token."""
 
@@ -80,7 +64,7 @@ class Claim:
 
     def take(self, channels: list[str], size: int) -> list[Row]:
         """Claim up to ``size`` due events, oldest first; the first one's attempt starts."""
-        rows = fetch(self.using, sql.CLAIM_SQL, self._params(channels=channels, limit=size))
+        rows = fetch_rows(self.using, sql.CLAIM_SQL, self._params(channels=channels, limit=size))
         self.renewed = time.monotonic()
         return sorted(rows)
 
@@ -129,19 +113,19 @@ class Claim:
         now = time.monotonic()
         if now - self.renewed > self.lease / 3:
             self.renewed = now
-            fetch(self.using, sql.RENEW_SQL, self._params(ids=[row[0] for row in rows]))
+            fetch_rows(self.using, sql.RENEW_SQL, self._params(ids=[row[0] for row in rows]))
 
     def release(self, rows: Sequence[Row]) -> None:
         """Give back claimed events that were not started, as they were."""
         if rows:
-            fetch(self.using, sql.RELEASE_SQL, self._params(ids=[row[0] for row in rows]))
+            fetch_rows(self.using, sql.RELEASE_SQL, self._params(ids=[row[0] for row in rows]))
 
     def _complete(self, params: dict[str, Any]) -> tuple[Any, ...]:
-        [completed] = fetch(self.using, sql.COMPLETE_SQL, params, prepare=self.prepare)
+        [completed] = fetch_rows(self.using, sql.COMPLETE_SQL, params, prepare=self.prepare)
         return completed
 
     def _start(self, row_id: int) -> int | None:
-        [(_, attempt)] = fetch(self.using, sql.START_SQL, self._params(next=row_id))
+        [(_, attempt)] = fetch_rows(self.using, sql.START_SQL, self._params(next=row_id))
         return None if attempt is None else int(attempt)
 
     def _handle(
@@ -240,7 +224,7 @@ class Claim:
         )
 
     def _held(self, row_id: int) -> bool:
-        return bool(fetch(self.using, sql.HELD_SQL, (row_id, self.token))[0][0])
+        return bool(fetch_rows(self.using, sql.HELD_SQL, (row_id, self.token))[0][0])
 
     def _fail(self, event: DurableEvent, error: str, following: int | None) -> int | None:
         max_attempts = conf.durable_max_attempts()
@@ -251,7 +235,7 @@ class Claim:
             delay=retry_delay(event.attempt),
             max_attempts=max_attempts,
         )
-        [(recorded, attempt)] = fetch(self.using, sql.FAIL_SQL, params)
+        [(recorded, attempt)] = fetch_rows(self.using, sql.FAIL_SQL, params)
         if recorded and event.attempt >= max_attempts:
             logger.error(
                 "Durable event %d (channel %r) failed %d attempt(s); it stays failed "

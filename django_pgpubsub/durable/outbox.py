@@ -1,6 +1,6 @@
 """The listener's side of durable events: claim, handle, complete, recover.
 
-A durable event is a row of the outbox (see :mod:`django_pgpubsub.sql` for
+A durable event is a row of the outbox (see :mod:`django_pgpubsub.db.sql` for
 its life). A listener claims a batch of due rows with a statement that
 commits at once: the rows become ``running``, held by this listener's
 database session under a random token and a lease (``DURABLE_LEASE``). Then,
@@ -15,7 +15,7 @@ event by event:
 3. a handler that raises rolls that transaction back, and the failure is
    recorded: pending again after a backoff, or failed after the last attempt.
 
-Steps 1 to 3 are :class:`django_pgpubsub.claim.Claim`'s. Claims whose holder's
+Steps 1 to 3 are :class:`django_pgpubsub.durable.claim.Claim`'s. Claims whose holder's
 session is gone, or whose lease ran out, are recovered here, by every
 listener's periodic sweep. No transaction lasts longer than one
 event's handlers, and nothing that goes wrong here ends the listener.
@@ -29,11 +29,13 @@ from typing import Any
 
 from django.db import connections
 
-from django_pgpubsub import conf, sql
-from django_pgpubsub.claim import Claim, fetch
+from django_pgpubsub import conf
+from django_pgpubsub.backoff import MAX_DELAY
+from django_pgpubsub.db import sql
+from django_pgpubsub.db.connection import fetch_rows
+from django_pgpubsub.durable.claim import Claim
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler
-from django_pgpubsub.schedule import MAX_DELAY
 
 logger = logging.getLogger("django_pgpubsub.durable")
 
@@ -49,7 +51,7 @@ class Outbox:
             using: The outbox's ``DATABASES`` alias.
             observer: Told of each event handled.
             prepare: Prepare the statement run once per event (see
-                :func:`django_pgpubsub.drivers.fetch`): only when ``using``
+                :func:`django_pgpubsub.db.drivers.fetch`): only when ``using``
                 reaches PostgreSQL directly or through a session pooler.
         """
         self.using = using
@@ -133,7 +135,7 @@ class Outbox:
         return self._exists
 
     def _fetch(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-        return fetch(self.using, statement, params)
+        return fetch_rows(self.using, statement, params)
 
     def _recover(self, channels: list[str]) -> None:
         rows = self._fetch(

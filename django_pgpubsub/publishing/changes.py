@@ -5,7 +5,7 @@ django-pgtrigger (the ``[triggers]`` extra) owns the triggers' lifecycle:
 ``makemigrations`` writes them into migrations, ``migrate`` installs and
 removes them, ``pgtrigger.ignore`` can silence them. This module decides which
 triggers a publication needs and where their migration belongs; the SQL they
-run is rendered by :mod:`django_pgpubsub.triggers`.
+run is rendered by :mod:`django_pgpubsub.publishing.triggers`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.publishing import is_published_on_save
-from django_pgpubsub.triggers import (
+from django_pgpubsub.publishing.signals import is_published_on_save
+from django_pgpubsub.publishing.triggers import (
     EVENTS,
     Publication,
     mark_published,

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from django_pgpubsub import conf
-from django_pgpubsub.aconnection import AsyncDriverConnection, open_async_connection
+from django_pgpubsub.backoff import Reconnection
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.connection import listening_options, require_psycopg3
+from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_connection
+from django_pgpubsub.db.connection import listening_options, require_psycopg3
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
-from django_pgpubsub.schedule import reconnect_delay
-from django_pgpubsub.subscription import Subscription, resync_event
+from django_pgpubsub.streams.subscription import Subscription, resync_event
 
 logger = logging.getLogger("django_pgpubsub.hub")
 
@@ -180,23 +180,17 @@ class Hub:
             await self.connection.close()
         self.connection = None
         self._listened = set()
-        failures = 0
+        outage = Reconnection("Hub", self.using, logger)
         while True:
             try:
                 self.connection = await self._open()
                 break
             except ConnectionLost as exc:
-                failures += 1
-                delay = reconnect_delay(failures)
-                if delay is None:
+                try:
+                    delay = outage.failed(exc)
+                except ConnectionLost:
                     self._give_up(exc)
                     raise
-                logger.warning(
-                    "Hub cannot connect to %r (%s); retrying in %.2f s.",
-                    self.using,
-                    str(exc).strip().splitlines()[0],
-                    delay,
-                )
                 await asyncio.sleep(delay)
         await self._reconcile()
         logger.warning("Hub connected to %r again; resyncing subscribers.", self.using)

@@ -23,6 +23,10 @@ from __future__ import annotations
 OUTBOX_TABLE = "django_pgpubsub_outbox"
 WAKEUP_CHANNEL = "django_pgpubsub.durable"
 
+NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
+# unnest() of two arrays walks them side by side, in order: one round trip.
+NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
+
 # The columns of migration 0001, which other writers (triggers) may name
 # alone: every column added later has a default or is nullable.
 _INSERT = f"""

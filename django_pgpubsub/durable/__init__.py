@@ -1,0 +1,1 @@
+"""Durable events: the outbox's claims, attempts and the sweeper that runs them."""
