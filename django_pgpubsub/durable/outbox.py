@@ -84,7 +84,7 @@ class Outbox:
             How many events were handled, successfully or not.
         """
         channels = sorted(channel for channel, functions in handlers.items() if functions)
-        handled = [0]
+        handled = 0
         if not channels:
             return 0
         try:
@@ -92,14 +92,26 @@ class Outbox:
                 return 0
             if recover:
                 self._recover(channels)
-            self._handle_due(channels, handlers, should_stop, limit, handled)
+            while not should_stop():
+                size = conf.durable_batch_size()
+                if limit is not None:
+                    size = min(size, limit - handled)
+                    if size <= 0:
+                        break
+                claim = Claim(self.using, self.observer, prepare=self.prepare)
+                rows = claim.take(channels, size)
+                handled += claim.run(
+                    rows, handlers, should_stop, None if limit is None else limit - handled
+                )
+                if len(rows) < size:
+                    break
         except Exception:
             logger.exception(
                 "Cannot handle durable events on %r now; the next sweep tries again.", self.using
             )
             self._exists = False  # a dropped table is looked for again, too
             connections[self.using].close_if_unusable_or_obsolete()
-        return handled[0]
+        return handled
 
     def due(self, handlers: dict[str, tuple[Handler, ...]]) -> bool:
         """Whether any event of the channels with handlers is due (poll mode's probe).
@@ -154,28 +166,3 @@ class Outbox:
                 row_id,
                 state,
             )
-
-    def _handle_due(
-        self,
-        channels: list[str],
-        handlers: dict[str, tuple[Handler, ...]],
-        should_stop: Callable[[], bool],
-        limit: int | None,
-        handled: list[int],
-    ) -> None:
-        while not should_stop():
-            size = conf.durable_batch_size()
-            if limit is not None:
-                size = min(size, limit - handled[0])
-                if size <= 0:
-                    return
-            claim = Claim(
-                self.using,
-                self.observer,
-                limit=None if limit is None else limit - handled[0],
-                prepare=self.prepare,
-            )
-            rows = claim.take(channels, size)
-            claim.run(rows, handlers, should_stop, handled)
-            if len(rows) < size:
-                return

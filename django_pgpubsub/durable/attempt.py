@@ -1,0 +1,192 @@
+"""One attempt at one durable event: its handlers, then its completion or its failure.
+
+See :mod:`django_pgpubsub.durable.claim` for the claim the event belongs to,
+and :mod:`django_pgpubsub.db.sql` for the statements.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import Any, NamedTuple
+
+from django.db import transaction
+
+from django_pgpubsub import conf
+from django_pgpubsub.backoff import backoff
+from django_pgpubsub.db import sql
+from django_pgpubsub.db.connection import fetch_rows, transaction_untouched
+from django_pgpubsub.events import DurableEvent, log_fields
+from django_pgpubsub.observer import Observer
+from django_pgpubsub.registry import Handler, handler_name
+
+logger = logging.getLogger("django_pgpubsub.durable")
+
+
+class ClaimLost(Exception):
+    """The event's claim was taken back while its handlers ran."""
+
+
+class Holder(NamedTuple):
+    """What every statement of one claim names: where, under which token and lease."""
+
+    using: str
+    token: str
+    lease: float
+    prepare: bool  # the completion statement; see drivers.fetch
+    observer: Observer
+
+    def params(self, **values: Any) -> dict[str, Any]:
+        """The statements' parameters: the token, the lease, and ``values``."""
+        return {"token": self.token, "lease": self.lease, "next": None, **values}
+
+
+def sanitize(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL bytes and lone surrogates escaped."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before the retry that follows failed attempt number ``attempt`` (1, 2...)."""
+    return backoff(conf.durable_retry_delay(), conf.durable_retry_max_delay(), attempt)
+
+
+class Attempt:
+    """One started attempt at ``event``, held under ``holder``'s claim."""
+
+    def __init__(self, holder: Holder, event: DurableEvent) -> None:
+        self.holder = holder
+        self.event = event
+
+    def run(self, functions: tuple[Handler, ...], following: int | None) -> int | None:
+        """Run the event's handlers and complete it (or record its failure).
+
+        Args:
+            functions: The handlers of the event's channel, in order.
+            following: The claim's next event, started by the statement that
+                completes this one (one round trip fewer), or None.
+
+        Returns:
+            The attempt number of ``following``, when it was started.
+        """
+        holder = self.holder
+        event = self.event
+        params = holder.params(id=event.id, next=following)
+        running: Handler | None = None
+        completed: tuple[Any, ...] | None = None
+        alone = False  # the completion runs after the handlers' transaction
+        observer = holder.observer
+        began = time.perf_counter()
+        try:
+            with transaction.atomic(using=holder.using):
+                for running in functions:
+                    running(event)
+                running = None
+                if transaction_untouched(holder.using):
+                    # The handlers ran no SQL here: there are no writes to
+                    # commit with the completion, which then takes one round
+                    # trip in autocommit instead of BEGIN, DELETE and COMMIT.
+                    alone = True
+                else:
+                    completed = self._complete(params)
+                    if not completed[0]:
+                        raise ClaimLost
+        except ClaimLost:
+            self._log_claim_lost()
+            return None
+        except Exception:
+            if alone:
+                # Only an on_commit callback can raise after the handlers
+                # returned; the event was handled, and is completed below.
+                self._log_on_commit_error()
+            else:
+                return self._handle_error(running, completed, following)
+        finally:
+            if observer.timed:
+                observer.handled(event.channel, time.perf_counter() - began)
+        if alone:
+            completed = self._complete(params)
+            if not completed[0]:
+                self._log_claim_lost()
+                return None
+        assert completed is not None
+        return None if completed[1] is None else int(completed[1])
+
+    def _complete(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        holder = self.holder
+        [completed] = fetch_rows(holder.using, sql.COMPLETE_SQL, params, prepare=holder.prepare)
+        return completed
+
+    def _handle_error(
+        self, running: Handler | None, completed: tuple[Any, ...] | None, following: int | None
+    ) -> int | None:
+        """Record the failure being handled; see :meth:`run` for the return value."""
+        event = self.event
+        error = traceback.format_exc()
+        if completed is not None and not self._held():
+            # Committed: what raised was an on_commit callback.
+            self._log_on_commit_error()
+            return None if completed[1] is None else int(completed[1])
+        name = handler_name(running) if running else "(completion)"
+        if running is not None:
+            self.holder.observer.handler_failed(event.channel, running)
+        logger.exception(
+            "Handler %s failed on durable event %d (channel %r, attempt %d); its "
+            "handlers' writes are rolled back.",
+            name,
+            event.id,
+            event.channel,
+            event.attempt,
+            extra={**log_fields(event), "handler": name},
+        )
+        return self._fail(error, following)
+
+    def _log_claim_lost(self) -> None:
+        event = self.event
+        logger.warning(
+            "Durable event %d (channel %r, attempt %d) was claimed again while its "
+            "handlers ran (longer than DURABLE_LEASE?): their writes are rolled back.",
+            event.id,
+            event.channel,
+            event.attempt,
+            extra=log_fields(event),
+        )
+
+    def _log_on_commit_error(self) -> None:
+        event = self.event
+        logger.exception(
+            "An on_commit callback of durable event %d (channel %r) raised; the event was handled.",
+            event.id,
+            event.channel,
+            extra=log_fields(event),
+        )
+
+    def _held(self) -> bool:
+        holder = self.holder
+        rows = fetch_rows(holder.using, sql.HELD_SQL, (self.event.id, holder.token))
+        return bool(rows[0][0])
+
+    def _fail(self, error: str, following: int | None) -> int | None:
+        event = self.event
+        max_attempts = conf.durable_max_attempts()
+        params = self.holder.params(
+            id=event.id,
+            next=following,
+            error=sanitize(error),
+            delay=retry_delay(event.attempt),
+            max_attempts=max_attempts,
+        )
+        [(recorded, attempt)] = fetch_rows(self.holder.using, sql.FAIL_SQL, params)
+        if recorded and event.attempt >= max_attempts:
+            logger.error(
+                "Durable event %d (channel %r) failed %d attempt(s); it stays failed "
+                "until `durable_events retry`.",
+                event.id,
+                event.channel,
+                event.attempt,
+                extra=log_fields(event),
+            )
+        return None if attempt is None else int(attempt)
