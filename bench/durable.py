@@ -104,7 +104,13 @@ def claim_ms(parked: int, claims: int) -> float:
     times = []
     with connection.cursor() as cursor:
         for _ in range(claims):
-            params = {"channels": [CHANNEL], "limit": 100, "token": str(uuid.uuid4()), "lease": 60}
+            params = {
+                "channels": [CHANNEL],
+                "limit": 100,
+                "token": str(uuid.uuid4()),
+                "lease": 60,
+                "holder": None,
+            }
             started = time.perf_counter()
             cursor.execute(sql.CLAIM_SQL, params)
             rows = cursor.fetchall()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import selectors
 import socket
 import time
@@ -17,7 +18,7 @@ from django_pgpubsub.backoff import Reconnection
 from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.db.connection import listening_options, open_connection
 from django_pgpubsub.db.drivers import DriverConnection
-from django_pgpubsub.db.sql import WAKEUP_CHANNEL
+from django_pgpubsub.db.sql import HOLD_SQL, WAKEUP_CHANNEL
 from django_pgpubsub.durable.outbox import Outbox
 from django_pgpubsub.events import Event, log_fields
 from django_pgpubsub.exceptions import ConnectionLost
@@ -96,6 +97,8 @@ class Listener:
         self._keepalive: Periodic | None = None
         self._probe = Probe(conf.keepalive_interval() / 2)
         self._probe_deadline: Periodic | None = None
+        self._durable_sweep: Periodic | None = None
+        self._woken = False  # a wake-up for durable events arrived
         self._alive_at = 0.0  # monotonic time of the last notification read
 
     @property
@@ -141,6 +144,7 @@ class Listener:
                     if not self._stopping:
                         self._connect_with_retries(reconnecting=True, reason=exc)
         finally:
+            self._outbox.release()
             self._close()
             self._wake_read.close()
             self._wake_write.close()
@@ -159,7 +163,9 @@ class Listener:
         if self.durable:
             # Retries that came due, and events whose wake-up was missed, are
             # found on time whatever the plain traffic.
-            schedule.every("durable", conf.durable_poll_interval(), self._sweep_durable)
+            self._durable_sweep = schedule.every(
+                "durable", conf.durable_poll_interval(), self._sweep_durable
+            )
             if conf.durable_wakeup() == "poll":
                 # Writers send no wake-ups: a cheap probe, often.
                 schedule.every("durable probe", conf.durable_probe_interval(), self._probe_durable)
@@ -193,6 +199,12 @@ class Listener:
                     self._handle(events, table)
                 if not self._stopping:
                     schedule.run_due(now)
+                if self.durable and not self._stopping and (self._woken or self._outbox.backlog):
+                    # One bounded turn of durable work, then the loop reads its
+                    # socket and runs its schedule again: a backlog holds
+                    # nothing else back.
+                    self._handle_durable()
+                    continue
                 if not events and not self._stopping:
                     selector.select(schedule.timeout(time.monotonic()))
 
@@ -213,35 +225,38 @@ class Listener:
         if self._probe.waiting:
             events = self._probe.receive(events)
         close_old_connections()
-        woken = False
         if self.durable:
             plain = [e for e in events if e.channel != WAKEUP_CHANNEL]
             if len(plain) != len(events):
-                woken = any(e.payload in table for e in events if e.channel == WAKEUP_CHANNEL)
+                # Handled by the loop, after these events, in bounded turns.
+                self._woken = self._woken or any(
+                    e.payload in table for e in events if e.channel == WAKEUP_CHANNEL
+                )
                 events = plain
         self._dispatch(events, table)
-        if woken and not self._stopping:
-            self._handle_durable()
         close_old_connections()
 
     def _sweep_durable(self) -> None:
-        close_old_connections()
         # Also takes back the claims of dead or hung listeners.
         self._handle_durable(recover=True)
-        close_old_connections()
 
     def _probe_durable(self) -> None:
-        if self._outbox.due(self._table):
-            close_old_connections()
-            self._handle_durable()
-            close_old_connections()
+        if not self._outbox.backlog and self._outbox.due(self._table):
+            self._woken = True  # the loop handles them
 
     def _handle_durable(self, *, recover: bool = False) -> None:
-        """Claim and handle the durable events that are due (outside any batch)."""
+        """One bounded turn of the durable events that are due (outside any batch)."""
+        self._woken = False
         remaining = None if self.max_events is None else self.max_events - self.dispatched
+        close_old_connections()
         self.dispatched += self._outbox.sweep(
             self._table, lambda: self._stopping, remaining, recover=recover
         )
+        close_old_connections()
+        retry_at = self._outbox.next_retry()
+        if retry_at is not None and self._durable_sweep is not None:
+            # A retry due before the next sweep: sweep when it comes due.
+            self._durable_sweep.due = min(self._durable_sweep.due, retry_at)
         if self.max_events is not None and self.dispatched >= self.max_events:
             self.stop()
 
@@ -296,6 +311,12 @@ class Listener:
             # Shows pubsub_health which channels this listener serves.
             keys = [presence_key(channel) for channel in sorted(self.channels)]
             connection.execute(PRESENCE_SQL, (keys,))
+            if self.durable:
+                # Proves to other listeners' recovery, in pg_locks, that this
+                # listener lives: its claims carry the key (see sql.HOLD_SQL).
+                holder_key = int.from_bytes(os.urandom(8), "big", signed=True)
+                connection.execute(HOLD_SQL, (holder_key,))
+                self._outbox.held_by(holder_key)
         except BaseException:
             connection.close()
             raise

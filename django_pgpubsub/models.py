@@ -104,6 +104,7 @@ class OutboxQuerySet(models.QuerySet["OutboxEvent"]):
                 claimed_at=None,
                 lease_expires_at=None,
                 started_at=None,
+                holder_key=None,
             )
             _wake(alias, woken)
         return int(count)
@@ -166,6 +167,12 @@ class OutboxEvent(models.Model):
     )
     started_at = models.DateTimeField(
         null=True, blank=True, help_text="When its running attempt started."
+    )
+    holder_key = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Advisory lock key held by the claiming listener while it lives.",
     )
 
     objects = OutboxManager()

@@ -3,6 +3,7 @@ event, leases, recovery of dead and hung claims; real PostgreSQL, in-process."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.test import override_settings
 from django_pgpubsub import DurableEvent, Event, Registry, notify
 from django_pgpubsub.backoff import MAX_DELAY, backoff
 from django_pgpubsub.db.sql import CLAIM_SQL
-from django_pgpubsub.durable.claim import retry_delay, sanitize
+from django_pgpubsub.durable.claim import Claimed, retry_delay, sanitize
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import run_sql, wait_until
@@ -22,11 +23,18 @@ from tests.helpers import run_sql, wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def claim_elsewhere(url: str, channel: str, limit: int) -> list[tuple[Any, ...]]:
+def claim_elsewhere(url: str, channel: str, limit: int) -> list[Claimed]:
     """Claim events as a listener would, on a connection that then ends (a dead
-    listener); return once its backend is gone."""
-    params = {"channels": [channel], "limit": limit, "token": str(uuid.uuid4()), "lease": 60.0}
-    rows = run_sql(url, CLAIM_SQL, params)  # type: ignore[arg-type]
+    listener: the advisory lock of its holder key went with its session);
+    return once its backend is gone."""
+    params = {
+        "channels": [channel],
+        "limit": limit,
+        "token": str(uuid.uuid4()),
+        "lease": 60.0,
+        "holder": random.getrandbits(63),
+    }
+    rows = [Claimed(*row) for row in run_sql(url, CLAIM_SQL, params)]  # type: ignore[arg-type]
     [pid] = set(OutboxEvent.objects.filter(state="running").values_list("claimed_pid", flat=True))
     wait_until(
         lambda: not run_sql(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
@@ -84,7 +92,7 @@ def test_a_dead_listeners_claim_comes_back_counting_only_the_started_event(
     for payload in ("first", "second", "third"):
         notify("jobs", payload, durable=True)
     claimed = claim_elsewhere(test_database_url, "jobs", 3)  # its session has ended since
-    assert sorted(row[4] for row in claimed) == [0, 0, 1]  # the first one started
+    assert sorted(row.attempts for row in claimed) == [0, 0, 1]  # the first one started
     Listener(["jobs"], registry=jobs, max_events=3).run()
     assert sorted(seen) == [("first", 2), ("second", 1), ("third", 1)]
     assert not OutboxEvent.objects.exists()

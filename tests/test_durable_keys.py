@@ -128,7 +128,13 @@ def test_rows_written_under_migration_0001_are_handled_after_the_upgrade() -> No
 
 def claim(channel: str) -> None:
     with connection.cursor() as cursor:
-        params = {"channels": [channel], "limit": 10, "token": str(uuid.uuid4()), "lease": 60.0}
+        params = {
+            "channels": [channel],
+            "limit": 10,
+            "token": str(uuid.uuid4()),
+            "lease": 60.0,
+            "holder": None,
+        }
         cursor.execute(CLAIM_SQL, params)
 
 

@@ -16,6 +16,12 @@ Every statement that changes a claimed row names the claim's random token, so
 a listener whose claim was taken back (its lease ran out) changes nothing.
 ``attempts`` counts attempts *started*: it is raised in a statement that
 commits before the handlers run, so an attempt that kills its process counts.
+
+Whether a claim's listener is alive is read from ``pg_locks``, which every
+role may read: the listener holds a session advisory lock, under a random key
+stored on its claimed rows (``holder_key``), on its listening connection. That
+connection always reaches PostgreSQL directly (LISTEN needs it), so no pooler
+can hand the lock to another client, and the lock ends with the session.
 """
 
 from __future__ import annotations
@@ -80,23 +86,30 @@ STORE_MANY_QUIET_SQL = f"""{_STORE_MANY}
 SELECT (SELECT count(*) FROM stored), 0
 """
 
-# Who holds a claim: this backend since this time. A claim whose backend is
-# gone, or was started after the claim (PostgreSQL reuses the pids of ended
-# sessions), is recovered. Reading pg_stat_activity costs a snapshot of every
-# session, so only recovery reads it.
+# Where a claim is held, for people (durable_events status, the admin): this
+# backend since this time. Behind a transaction pooler the pid is a pooled
+# server connection's, so liveness never reads it: see holder_key above.
 _HOLDER = "claimed_pid = pg_backend_pid(), claimed_at = clock_timestamp()"
+
+# Taken once per listening connection, with a fresh random key; released by
+# PostgreSQL when the session ends. The key is a bigint: pg_locks shows its
+# high half as classid and its low half as objid, with objsubid 1.
+HOLD_SQL = "SELECT pg_advisory_lock(%s)"
 
 _LEASE = "clock_timestamp() + %(lease)s * interval '1 second'"
 
 _UNCLAIM = """
     claim_token = NULL, claimed_pid = NULL, claimed_by = NULL, claimed_at = NULL,
-    lease_expires_at = NULL, started_at = NULL
+    lease_expires_at = NULL, started_at = NULL, holder_key = NULL
 """
 
 # Due events of the listener's channels, oldest first. One index range scan
 # per channel (the pending index on (channel, id)), so pending rows of other
 # channels, however many, cost nothing, and a large backlog is read from its
-# head only. The claim starts the first event's attempt in the same statement.
+# head only. The claim starts the first event's attempt in the same statement,
+# and returns that event's payload alone: the others' are read when their turn
+# comes (when they are started), so a claim of large payloads is never held in
+# memory at once.
 CLAIM_SQL = f"""
 WITH picked AS (
     SELECT due.id FROM unnest(%(channels)s::text[]) AS c(channel)
@@ -115,12 +128,14 @@ UPDATE {OUTBOX_TABLE} AS o SET
     claim_token = %(token)s,
     {_HOLDER},
     claimed_by = current_setting('application_name'),
+    holder_key = %(holder)s,
     lease_expires_at = {_LEASE},
     attempts = o.attempts + (o.id = first.id)::int,
     started_at = CASE WHEN o.id = first.id THEN clock_timestamp() END
 FROM picked, first
 WHERE o.id = picked.id
-RETURNING o.id, o.channel, o.payload, o.sender_pid, o.attempts
+RETURNING o.id, o.channel, o.sender_pid, o.attempts,
+    CASE WHEN o.id = first.id THEN o.payload END
 """
 
 # Starting an attempt: counted, and leased from now.
@@ -131,10 +146,13 @@ UPDATE {OUTBOX_TABLE} SET
     lease_expires_at = {_LEASE},
     {_HOLDER}
 WHERE id = %(next)s AND claim_token = %(token)s AND state = 'running' AND started_at IS NULL
-RETURNING attempts
+RETURNING attempts, payload
 """
 
-START_SQL = f"WITH started AS ({_START}) SELECT 1, (SELECT attempts FROM started)"
+# The attempt number and payload of the started event; NULLs when it was not.
+_STARTED = "(SELECT attempts FROM started), (SELECT payload FROM started)"
+
+START_SQL = f"WITH started AS ({_START}) SELECT 1, {_STARTED}"
 
 # Completion, in the event's own transaction after its handlers. It also
 # starts the next event of the claim, which saves a round trip per event; if
@@ -142,10 +160,11 @@ START_SQL = f"WITH started AS ({_START}) SELECT 1, (SELECT attempts FROM started
 # started on its own. Its body (migration 0004) is _START after a DELETE of
 # the completed row; as a PL/pgSQL function its plans are kept for the
 # session, which halves the cost of the statement that runs once per event.
-COMPLETE_FUNCTION = "django_pgpubsub_complete(bigint, uuid, double precision, bigint)"
+# Migration 0005's version also returns the started event's payload.
+COMPLETE_FUNCTION = "django_pgpubsub_complete_next(bigint, uuid, double precision, bigint)"
 COMPLETE_SQL = """
-SELECT completed::int, next_attempt
-FROM django_pgpubsub_complete(%(id)s, %(token)s, %(lease)s, %(next)s)
+SELECT completed::int, next_attempt, next_payload
+FROM django_pgpubsub_complete_next(%(id)s, %(token)s, %(lease)s, %(next)s)
 """
 
 # A failed attempt (in autocommit, after the handlers' transaction rolled
@@ -160,7 +179,7 @@ WITH failed AS (
     WHERE id = %(id)s AND claim_token = %(token)s
     RETURNING 1
 ), started AS ({_START})
-SELECT (SELECT count(*) FROM failed), (SELECT attempts FROM started)
+SELECT (SELECT count(*) FROM failed), {_STARTED}
 """
 
 # Whether a claim still holds a row (after an error whose outcome is unknown).
@@ -177,10 +196,17 @@ UPDATE {OUTBOX_TABLE} SET state = 'pending', {_UNCLAIM}
 WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND started_at IS NULL
 """
 
-# Claims whose holder's session is gone, or whose lease ran out. An event not
-# started goes back as it was; a started one has used its attempt: pending
-# after the retry delay, or failed when it was the last.
+# Claims whose holder's session is gone (its advisory lock, see HOLD_SQL, is
+# no longer in pg_locks), or whose lease ran out. Rows claimed without a
+# holder_key (by a listener older than migration 0005) have their lease alone.
+# An event not started goes back as it was; a started one has used its
+# attempt: pending after the retry delay, or failed when it was the last.
+# Returns each row's id, new state, and seconds until it is due.
 RECOVER_SQL = f"""
+WITH live AS MATERIALIZED (
+    SELECT (classid::bigint << 32) | objid::bigint AS key FROM pg_locks
+    WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+)
 UPDATE {OUTBOX_TABLE} AS o SET
     state = CASE WHEN o.started_at IS NOT NULL AND o.attempts >= %(max_attempts)s
                  THEN 'failed' ELSE 'pending' END,
@@ -199,12 +225,10 @@ UPDATE {OUTBOX_TABLE} AS o SET
     {_UNCLAIM}
 WHERE o.state = 'running' AND o.channel = ANY(%(channels)s) AND (
     o.lease_expires_at <= clock_timestamp()
-    OR NOT EXISTS (
-        SELECT 1 FROM pg_stat_activity AS a
-        WHERE a.pid = o.claimed_pid AND a.backend_start <= o.claimed_at
-    )
+    OR (o.holder_key IS NOT NULL AND o.holder_key NOT IN (SELECT key FROM live))
 )
-RETURNING o.id, o.state
+RETURNING o.id, o.state,
+    greatest(extract(epoch FROM o.available_at - clock_timestamp()), 0)::float8
 """
 
 # "Is anything due?", every DURABLE_PROBE_INTERVAL in poll mode: an index-only

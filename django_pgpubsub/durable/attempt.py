@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from django.db import transaction
+from django.db import connections, transaction
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import backoff
@@ -26,6 +27,22 @@ logger = logging.getLogger("django_pgpubsub.durable")
 
 class ClaimLost(Exception):
     """The event's claim was taken back while its handlers ran."""
+
+
+class RollbackRequested(Exception):
+    """A handler left its transaction marked for rollback (``needs_rollback``)."""
+
+
+class Started(NamedTuple):
+    """An event whose attempt was started: its attempt number and its payload."""
+
+    attempt: int
+    payload: str
+
+    @classmethod
+    def of(cls, attempt: int | None, payload: str | None) -> Started | None:
+        """From a statement's columns, which are NULL when nothing was started."""
+        return None if attempt is None else cls(int(attempt), payload or "")
 
 
 class Holder(NamedTuple):
@@ -54,44 +71,55 @@ def retry_delay(attempt: int) -> float:
     return backoff(conf.durable_retry_delay(), conf.durable_retry_max_delay(), attempt)
 
 
+def _refuse_rollback(function: Handler) -> None:
+    raise RollbackRequested(
+        f"Handler {handler_name(function)} left its transaction marked for rollback "
+        "(transaction.set_rollback(True), or a database error caught inside an atomic "
+        "block): its writes are rolled back and the attempt counts as failed."
+    )
+
+
 class Attempt:
     """One started attempt at ``event``, held under ``holder``'s claim."""
 
     def __init__(self, holder: Holder, event: DurableEvent) -> None:
         self.holder = holder
         self.event = event
+        self.retry_in: float | None = None  # set when a failure was recorded for a retry
+        self.running: Handler | None = None  # the handler running, or that raised
 
-    def run(self, functions: tuple[Handler, ...], following: int | None) -> int | None:
+    def run(
+        self, functions: tuple[Handler, ...], following: Callable[[], int | None]
+    ) -> Started | None:
         """Run the event's handlers and complete it (or record its failure).
 
         Args:
             functions: The handlers of the event's channel, in order.
-            following: The claim's next event, started by the statement that
-                completes this one (one round trip fewer), or None.
+            following: Called once the handlers returned or raised: the
+                claim's next event, started by the statement that completes
+                this one (one round trip fewer), or None.
 
         Returns:
-            The attempt number of ``following``, when it was started.
+            The ``following`` event, when it was started.
         """
         holder = self.holder
+        using = holder.using
+        wrapper = connections[using]
         event = self.event
-        params = holder.params(id=event.id, next=following)
-        running: Handler | None = None
         completed: tuple[Any, ...] | None = None
         alone = False  # the completion runs after the handlers' transaction
         observer = holder.observer
         began = time.perf_counter()
         try:
-            with transaction.atomic(using=holder.using):
-                for running in functions:
-                    running(event)
-                running = None
-                if transaction_untouched(holder.using):
+            with transaction.atomic(using=using):
+                self._call(functions, wrapper)
+                if transaction_untouched(using):
                     # The handlers ran no SQL here: there are no writes to
                     # commit with the completion, which then takes one round
                     # trip in autocommit instead of BEGIN, DELETE and COMMIT.
                     alone = True
                 else:
-                    completed = self._complete(params)
+                    completed = self._complete(following())
                     if not completed[0]:
                         raise ClaimLost
         except ClaimLost:
@@ -103,33 +131,45 @@ class Attempt:
                 # returned; the event was handled, and is completed below.
                 self._log_on_commit_error()
             else:
-                return self._handle_error(running, completed, following)
+                return self._handle_error(self.running, completed, following)
         finally:
             if observer.timed:
                 observer.handled(event.channel, time.perf_counter() - began)
         if alone:
-            completed = self._complete(params)
+            completed = self._complete(following())
             if not completed[0]:
                 self._log_claim_lost()
                 return None
         assert completed is not None
-        return None if completed[1] is None else int(completed[1])
+        return Started.of(completed[1], completed[2])
 
-    def _complete(self, params: dict[str, Any]) -> tuple[Any, ...]:
+    def _call(self, functions: tuple[Handler, ...], wrapper: Any) -> None:
+        """Run the handlers; refuse a transaction that one marked for rollback."""
+        for self.running in functions:
+            self.running(self.event)
+            if wrapper.needs_rollback:
+                _refuse_rollback(self.running)
+        self.running = None
+
+    def _complete(self, following: int | None) -> tuple[Any, ...]:
         holder = self.holder
+        params = holder.params(id=self.event.id, next=following)
         [completed] = fetch_rows(holder.using, sql.COMPLETE_SQL, params, prepare=holder.prepare)
         return completed
 
     def _handle_error(
-        self, running: Handler | None, completed: tuple[Any, ...] | None, following: int | None
-    ) -> int | None:
+        self,
+        running: Handler | None,
+        completed: tuple[Any, ...] | None,
+        following: Callable[[], int | None],
+    ) -> Started | None:
         """Record the failure being handled; see :meth:`run` for the return value."""
         event = self.event
         error = traceback.format_exc()
         if completed is not None and not self._held():
             # Committed: what raised was an on_commit callback.
             self._log_on_commit_error()
-            return None if completed[1] is None else int(completed[1])
+            return Started.of(completed[1], completed[2])
         name = handler_name(running) if running else "(completion)"
         if running is not None:
             self.holder.observer.handler_failed(event.channel, running)
@@ -169,17 +209,20 @@ class Attempt:
         rows = fetch_rows(holder.using, sql.HELD_SQL, (self.event.id, holder.token))
         return bool(rows[0][0])
 
-    def _fail(self, error: str, following: int | None) -> int | None:
+    def _fail(self, error: str, following: Callable[[], int | None]) -> Started | None:
         event = self.event
         max_attempts = conf.durable_max_attempts()
+        delay = retry_delay(event.attempt)
         params = self.holder.params(
             id=event.id,
-            next=following,
+            next=following(),
             error=sanitize(error),
-            delay=retry_delay(event.attempt),
+            delay=delay,
             max_attempts=max_attempts,
         )
-        [(recorded, attempt)] = fetch_rows(self.holder.using, sql.FAIL_SQL, params)
+        [(recorded, attempt, payload)] = fetch_rows(self.holder.using, sql.FAIL_SQL, params)
+        if recorded and event.attempt < max_attempts:
+            self.retry_in = delay
         if recorded and event.attempt >= max_attempts:
             logger.error(
                 "Durable event %d (channel %r) failed %d attempt(s); it stays failed "
@@ -189,4 +232,4 @@ class Attempt:
                 event.attempt,
                 extra=log_fields(event),
             )
-        return None if attempt is None else int(attempt)
+        return Started.of(attempt, payload)

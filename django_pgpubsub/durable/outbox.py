@@ -19,11 +19,17 @@ Steps 1 to 3 are :class:`django_pgpubsub.durable.claim.Claim`'s. Claims whose ho
 session is gone, or whose lease ran out, are recovered here, by every
 listener's periodic sweep. No transaction lasts longer than one
 event's handlers, and nothing that goes wrong here ends the listener.
+
+Each :meth:`Outbox.sweep` is one bounded turn of work (about ``TURN``
+seconds, plus the event running then): the listener's loop reads its
+notifications, runs its plain handlers and its schedule between turns, and
+calls again while :attr:`Outbox.backlog` says more is due.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +44,10 @@ from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler
 
 logger = logging.getLogger("django_pgpubsub.durable")
+
+
+# Seconds of durable work per turn of the listener's loop.
+TURN = 0.1
 
 
 class Outbox:
@@ -57,8 +67,52 @@ class Outbox:
         self.using = using
         self.prepare = prepare
         self.observer = observer or Observer()
+        self.holder_key: int | None = None
+        self._claim: Claim | None = None
+        self._full = False  # the last claim was full: more may be due at once
+        self._retry_at: float | None = None
         self._exists = False
         self._warned = False
+
+    @property
+    def backlog(self) -> bool:
+        """True while more events may be due at once: a claim is not handled to
+        its end, or the last one was full."""
+        return self._claim is not None or self._full
+
+    def held_by(self, holder_key: int | None) -> None:
+        """Claim from now on under ``holder_key``: the advisory lock that the
+        listener took on its new listening connection (``sql.HOLD_SQL``).
+
+        The current claim, taken under the previous key, which no session
+        holds any more, is given back.
+        """
+        self.release()
+        self.holder_key = holder_key
+
+    def release(self) -> None:
+        """Give back what the current claim has not started (the listener stops).
+
+        Never raises but ``SystemExit`` and ``KeyboardInterrupt``.
+        """
+        claim, self._claim = self._claim, None
+        self._full = False
+        if claim is not None:
+            try:
+                claim.release()
+            except Exception:
+                logger.warning("Cannot give back a claim of durable events now.", exc_info=True)
+                connections[self.using].close_if_unusable_or_obsolete()
+
+    def next_retry(self) -> float | None:
+        """The ``time.monotonic()`` at which the earliest retry recorded since
+        the last call comes due, if any: the listener sweeps then."""
+        retry_at, self._retry_at = self._retry_at, None
+        return retry_at
+
+    def _retry(self, retry_at: float | None) -> None:
+        if retry_at is not None:
+            self._retry_at = min(self._retry_at or retry_at, retry_at)
 
     def sweep(
         self,
@@ -68,7 +122,11 @@ class Outbox:
         *,
         recover: bool = False,
     ) -> int:
-        """Handle the due events of the channels that have handlers.
+        """Handle due events of the channels that have handlers, for one turn.
+
+        A turn ends after about ``TURN`` seconds (the running event is
+        finished), when nothing more is due, at ``should_stop()`` or after
+        ``limit`` events; :attr:`backlog` then says whether to call again.
 
         Never raises but ``SystemExit`` and ``KeyboardInterrupt``: any other
         error is logged, and the next sweep tries again.
@@ -87,31 +145,49 @@ class Outbox:
         handled = 0
         if not channels:
             return 0
+        deadline = time.monotonic() + TURN
         try:
             if not self._table_exists():
                 return 0
             if recover:
                 self._recover(channels)
-            while not should_stop():
-                size = conf.durable_batch_size()
-                if limit is not None:
-                    size = min(size, limit - handled)
-                    if size <= 0:
-                        break
-                claim = Claim(self.using, self.observer, prepare=self.prepare)
-                rows = claim.take(channels, size)
-                handled += claim.run(
-                    rows, handlers, should_stop, None if limit is None else limit - handled
-                )
-                if len(rows) < size:
+            while not should_stop() and time.monotonic() < deadline:
+                remaining = None if limit is None else limit - handled
+                claim = self._claim or self._take(channels, remaining)
+                if claim is None:
+                    break
+                handled += claim.run(handlers, should_stop, remaining, deadline)
+                self._retry(claim.retry_at)
+                claim.retry_at = None
+                if not claim.done:
+                    break  # the deadline: the rest is for the next turn
+                self._claim = None
+                if not self._full or remaining == handled:
                     break
         except Exception:
             logger.exception(
                 "Cannot handle durable events on %r now; the next sweep tries again.", self.using
             )
             self._exists = False  # a dropped table is looked for again, too
+            self._claim = None
+            self._full = False
             connections[self.using].close_if_unusable_or_obsolete()
+        if should_stop():
+            self.release()
         return handled
+
+    def _take(self, channels: list[str], limit: int | None) -> Claim | None:
+        size = conf.durable_batch_size() if limit is None else min(conf.durable_batch_size(), limit)
+        self._full = False
+        if size <= 0:
+            return None
+        claim = Claim(self.using, self.observer, holder_key=self.holder_key, prepare=self.prepare)
+        claimed = claim.take(channels, size)
+        self._full = claimed == size
+        if not claimed:
+            return None
+        self._claim = claim
+        return claim
 
     def due(self, handlers: dict[str, tuple[Handler, ...]]) -> bool:
         """Whether any event of the channels with handlers is due (poll mode's probe).
@@ -159,10 +235,13 @@ class Outbox:
                 "max_delay": min(conf.durable_retry_max_delay(), MAX_DELAY),
             },
         )
-        for row_id, state in rows:
+        now = time.monotonic()
+        for row_id, state, due_in in rows:
             logger.warning(
                 "Durable event %d was held by a listener that is gone or past its "
                 "DURABLE_LEASE; it is %s again.",
                 row_id,
                 state,
             )
+            if state == "pending":
+                self._retry(now + due_in)
