@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import backoff
@@ -71,11 +72,21 @@ def retry_delay(attempt: int) -> float:
     return backoff(conf.durable_retry_delay(), conf.durable_retry_max_delay(), attempt)
 
 
+# libpq's PQTRANS_INERROR, in both drivers' connection.info.transaction_status.
+_IN_ERROR = 3
+
+
+def _aborted(wrapper: BaseDatabaseWrapper) -> bool:
+    """Whether the server refuses the transaction (an error that a handler caught)."""
+    raw = wrapper.connection
+    return raw is not None and raw.info.transaction_status == _IN_ERROR
+
+
 def _refuse_rollback(function: Handler) -> None:
     raise RollbackRequested(
         f"Handler {handler_name(function)} left its transaction marked for rollback "
-        "(transaction.set_rollback(True), or a database error caught inside an atomic "
-        "block): its writes are rolled back and the attempt counts as failed."
+        "(transaction.set_rollback(True), or a database error it caught): its writes "
+        "are rolled back and the attempt counts as failed."
     )
 
 
@@ -143,11 +154,11 @@ class Attempt:
         assert completed is not None
         return Started.of(completed[1], completed[2])
 
-    def _call(self, functions: tuple[Handler, ...], wrapper: Any) -> None:
+    def _call(self, functions: tuple[Handler, ...], wrapper: BaseDatabaseWrapper) -> None:
         """Run the handlers; refuse a transaction that one marked for rollback."""
         for self.running in functions:
             self.running(self.event)
-            if wrapper.needs_rollback:
+            if wrapper.needs_rollback or _aborted(wrapper):
                 _refuse_rollback(self.running)
         self.running = None
 
