@@ -134,10 +134,17 @@ def create_role(role: str) -> None:
 @contextlib.contextmanager
 def database_alias(alias: str, **changes: Any) -> Iterator[str]:
     """A ``DATABASES`` alias for the test database, with ``changes`` (``USER``,
-    ``HOST``, ``PORT``...), for the life of the block."""
+    ``HOST``, ``PORT``...), for the life of the block.
+
+    Register it before the tests that use it set up (e.g. in a module-scoped
+    fixture), and name it in their ``django_db(databases=...)``.
+    """
     entry = {**copy.deepcopy(connections["default"].settings_dict), **changes}
     entry["ATOMIC_REQUESTS"] = False
     entry["CONN_MAX_AGE"] = 0
+    # A mirror: a test that names the alias in its databases neither creates
+    # nor flushes it (the role may not).
+    entry["TEST"] = {**entry["TEST"], "MIRROR": "default"}
     settings.DATABASES[alias] = entry
     connections.settings[alias] = entry
     try:
@@ -147,5 +154,5 @@ def database_alias(alias: str, **changes: Any) -> Iterator[str]:
             connections[alias].close()
         with contextlib.suppress(AttributeError):
             del connections[alias]
-        del connections.settings[alias]
-        del settings.DATABASES[alias]
+        connections.settings.pop(alias, None)
+        settings.DATABASES.pop(alias, None)
