@@ -20,7 +20,7 @@ PSYCOPG2_SKIP := -m "not bench and not browser" --ignore=tests/test_example_proj
 	--deselect=tests/test_durable.py::test_three_processes_share_twenty_thousand_events_each_handled_once
 
 .PHONY: test test-slow lint example bench ci system-deps test-psycopg2-pg15 test-private-clone \
-	test-django-versions clean
+	test-django-versions test-pgbouncer clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,19 +92,35 @@ test-django-versions:
 	.venv-django-versions/bin/python -m django --version
 	.venv-django-versions/bin/python -m pytest -q -m "not bench and not browser" $(DJANGO42_STREAMS)
 
-## What the tiers need from Debian: PostgreSQL 15 for the psycopg2 run, and
+## What the tiers need from Debian: PostgreSQL 15 for the psycopg2 run,
 ## Chromium for the browser tier (Playwright cannot download its own browsers
-## here). Installed when missing, as root; otherwise it says what to install.
+## here), and PgBouncer for the pooler run. Installed when missing, as root;
+## otherwise it says what to install.
 system-deps:
 	@missing=""; \
 	[ -x $(PG15)/postgres ] || missing="$$missing postgresql-15"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 		echo "make ci needs:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-ci: system-deps lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions
+## The durable and listener tests (quick tier) as production runs them: DATABASE
+## through PgBouncer in transaction pooling mode, server connections recycled
+## every second, LISTENER_DATABASE direct (tests/settings_pgbouncer.py). The
+## listeners under separate roles, directly and behind PgBouncer, are in the
+## slow tier (tests/test_durable_roles.py).
+# Tests that listen through connect() on DATABASE, or read a pooled pid, assume
+# a direct DATABASE: they are left out here.
+PGBOUNCER_TESTS := tests/test_durable_claims.py tests/test_durable_leases.py \
+	tests/test_durable_production.py -k "not prepared_only"
+test-pgbouncer: $(VENV)/.installed
+	$(BIN)/python -m pytest --ds=tests.settings_pgbouncer --reuse-db -m "$(QUICK)" \
+		$(PGBOUNCER_TESTS) $(PYTEST_ARGS)
+
+ci: system-deps lint test test-slow test-pgbouncer test-psycopg2-pg15 test-private-clone \
+	test-django-versions
 
 clean:
 	rm -rf .venv .venv-psycopg2 .venv-django-versions .venv-django5 .venv-django50 .venv-django51 \

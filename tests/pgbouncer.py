@@ -1,5 +1,5 @@
-"""PgBouncer in transaction pooling mode in front of the run's PostgreSQL, and
-database aliases under other roles: the production shapes of the test bed.
+"""PgBouncer in transaction pooling mode in front of the run's PostgreSQL: a
+production shape of the test bed (tests/roles.py has the other).
 
 ``PgBouncer(upstream_url, users)`` starts Debian's ``pgbouncer`` on a free
 loopback port with ``pool_mode = transaction`` and server connections that
@@ -7,12 +7,13 @@ live a second (``server_lifetime``, ``server_idle_timeout``), so that a
 pooled session's pid means nothing, as in production. Its files live in a
 fresh world-readable temporary folder (a CI checkout under /root is private);
 as root it runs as ``nobody``, since pgbouncer refuses to run as root.
+
+Imports nothing of Django: tests/settings_pgbouncer.py starts one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import pwd
 import shutil
@@ -20,18 +21,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
-
-from django.conf import settings
-from django.db import connections
 
 from scripts.pgtemp import UNPRIVILEGED_USER, free_port
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-ROLE_PASSWORD = "worker"
 
 
 class PgBouncer:
@@ -114,45 +109,3 @@ logfile = {self.logfile}
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def create_role(role: str) -> None:
-    """Create ``role`` (LOGIN, no superuser, no ``pg_read_all_stats``) if it does
-    not exist, and grant it what a listener needs on the outbox of the test
-    database: the table, its sequence; functions are executable by all."""
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-        if not cursor.fetchone():
-            cursor.execute(
-                f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                f"PASSWORD '{ROLE_PASSWORD}'"
-            )
-        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON django_pgpubsub_outbox TO {role}")
-        cursor.execute(f"GRANT USAGE ON SEQUENCE django_pgpubsub_outbox_id_seq TO {role}")
-
-
-@contextlib.contextmanager
-def database_alias(alias: str, **changes: Any) -> Iterator[str]:
-    """A ``DATABASES`` alias for the test database, with ``changes`` (``USER``,
-    ``HOST``, ``PORT``...), for the life of the block.
-
-    Register it before the tests that use it set up (e.g. in a module-scoped
-    fixture), and name it in their ``django_db(databases=...)``.
-    """
-    entry = {**copy.deepcopy(connections["default"].settings_dict), **changes}
-    entry["ATOMIC_REQUESTS"] = False
-    entry["CONN_MAX_AGE"] = 0
-    # A mirror: a test that names the alias in its databases neither creates
-    # nor flushes it (the role may not).
-    entry["TEST"] = {**entry["TEST"], "MIRROR": "default"}
-    settings.DATABASES[alias] = entry
-    connections.settings[alias] = entry
-    try:
-        yield alias
-    finally:
-        with contextlib.suppress(Exception):
-            connections[alias].close()
-        with contextlib.suppress(AttributeError):
-            del connections[alias]
-        connections.settings.pop(alias, None)
-        settings.DATABASES.pop(alias, None)

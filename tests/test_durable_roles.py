@@ -21,7 +21,8 @@ from django_pgpubsub import DurableEvent, Event, Registry, notify
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, database_url, run_sql, wait_until
-from tests.pgbouncer import ROLE_PASSWORD, PgBouncer, create_role, database_alias
+from tests.pgbouncer import PgBouncer
+from tests.roles import ROLE_PASSWORD, create_role, database_alias
 
 ROLES = ("worker_a", "worker_b")
 ALIASES = [f"{role}_{where}" for role in ROLES for where in ("direct", "bounced")]
