@@ -7,7 +7,7 @@ declaration, and README.rst's Settings section is rendered from them
 (``scripts/readme_settings.py``; a test keeps the two equal).
 
 To add a setting, declare it below with the kind that fits (``Seconds``,
-``Count``, ``Limit``, ``Alias``, ``ModuleNames``, ``Choice``; see
+``SecondsOrNone``, ``Count``, ``Limit``, ``Alias``, ``ModuleNames``, ``Choice``; see
 setting_kinds.py) and
 run ``python scripts/readme_settings.py --write``.
 """
@@ -26,12 +26,23 @@ from django_pgpubsub.setting_kinds import (
     Limit,
     ModuleNames,
     Seconds,
+    SecondsOrNone,
     Setting,
     configured,
 )
 
 # The kinds, for declarations elsewhere and for tests.
-__all__ = ["DECLARED", "Alias", "Choice", "Count", "Limit", "ModuleNames", "Seconds", "Setting"]
+__all__ = [
+    "DECLARED",
+    "Alias",
+    "Choice",
+    "Count",
+    "Limit",
+    "ModuleNames",
+    "Seconds",
+    "SecondsOrNone",
+    "Setting",
+]
 
 database_setting = Alias(
     "DATABASE",
@@ -134,6 +145,15 @@ sse_keepalive = Seconds(
     15.0,
     "Seconds without an event after which ``EventStreamView`` sends a comment "
     "line, so proxies and browsers keep an idle stream open.",
+)
+sse_max_age = SecondsOrNone(
+    "SSE_MAX_AGE",
+    None,
+    "Longest life of one ``EventStreamView`` stream, in seconds. The stream "
+    "then ends; the browser's ``EventSource`` reconnects by itself, the new "
+    "request is authorized afresh (a user who logged out is refused), and it "
+    "starts with a ``pgpubsub.resync`` event. A view's ``max_age`` attribute "
+    "overrides it.",
 )
 subscriber_queue_size = Count(
     "SUBSCRIBER_QUEUE_SIZE",

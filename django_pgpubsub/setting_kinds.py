@@ -123,6 +123,26 @@ class Seconds(Setting[float]):
 
 
 @dataclass(frozen=True)
+class SecondsOrNone(Setting["float | None"]):
+    """A finite number of seconds greater than 0, or ``None`` for no limit."""
+
+    @property
+    def kind(self) -> str:
+        return "a number of seconds greater than 0, or None"
+
+    @property
+    def default_text(self) -> str:
+        return "``None``: no limit" if self.default is None else super().default_text
+
+    def validate(self, value: object) -> float | None:
+        if value is None:
+            return None
+        if not _is_number(value) or value <= 0:
+            raise self._refuse(value)
+        return float(value)
+
+
+@dataclass(frozen=True)
 class Count(Setting[int]):
     """An ``int`` of at least ``at_least``."""
 
