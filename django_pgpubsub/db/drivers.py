@@ -14,12 +14,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
+from django.db.backends.postgresql.psycopg_any import errors, is_psycopg3
 
 from django_pgpubsub.db.notifies import (
     ListeningConnection,
     Psycopg3Queue,
-    driver_module,
 )
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
@@ -84,10 +83,6 @@ class DriverConnection(ListeningConnection, ABC):
         """Return every notification received so far; on a broken connection,
         set ``_lost`` instead of raising."""
 
-    @abstractmethod
-    def quote_ident(self, name: str) -> str:
-        """Quote ``name`` as an SQL identifier with the driver's own quoting."""
-
     def close(self) -> None:
         """Close the connection; closing a closed or broken one is a no-op."""
         with contextlib.suppress(*self._lost_errors):
@@ -121,11 +116,6 @@ class Psycopg2Connection(DriverConnection):
         events = [Event(n.channel, n.payload, n.pid) for n in notifies]
         notifies.clear()
         return events
-
-    def quote_ident(self, name: str) -> str:
-        from psycopg2.extensions import quote_ident  # noqa: PLC0415
-
-        return str(quote_ident(name, self.raw))
 
 
 class Psycopg3Connection(Psycopg3Queue, DriverConnection):
@@ -214,7 +204,7 @@ def standby_refusal_is_lost(alias: str) -> Iterator[None]:
     Other driver errors pass through."""
     try:
         yield
-    except driver_module().Error as exc:
+    except errors.Error as exc:
         # psycopg 3 names it sqlstate, psycopg2 pgcode.
         sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
         if sqlstate != READ_ONLY_SQLSTATE:

@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
+from django.db.backends.postgresql.psycopg_any import errors, sql
 
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
@@ -23,21 +23,9 @@ from django_pgpubsub.exceptions import ConnectionLost
 logger = logging.getLogger("django_pgpubsub.connection")
 
 
-def driver_module() -> Any:
-    """The driver module Django uses."""
-    if is_psycopg3:
-        import psycopg  # noqa: PLC0415
-
-        return psycopg
-    import psycopg2  # noqa: PLC0415
-
-    return psycopg2
-
-
 def lost_errors() -> tuple[type[Exception], ...]:
     """The driver's errors for a connection that failed or broke."""
-    driver = driver_module()
-    return (driver.OperationalError, driver.InterfaceError)
+    return (errors.OperationalError, errors.InterfaceError)
 
 
 class ListeningConnection:
@@ -66,6 +54,10 @@ class ListeningConnection:
     @property
     def closed(self) -> bool:
         return bool(self.raw.closed)
+
+    def quote_ident(self, name: str) -> str:
+        """Quote ``name`` as an SQL identifier with the driver's own quoting."""
+        return str(sql.Identifier(name).as_string(self.raw))
 
     def _warn_dropping_unread(self) -> None:
         """Say once per connection that unread notifications are being dropped."""
@@ -144,9 +136,3 @@ class Psycopg3Queue(ListeningConnection):
         except self._lost_errors as exc:
             self._lost = self._lost or exc
         return events
-
-    def quote_ident(self, name: str) -> str:
-        """Quote ``name`` as an SQL identifier with psycopg's own quoting."""
-        from psycopg import sql  # noqa: PLC0415 - psycopg 3 may not be installed
-
-        return sql.Identifier(name).as_string(self.raw)
