@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection, transaction
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import TestCase
 
 from django_pgpubsub import Event, Registry, anotify, notify, notify_many
@@ -44,12 +45,12 @@ class PlainEvents(TestCase):
             cursor.execute("SELECT pg_backend_pid()")
             assert handlers.seen[0].pid == cursor.fetchone()[0]
 
-    def test_notify_many_in_order_with_notify_and_anotify(self) -> None:
+    def test_notify_many_in_order_with_notify(self) -> None:
         handlers = Recording("a", "b")
         with eager(handlers.registry), self.captureOnCommitCallbacks(execute=True):
             notify("a", "1")
             notify_many([("b", "2"), ("a", "3"), ("b", "4")])
-            async_to_sync(anotify)("a", "5")
+            notify("a", "5")
         assert [(e.channel, e.payload) for e in handlers.seen] == [
             ("a", "1"),
             ("b", "2"),
@@ -57,6 +58,15 @@ class PlainEvents(TestCase):
             ("b", "4"),
             ("a", "5"),
         ]
+
+    @pytest.mark.skipif(not is_psycopg3, reason="anotify() needs psycopg 3")
+    def test_anotify(self) -> None:
+        handlers = Recording("a")
+        with eager(handlers.registry), self.captureOnCommitCallbacks(execute=True):
+            notify("a", "1")
+            async_to_sync(anotify)("a", "2")
+            async_to_sync(anotify)("a", "3", durable=True)
+        assert handlers.payloads() == ["1", "2", "3"]
 
     def test_the_global_registry_by_default(self) -> None:
         with eager(), self.captureOnCommitCallbacks(execute=True):
@@ -229,3 +239,26 @@ class Outside(TestCase):
             cursor.execute(EAGER_SETTING_SQL)
             assert cursor.fetchone() == ("",)
         assert importlib.import_module("django_pgpubsub.notify").eager_hook is None
+
+
+class MoreThanPostgres(TestCase):
+    databases = {"default", "other"}  # noqa: RUF012 - as Django declares it
+
+    def test_identical_notifications_are_each_handled(self) -> None:
+        handlers = Recording("a")
+        with eager(handlers.registry), self.captureOnCommitCallbacks(execute=True):
+            notify("a", "same")
+            notify("a", "same")
+        assert handlers.payloads() == ["same", "same"]
+
+    def test_another_alias_when_asked(self) -> None:
+        handlers = Recording("a")
+        with (
+            eager(handlers.registry, using=["default", "other"]),
+            self.captureOnCommitCallbacks(execute=True, using="other"),
+        ):
+            notify("a", "on other", using="other")
+        assert handlers.payloads() == ["on other"]
+        with eager(handlers.registry), self.captureOnCommitCallbacks(execute=True, using="other"):
+            notify("a", "not watched", using="other")
+        assert handlers.payloads() == ["on other"]
