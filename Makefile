@@ -19,7 +19,7 @@ PSYCOPG2_SKIP := -m "not bench and not browser" --ignore=tests/test_example_proj
 	--ignore=tests/test_fresh_machines.py \
 	--deselect=tests/test_durable.py::test_three_processes_share_twenty_thousand_events_each_handled_once
 
-.PHONY: test test-slow lint example bench ci system-deps test-psycopg2-pg15 test-private-clone \
+.PHONY: test test-slow lint docs example bench ci system-deps test-psycopg2-pg15 test-private-clone \
 	test-django-versions clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -43,6 +43,15 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy django_pgpubsub tests scripts bench
 	cd example_project && DATABASE_URL=postgresql://localhost/example ../$(BIN)/mypy .
+
+## The docs site (Sphinx) into docs/_build/html, warnings as errors; the
+## docs extra (sphinx, furo) goes into the same virtualenv.
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS),docs]" $(PINS)
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 ## The example project: PostgreSQL, migrations, listen_events and uvicorn.
 example: $(VENV)/.installed
@@ -104,9 +113,9 @@ system-deps:
 		echo "make ci needs:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-ci: system-deps lint test test-slow test-psycopg2-pg15 test-private-clone test-django-versions
+ci: system-deps lint docs test test-slow test-psycopg2-pg15 test-private-clone test-django-versions
 
 clean:
 	rm -rf .venv .venv-psycopg2 .venv-django-versions .venv-django5 .venv-django50 .venv-django51 \
-		*.egg-info .mypy_cache \
+		*.egg-info .mypy_cache docs/_build \
 		.ruff_cache .pytest_cache
