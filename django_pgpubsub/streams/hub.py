@@ -262,7 +262,8 @@ class Hub:
         self._reader = None  # the next subscriber starts afresh
 
     async def close(self) -> None:
-        """Stop the hub: close its connection; its subscriptions stop receiving."""
+        """Stop the hub: close its connection and forget its subscriptions,
+        which stop receiving; the next subscriber starts afresh."""
         await runtime.call(self._close())
 
     async def _close(self) -> None:
@@ -272,6 +273,7 @@ class Hub:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
                     await task
+        self._subscribers.clear()
         connection = self.connection
         self._drop_connection()
         if connection is not None:
