@@ -305,3 +305,33 @@ def test_after_a_reconnect_channels_are_told_with_resync() -> None:
         assert await receive(layer, channel) == {"type": "after"}
 
     run(scenario)
+
+
+def test_a_full_member_misses_a_group_message_that_the_others_get() -> None:
+    async def scenario() -> None:
+        layer = PubSubChannelLayer(capacity=1)
+        full, free = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add("room", full)
+        await layer.group_add("room", free)
+        await layer.send(full, {"type": "fills it"})
+        await eventually(layer._channels[full].full, "the arrival")
+        await layer.group_send("room", {"type": "to both"})
+        assert await receive(layer, free) == {"type": "to both"}
+        assert await receive(layer, full) == {"type": "fills it"}
+        await layer.send(full, {"type": "marker"})
+        assert await receive(layer, full) == {"type": "marker"}
+
+    run(scenario)
+
+
+def test_flush_deletes_stored_messages() -> None:
+    async def scenario() -> None:
+        layer = PubSubChannelLayer()
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        await layer.group_send("room", {"type": "big", "text": "x" * 9000})
+        assert (await receive(layer, channel))["type"] == "big"
+        await layer.flush()
+
+    run(scenario)
+    assert LayerMessage.objects.count() == 0
