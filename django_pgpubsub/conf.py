@@ -57,7 +57,9 @@ keepalive_interval = Seconds(
     5.0,
     "Idle time after which the listener probes its connection with a "
     "notification to itself (it must come back within half this time); also "
-    "its TCP keepalive interval.",
+    "its TCP keepalive interval. At most 32767: Linux refuses a longer "
+    "``TCP_KEEPIDLE``, and no listening connection would open.",
+    at_most=32767,
 )
 reconnect_initial_delay = Seconds(
     "RECONNECT_INITIAL_DELAY",
