@@ -2,7 +2,7 @@
 
 They only read it: tests/plugin.py starts a throwaway server for a pytest run
 and sets ``DATABASE_URL``; anything else that imports these settings (mypy's
-Django plugin, scripts/readme_settings.py) starts nothing.
+Django plugin, scripts/docs_settings.py) starts nothing.
 """
 
 from __future__ import annotations

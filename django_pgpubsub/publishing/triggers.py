@@ -24,27 +24,8 @@ from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
 from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
 from django_pgpubsub.publishing.context import CONTEXT_SETTING
 
-EVENTS = ("created", "updated", "deleted")
 OLD_ROWS = "old_rows"
 NEW_ROWS = "new_rows"
-
-# Models published with publish_changes, by concrete model: publish_on_save
-# refuses them (and the other way round), since each write would be sent twice.
-_published: dict[type[models.Model], str] = {}
-
-
-def published_channel(model: type[models.Model]) -> str | None:
-    """The channel ``model``'s table publishes on through triggers, if any."""
-    return _published.get(model._meta.concrete_model or model)
-
-
-def mark_published(model: type[models.Model], channel: str | None) -> None:
-    """Record (``channel``) or forget (``None``) a model published by triggers."""
-    concrete = model._meta.concrete_model or model
-    if channel is None:
-        _published.pop(concrete, None)
-    else:
-        _published[concrete] = channel
 
 
 def sql_text(value: str) -> str:
