@@ -15,7 +15,9 @@ from django_pgpubsub.health import FAILED_SQL, PENDING_CHANNELS_SQL, check_healt
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, ManagePy
-from tests.test_metrics import explain, outbox_scans
+from tests.test_metrics import big_outbox, explain, outbox_scans
+
+__all__ = ["big_outbox"]  # a fixture, used by name
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,7 +81,9 @@ def test_without_any_listener_every_pending_channel_is_unhandled() -> None:
     assert "No running listen_events" not in run("durable_events", "status")[1]
 
 
-def test_the_health_queries_read_the_outbox_through_its_partial_indexes() -> None:
+def test_the_health_queries_read_the_outbox_through_its_partial_indexes(
+    big_outbox: None,
+) -> None:
     for sql in (PENDING_CHANNELS_SQL, FAILED_SQL):
         scans = outbox_scans(explain(sql))
         assert scans, sql
