@@ -41,6 +41,11 @@ except ImportError:  # django-health-check 3
 class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no types
     """The checks of ``manage.py pubsub_health``; unavailable when one fails.
 
+    ``timeout`` is the time the checks may take in all (a ``timedelta``, as
+    django-health-check 4 has it; 5 seconds by default): what does not
+    finish in time fails, on a silent server or a locked outbox, and no
+    thread is left waiting on it.
+
     Attributes:
         using: The ``DATABASES`` alias; default the ``DATABASE`` setting.
         max_queue_usage: Highest healthy ``pg_notification_queue_usage()``.
@@ -48,10 +53,6 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
         max_pending_age: Seconds the oldest pending durable event may wait.
         require_listener: Also require a connected ``listen_events`` process.
         channels: With ``require_listener``: one for each of these channels.
-        timeout: Time the checks may take in all (a ``timedelta``, as
-            django-health-check 4 has it; 5 seconds by default): what does not
-            finish in time fails, on a silent server or a locked outbox, and
-            no thread is left waiting on it.
     """
 
     using: str | None = None
