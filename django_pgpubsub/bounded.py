@@ -19,6 +19,7 @@ behind it. So every read made here has a deadline, enforced three ways:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -126,7 +127,8 @@ class BoundedReader:
                 cursor.execute(sql, params)
                 rows: list[tuple[Any, ...]] = cursor.fetchall()
             except DatabaseError as exc:
-                cursor.execute("ROLLBACK")
+                with contextlib.suppress(DatabaseError):  # the connection may be gone
+                    cursor.execute("ROLLBACK")
                 # 57014 query_canceled, 55P03 lock_not_available.
                 code = getattr(exc.__cause__, "sqlstate", None) or getattr(
                     exc.__cause__, "pgcode", None
