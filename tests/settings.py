@@ -74,3 +74,6 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"django_pgpubsub": {"handlers": ["stderr"], "level": "INFO"}},
 }
+
+# For the Channels layer's tests (tests/channels_app).
+CHANNEL_LAYERS = {"default": {"BACKEND": "django_pgpubsub.layers.PubSubChannelLayer"}}
