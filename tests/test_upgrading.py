@@ -44,12 +44,18 @@ def test_0004_creates_a_function_and_no_lock_on_the_outbox() -> None:
     assert "INDEX" not in module.CREATE
 
 
-def test_0005_builds_its_index_concurrently_outside_a_transaction() -> None:
-    statements = sql_of("0005")
+def test_0005_creates_a_table_and_no_lock_on_the_outbox() -> None:
+    statements = [line for line in sql_of("0005") if line not in ("BEGIN;", "COMMIT;")]
+    assert statements
+    assert all("django_pgpubsub_outbox" not in line for line in statements), statements
+
+
+def test_0006_builds_its_index_concurrently_outside_a_transaction() -> None:
+    statements = sql_of("0006")
     assert "BEGIN;" not in statements
     assert [line for line in statements if "INDEX" in line] == [
         'CREATE INDEX CONCURRENTLY "pgpubsub_outbox_failed" ON "django_pgpubsub_outbox" '
         '("channel") WHERE "state" = \'failed\';'
     ]
-    module = importlib.import_module("django_pgpubsub.migrations.0005_failed_index")
+    module = importlib.import_module("django_pgpubsub.migrations.0006_failed_index")
     assert module.Migration.atomic is False

@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("django_pgpubsub", "0004_complete_function"),
+        ("django_pgpubsub", "0005_layer_message"),
     ]
 
     operations = [
