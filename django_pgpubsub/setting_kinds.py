@@ -108,16 +108,22 @@ def _is_number(value: object) -> TypeGuard[int | float]:
 
 @dataclass(frozen=True)
 class Seconds(Setting[float]):
-    """A finite number of seconds, greater than ``above``."""
+    """A finite number of seconds, greater than ``above`` and at most ``at_most``."""
 
     above: float = 0.0
+    at_most: float | None = None
 
     @property
     def kind(self) -> str:
-        return f"a number of seconds greater than {self.above:g}"
+        bound = "" if self.at_most is None else f" and at most {self.at_most:g}"
+        return f"a number of seconds greater than {self.above:g}{bound}"
 
     def validate(self, value: object) -> float:
-        if not _is_number(value) or value <= self.above:
+        if (
+            not _is_number(value)
+            or value <= self.above
+            or (self.at_most is not None and value > self.at_most)
+        ):
             raise self._refuse(value)
         return float(value)
 

@@ -14,6 +14,7 @@ from django_pgpubsub.db.connection import database_wrapper
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.metrics import ListenerMetrics, serve
+from django_pgpubsub.metrics_server import DEFAULT_ADDRESS
 from django_pgpubsub.observer import EventLog, Observer, Observers
 from django_pgpubsub.registry import handler_name, registry
 from django_pgpubsub.shutdown import stop_on_signals
@@ -83,10 +84,13 @@ class Command(BaseCommand):
             "[metrics] extra; 0: any free port).",
         )
         parser.add_argument(
+            "--metrics-addr",
             "--metrics-address",
-            default="0.0.0.0",
+            dest="metrics_address",
+            default=DEFAULT_ADDRESS,
             metavar="ADDRESS",
-            help="Address the metrics server binds. Default 0.0.0.0 (every interface).",
+            help=f"Address the metrics server binds. Default {DEFAULT_ADDRESS} (this host "
+            "only); 0.0.0.0 for every interface.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -113,6 +117,8 @@ class Command(BaseCommand):
             )
         except InvalidChannel as exc:
             raise CommandError(str(exc)) from exc
+        if metrics is not None:
+            metrics.channels = listener.channels  # its durable gauges: these channels only
         if options["list"]:
             self._list(listener)
             return
