@@ -100,11 +100,11 @@ def test_a_hostile_channel_runs_no_script_and_is_answered_as_plain_text(
     response = page.goto(server.base + "/events/?channel=" + urllib.parse.quote(hostile))
     # goto() returns after the load event, which waits for the image (and its error).
     assert response is not None
-    assert response.status == 403
-    assert response.headers["content-type"] == "text/plain; charset=utf-8"
-    assert page.evaluate("document.querySelector('img')") is None
     assert page.evaluate("window.pwned") is None
     assert dialogs == []
+    assert page.evaluate("document.querySelector('img')") is None
+    assert response.status == 403
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
     assert page.inner_text("body") == "A requested channel is not available."
     page.close()
 
