@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from scripts.pgtemp import free_port
 from tests.helpers import database_url, run_sql, wait_until
@@ -95,7 +95,12 @@ def test_a_hostile_channel_runs_no_script_and_is_answered_as_plain_text(
 ) -> None:
     page = browser.new_page()
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     hostile = '<img src=x onerror="window.pwned=1;alert(document.domain)">'
     response = page.goto(server.base + "/events/?channel=" + urllib.parse.quote(hostile))
     # goto() returns after the load event, which waits for the image (and its error).
