@@ -28,7 +28,7 @@ def html_page() -> str:
     view = HealthCheckView.as_view(checks=["django_pgpubsub.contrib.health_check.PubSub"])
     response = async_to_sync(view)(RequestFactory().get("/ht/", HTTP_ACCEPT="text/html"))
     assert isinstance(response, TemplateResponse)
-    return response.render().content.decode()
+    return str(response.render().content.decode())
 
 
 def test_without_health_check_in_installed_apps_the_html_page_fails() -> None:
