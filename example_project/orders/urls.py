@@ -7,6 +7,7 @@ from orders import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("checkout/", views.checkout, name="checkout"),
+    path("orders/<int:pk>/", views.order, name="order"),
     path("orders/<int:pk>/ship/", views.ship, name="ship"),
     path("orders/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("activity/", views.activity, name="activity"),

@@ -41,11 +41,19 @@ def checkout(request: HttpRequest) -> HttpResponse:
     return redirect("index")
 
 
+def order(request: HttpRequest, pk: int) -> HttpResponse:
+    """One order, whose status the page keeps live over a websocket (OrderStatusConsumer)."""
+    return render(request, "orders/order.html", {"order": get_object_or_404(Order, pk=pk)})
+
+
 @require_POST
 def ship(request: HttpRequest, pk: int) -> HttpResponse:
-    order = get_object_or_404(Order, pk=pk)
-    order.status = "shipped"
-    order.save()
+    with transaction.atomic():
+        order = get_object_or_404(Order.objects.select_for_update(), pk=pk)
+        order.status = "shipped"
+        # announce_status (orders/signals.py) sends the new status to the
+        # order's open pages in this transaction: they see it at commit.
+        order.save()
     return redirect("index")
 
 
