@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,42 @@ def test_settings_import_and_migrate(example_database_url: str) -> None:
     migrate = manage("migrate", "--no-input", url=example_database_url)
     assert migrate.returncode == 0, migrate.stderr
     assert "Applying orders.0001_initial... OK" in migrate.stdout
+
+
+@contextmanager
+def running_example(url: str, log: Path) -> Iterator[str]:
+    """``run.py`` against ``url`` on a free port: yields the site's base URL once
+    the site answers and listen_events listens; Ctrl-C (and a clean exit) after."""
+    address = f"127.0.0.1:{free_port()}"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "run.py")],
+            env=example_env(DATABASE_URL=url, EXAMPLE_ADDRESS=address),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a terminal's
+        )
+    try:
+        browser = Browser(f"http://{address}")
+
+        def page_is_up() -> bool:
+            try:
+                return "Example shop" in browser.get("/")
+            except OSError:
+                return False
+
+        wait_until(page_is_up, 60, "the example's site")
+        wait_until(lambda: "Listening on" in log.read_text(), 60, "listen_events")
+        yield browser.base
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    except BaseException:
+        print(log.read_text())
+        raise
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 class Browser:
