@@ -91,7 +91,9 @@ def test_the_order_page_shows_committed_statuses_live_and_never_a_rolled_back_on
     with running_example(url, tmp_path / "run.log") as base:
         shell(url, "from orders.models import Order; Order.objects.create(customer='Ada')")
         watcher = chromium.new_page()
-        watcher.goto(base + "/orders/1/")
+        watcher.goto(base + "/")
+        watcher.click("#orders a:has-text('Order #1')")  # the order's own page
+        watcher.wait_for_url(base + "/orders/1/", timeout=20_000)
         # Open once the consumer has joined the order's group (it accepts after).
         watcher.wait_for_selector("body[data-socket=open]", state="attached", timeout=20_000)
         assert watcher.inner_text("#status") == "placed"
