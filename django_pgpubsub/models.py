@@ -193,6 +193,10 @@ class OutboxEvent(models.Model):
             models.Index(
                 fields=["id"], condition=Q(state="running"), name="pgpubsub_outbox_running"
             ),
+            # What health checks and metrics count: the few failed rows, by channel.
+            models.Index(
+                fields=["channel"], condition=Q(state="failed"), name="pgpubsub_outbox_failed"
+            ),
         )
         constraints = (
             models.UniqueConstraint(
@@ -211,3 +215,21 @@ class OutboxEvent(models.Model):
         if self.claimed_pid is None:
             return ""
         return f"pid {self.claimed_pid}" + (f" ({self.claimed_by})" if self.claimed_by else "")
+
+
+class LayerMessage(models.Model):
+    """A Channels layer message too large for a NOTIFY payload.
+
+    The NOTIFY carries its id; the row goes once its one recipient read it, or
+    after the layer's ``expiry`` (removed by later senders).
+    """
+
+    body = models.TextField(help_text="The encoded message and its destination.")
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "django_pgpubsub_layer_message"
+        verbose_name = "channel layer message"
+
+    def __str__(self) -> str:
+        return f"channel layer message {self.pk}"

@@ -2,7 +2,7 @@
 
 They only read it: tests/plugin.py starts a throwaway server for a pytest run
 and sets ``DATABASE_URL``; anything else that imports these settings (mypy's
-Django plugin, scripts/readme_settings.py) starts nothing.
+Django plugin, scripts/docs_settings.py) starts nothing.
 """
 
 from __future__ import annotations
@@ -74,3 +74,6 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"django_pgpubsub": {"handlers": ["stderr"], "level": "INFO"}},
 }
+
+# For the Channels layer's tests (tests/channels_app).
+CHANNEL_LAYERS = {"default": {"BACKEND": "django_pgpubsub.layers.PubSubChannelLayer"}}

@@ -267,7 +267,7 @@ def test_the_scope_is_marked_for_http_and_other_types_pass_through() -> None:
 
 
 def test_the_readmes_asgi_py_is_the_examples() -> None:
-    readme = (ROOT / "README.rst").read_text()
+    readme = (ROOT / "docs" / "streams.rst").read_text()
     lines = readme.split("    # asgi.py\n", 1)[1].splitlines()
     block = itertools.takewhile(lambda line: not line or line.startswith("    "), lines)
     code = "\n".join(line.removeprefix("    ") for line in block)

@@ -217,7 +217,7 @@ def test_dispatch_awaits_async_handlers_too(mixed: tuple[Registry, list[str]]) -
 
 @needs_psycopg3
 def test_the_readmes_async_examples_run() -> None:
-    readme = (ROOT / "README.rst").read_text()
+    readme = "\n\n\n".join(page.read_text() for page in sorted((ROOT / "docs").glob("*.rst")))
     blocks = [
         textwrap.dedent(block.split("\n\n\n")[0])
         for block in readme.split(".. code-block:: python\n")[1:]

@@ -1,4 +1,4 @@
-"""Settings: declared once in conf.py; accessors, the E002 check and README.rst agree."""
+"""Settings: declared once in conf.py; accessors, the E002 check and the docs agree."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from django.test import override_settings
 
 from django_pgpubsub import conf
 from django_pgpubsub.checks import check_settings
-from scripts import readme_settings
+from scripts import docs_settings
 
 NUMERIC = [
     s for s in conf.DECLARED.values() if isinstance(s, conf.Seconds | conf.Count | conf.Limit)
 ]
 
 
-def test_readme_settings_section_is_rendered_from_the_declarations() -> None:
-    assert readme_settings.current() == readme_settings.render(), (
-        "README.rst's Settings section is stale: run python scripts/readme_settings.py --write"
+def test_docs_settings_page_is_rendered_from_the_declarations() -> None:
+    assert docs_settings.current() == docs_settings.render(), (
+        "docs/settings.rst is stale: run python scripts/docs_settings.py --write"
     )
 
 

@@ -15,6 +15,7 @@ from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_
 from django_pgpubsub.db.aconnection import open_async_connection
 from django_pgpubsub.db.connection import open_connection
 from django_pgpubsub.db.drivers import DriverConnection
+from django_pgpubsub.db.notifies import ListeningConnection
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.waiting import wait_readable
 from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
@@ -170,6 +171,42 @@ def test_unread_notifications_caught_during_statements_are_bounded(
             "Over 50 notifications received on 'default' were not read; dropping the "
             "oldest. Read them (get_event()), or UNLISTEN."
         ]
+
+
+@psycopg3_only
+def test_async_unread_notifications_are_bounded_with_the_same_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The async connection shares the sync one's core: it drops the oldest
+    # past MAX_UNREAD and says so once (it used to drop them silently).
+    monkeypatch.setattr(ListeningConnection, "MAX_UNREAD", 50)
+    url = database_url(connection.settings_dict)
+    flood = (
+        "SELECT pg_notify('flood', 'flood-' || lpad(i::text, 3, '0')) "
+        "FROM generate_series(0, 199) i"
+    )
+
+    async def scenario() -> list[str]:
+        async with await aconnect() as ps:
+            await ps.listen("flood")
+            run_sql(url, flood)
+            wait_until(lambda: in_socket(ps.conn, b"flood-199"), what="the flood")
+            with caplog.at_level("WARNING", "django_pgpubsub"):
+                await ps.notify("elsewhere", "")  # psycopg reads all 200 meanwhile
+                await ps.notify("elsewhere", "")
+            kept: list[str] = []
+            async for event in ps.events(timeout=0.5):
+                if event is None:
+                    return kept
+                kept.append(event.payload)
+            raise AssertionError("events() ended")
+
+    kept = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert kept == [f"flood-{i:03}" for i in range(150, 200)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "Over 50 notifications received on 'default' were not read; dropping the "
+        "oldest. Read them (get_event()), or UNLISTEN."
+    ]
 
 
 @psycopg3_only

@@ -168,6 +168,7 @@ def listen_durable(listen_events: Start) -> Start:
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 def test_three_processes_share_twenty_thousand_events_each_handled_once(
     listen_durable: Start,
 ) -> None:

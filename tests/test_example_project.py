@@ -12,9 +12,11 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from scripts.pgtemp import free_port
@@ -66,6 +68,42 @@ def test_settings_import_and_migrate(example_database_url: str) -> None:
     migrate = manage("migrate", "--no-input", url=example_database_url)
     assert migrate.returncode == 0, migrate.stderr
     assert "Applying orders.0001_initial... OK" in migrate.stdout
+
+
+@contextmanager
+def running_example(url: str, log: Path) -> Iterator[str]:
+    """``run.py`` against ``url`` on a free port: yields the site's base URL once
+    the site answers and listen_events listens; Ctrl-C (and a clean exit) after."""
+    address = f"127.0.0.1:{free_port()}"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "run.py")],
+            env=example_env(DATABASE_URL=url, EXAMPLE_ADDRESS=address),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a terminal's
+        )
+    try:
+        browser = Browser(f"http://{address}")
+
+        def page_is_up() -> bool:
+            try:
+                return "Example shop" in browser.get("/")
+            except OSError:
+                return False
+
+        wait_until(page_is_up, 60, "the example's site")
+        wait_until(lambda: "Listening on" in log.read_text(), 60, "listen_events")
+        yield browser.base
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    except BaseException:
+        print(log.read_text())
+        raise
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 class Browser:
@@ -131,9 +169,23 @@ def test_the_one_command_runs_everything_and_ctrl_c_stops_it(
         assert messages[0] == "Audit: Ada placed order #1"
         assert messages[1].startswith("Mailed the confirmation of order #1 to Ada (durable event")
         assert messages[2] == "Order #1 created: 2 x Lamp for Ada (placed)"
+        # The Orders list, as the page fetches it again when an order changes.
+        assert "Order #1: 2 x Lamp for Ada" in browser.get("/orders/list/")
 
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+        # The admin's styling, served under uvicorn.
+        with httpx.stream("GET", f"http://{address}/static/admin/css/base.css") as css:
+            assert css.status_code == 200
+            assert css.headers["content-type"].startswith("text/css")
+
+        with httpx.stream("GET", f"http://{address}/activity/stream/", timeout=30) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            assert next(lines) == "id: pgpubsub"
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, with a stream open
+            # uvicorn ends the stream (no error), and need not be killed.
+            assert all(line in ("", ": keepalive") for line in lines)
         assert process.wait(timeout=30) == 0
+        assert "timeout graceful shutdown exceeded" not in log.read_text()
         assert not page_is_up()
 
         def no_session_left() -> bool:

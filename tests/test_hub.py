@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,8 +15,9 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import Client
 
 from django_pgpubsub import AsyncPubSub, Event, InvalidChannel, aconnect, subscribe
-from django_pgpubsub.db.aconnection import open_async_connection
-from django_pgpubsub.streams.hub import get_hub
+from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_connection
+from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.streams.hub import Hub, get_hub
 from django_pgpubsub.streams.subscription import RESYNC_CHANNEL
 from django_pgpubsub.views import EventStream
 
@@ -209,3 +211,85 @@ def test_an_event_stream_dropped_before_its_body_starts_releases_its_subscriptio
         return await get_hub().server_channels() == expected
 
     run(scenario)
+
+
+async def _in_step(hub: Hub) -> bool:
+    """Whether the hub's record of listened channels is what its connection LISTENs to."""
+    return sorted(hub.listened) == await hub.server_channels()
+
+
+@needs_psycopg3
+def test_subscribers_cancelled_inside_subscribe_leave_the_hub_in_step_with_the_server() -> None:
+    """Django 5 cancels a view whose client leaves, also while it subscribes."""
+
+    async def scenario(sender: AsyncPubSub) -> None:
+        hub = get_hub()
+        channels = [f"cancel.{n}" for n in range(12)]
+        for steps in range(40):  # cancelled at every point of the LISTEN round
+            task = asyncio.get_running_loop().create_task(hub.subscribe(channels))
+            await asyncio.sleep(steps * 0.0005)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                (await task).close()
+            await eventually(lambda: _in_step(hub), f"the record to match the server ({steps})")
+        async with subscribe(channels[0]) as later:
+            await sender.notify(channels[0], "heard")
+            assert await next_event(aiter(later)) == (channels[0], "heard")
+
+    run(scenario)
+
+
+@needs_psycopg3
+def test_after_an_unexpected_error_a_new_subscriber_hears_its_channel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario(sender: AsyncPubSub) -> None:
+        hub = get_hub()
+        armed = [True]
+        drain = AsyncDriverConnection.drain
+
+        def failing_once(self: AsyncDriverConnection) -> list[Event]:
+            if armed and self is hub.connection:
+                armed.clear()
+                raise RuntimeError("a bug in the hub")
+            return drain(self)
+
+        async with subscribe("boom") as first:
+            monkeypatch.setattr(AsyncDriverConnection, "drain", failing_once)
+            await sender.notify("boom", "1")
+            with pytest.raises(ConnectionLost):
+                async for _ in first:
+                    pass
+        async with subscribe("boom") as second:
+            await sender.notify("boom", "2")
+            assert await next_event(aiter(second)) == ("boom", "2")
+            assert await _in_step(hub)
+
+    run(scenario)
+
+
+@needs_psycopg3
+def test_a_stream_collected_in_another_thread_is_unlistened() -> None:
+    """Cyclic garbage may be collected in any thread: the release still goes
+    through the hub's loop, and UNLISTENs."""
+
+    async def scenario(sender: AsyncPubSub) -> None:
+        hub = get_hub()
+        stream = EventStream(await hub.subscribe(["collected"]), keepalive=15)
+        stream.cycle = stream  # type: ignore[attr-defined]  # only the cyclic GC frees it
+        assert await hub.server_channels() == ["collected"]
+        gc.disable()
+        try:
+            del stream
+            await asyncio.to_thread(gc.collect)
+        finally:
+            gc.enable()
+        await eventually(lambda: _hub_listens_to(hub, []), "the UNLISTEN")
+        assert hub.subscriptions() == set()
+        assert hub.listened == frozenset()
+
+    run(scenario)
+
+
+async def _hub_listens_to(hub: Hub, expected: list[str]) -> bool:
+    return await hub.server_channels() == expected

@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from typing import Any
 
 from django_pgpubsub.db.connection import dedicated_wrapper, require_psycopg3
-from django_pgpubsub.db.drivers import (
-    Psycopg3Connection,
-    lost_errors,
-    queued_events,
-    standby_refusal_is_lost,
-)
+from django_pgpubsub.db.drivers import standby_refusal_is_lost
+from django_pgpubsub.db.notifies import Psycopg3Queue, lost_errors
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.waiting import wait_event
 
 
-class AsyncDriverConnection:
+class AsyncDriverConnection(Psycopg3Queue):
     """An autocommit psycopg 3 ``AsyncConnection`` that receives notifications.
 
     Every method that touches the network raises :class:`ConnectionLost` when
@@ -34,26 +29,13 @@ class AsyncDriverConnection:
     """
 
     def __init__(self, raw: Any, alias: str) -> None:
-        self.alias = alias
-        self.raw = raw
-        self.pid: int = raw.info.backend_pid
-        self._lost_errors = lost_errors()
-        self._encoding: str = raw.info.encoding
-        # Notifications psycopg reads while one of our statements runs (the
-        # handler is installed for those only, as in Psycopg3Connection).
-        self._during_statements: deque[Any] = deque(maxlen=Psycopg3Connection.MAX_UNREAD)
-        self._lost: Exception | None = None
-        self._keep = self._during_statements.append
+        super().__init__(raw, alias)
         self._lock = asyncio.Lock()
         self._readable = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._fileno: int = raw.fileno()
         self._watching = False
         self._watch()
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.raw.closed)
 
     def _watch(self) -> None:
         if not self._watching and not self.raw.closed:
@@ -76,8 +58,7 @@ class AsyncDriverConnection:
                 cursor = await self.raw.execute(sql, params)
                 return list(await cursor.fetchall()) if cursor.description else []
             except self._lost_errors as exc:
-                self._lost = exc  # drain() still hands over what was read
-                raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+                raise self._lost_in_statement(exc) from exc
             finally:
                 self.raw.remove_notify_handler(self._keep)
                 self._watch()
@@ -97,21 +78,13 @@ class AsyncDriverConnection:
             ConnectionLost: The connection is gone and every notification
                 received before that was returned by an earlier call.
         """
-        pgconn = self.raw.pgconn
         # While a statement of another task runs, psycopg reads the socket:
         # reading it here would take the statement's result from under psycopg,
         # which would then wait on the socket until the next traffic.
-        if not self._lock.locked():
-            try:
-                pgconn.consume_input()
-            except self._lost_errors as exc:
-                self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
-                self._lost = exc  # what libpq parsed before the loss is still queued
-        events, lost = queued_events(pgconn, self._during_statements, self._encoding)
-        self._lost = self._lost or lost
-        if not events and self._lost is not None:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {self._lost}") from self._lost
-        return events
+        events = self._read_queue(consume=not self._lock.locked())
+        if self._lost is not None:
+            self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
+        return self._handed_over(events)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until something may have arrived; ``False`` once ``timeout`` passed."""
@@ -120,12 +93,6 @@ class AsyncDriverConnection:
             return False
         readable.clear()
         return True
-
-    def quote_ident(self, name: str) -> str:
-        """Quote ``name`` as an SQL identifier with psycopg's own quoting."""
-        from psycopg import sql  # noqa: PLC0415 - psycopg 3 may not be installed
-
-        return sql.Identifier(name).as_string(self.raw)
 
     async def close(self) -> None:
         """Close the connection once the running statement is over (psycopg

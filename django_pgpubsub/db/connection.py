@@ -24,8 +24,8 @@ from django_pgpubsub.db.drivers import (
     Psycopg2Connection,
     Psycopg3Connection,
     fetch,
-    lost_errors,
 )
+from django_pgpubsub.db.notifies import lost_errors
 from django_pgpubsub.exceptions import ConnectionLost
 
 
@@ -210,7 +210,7 @@ def open_connection(
     except lost_errors() as exc:
         raise ConnectionLost(f"Cannot connect to database {wrapper.alias!r}: {exc}") from exc
     driver_class = Psycopg3Connection if is_psycopg3 else Psycopg2Connection
-    return driver_class(wrapper)
+    return driver_class(wrapper.connection, wrapper.alias)
 
 
 def fetch_rows(

@@ -7,63 +7,33 @@ the rest of the package talks to a :class:`DriverConnection`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import sys
 import weakref
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
+from django.db.backends.postgresql.psycopg_any import errors, is_psycopg3
 
+from django_pgpubsub.db.notifies import (
+    ListeningConnection,
+    Psycopg3Queue,
+)
 from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-
-logger = logging.getLogger("django_pgpubsub.connection")
 
 # SQLSTATE 25006 (read_only_sql_transaction): "cannot execute LISTEN during
 # recovery" from a hot standby, where a reconnect may land after a failover.
 READ_ONLY_SQLSTATE = "25006"
 
 
-class DriverConnection(ABC):
-    """An autocommit driver connection that receives notifications.
+class DriverConnection(ListeningConnection, ABC):
+    """A sync listening connection; subclasses adapt one driver."""
 
-    Subclasses adapt one driver. Every method that touches the network raises
-    :class:`ConnectionLost` when the connection is gone, except :meth:`drain`,
-    which first hands over what was received before the loss.
-
-    Of the notifications the driver reads while one of our statements runs,
-    at most :attr:`MAX_UNREAD` wait for :meth:`drain`; past that the oldest
-    are dropped, with one warning, so a connection that listens but is never
-    read cannot grow without bound.
-    """
-
-    MAX_UNREAD = 100_000
-
-    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
-        self.alias: str = wrapper.alias
-        self.raw: Any = wrapper.connection
-        self.raw.autocommit = True
-        self._lost_errors = lost_errors()
-        self._lost: Exception | None = None
-        self._warned_full = False
-        self.pid: int = self.raw.info.backend_pid
-
-    def _warn_dropping_unread(self) -> None:
-        """Say once per connection that unread notifications are being dropped."""
-        if self._warned_full:
-            return
-        self._warned_full = True
-        logger.warning(
-            "Over %d notifications received on %r were not read; dropping the "
-            "oldest. Read them (get_event()), or UNLISTEN.",
-            self.MAX_UNREAD,
-            self.alias,
-        )
+    def __init__(self, raw: Any, alias: str) -> None:
+        raw.autocommit = True
+        super().__init__(raw, alias)
 
     def fileno(self) -> int:
         """The socket to wait on for incoming notifications."""
@@ -71,10 +41,6 @@ class DriverConnection(ABC):
             return int(self.raw.fileno())
         except self._lost_errors as exc:
             raise ConnectionLost(f"Connection to {self.alias!r} is closed.") from exc
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.raw.closed)
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
         """Run one statement, discarding any result.
@@ -86,8 +52,7 @@ class DriverConnection(ABC):
             with self.raw.cursor() as cursor:
                 cursor.execute(sql, params)
         except self._lost_errors as exc:
-            self._lost = exc
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {exc}") from exc
+            raise self._lost_in_statement(exc) from exc
 
     def listen(self, channels: list[str]) -> None:
         """LISTEN on ``channels``, one statement each.
@@ -111,19 +76,12 @@ class DriverConnection(ABC):
             ConnectionLost: The connection is gone and every notification
                 received before that was returned by an earlier call.
         """
-        events = self._read()
-        if not events and self._lost is not None:
-            raise ConnectionLost(f"Connection to {self.alias!r} lost: {self._lost}") from self._lost
-        return events
+        return self._handed_over(self._read())
 
     @abstractmethod
     def _read(self) -> list[Event]:
         """Return every notification received so far; on a broken connection,
         set ``_lost`` instead of raising."""
-
-    @abstractmethod
-    def quote_ident(self, name: str) -> str:
-        """Quote ``name`` as an SQL identifier with the driver's own quoting."""
 
     def close(self) -> None:
         """Close the connection; closing a closed or broken one is a no-op."""
@@ -159,34 +117,9 @@ class Psycopg2Connection(DriverConnection):
         notifies.clear()
         return events
 
-    def quote_ident(self, name: str) -> str:
-        from psycopg2.extensions import quote_ident  # noqa: PLC0415
 
-        return str(quote_ident(name, self.raw))
-
-
-class Psycopg3Connection(DriverConnection):
-    """psycopg 3: read libpq's queue directly; a handler catches the ones
-    psycopg itself reads while one of our statements runs.
-
-    The handler is installed only for our own statements: notifications
-    psycopg reads for the application's own use of :attr:`raw` (its
-    ``notifies()`` generator, its statements) are psycopg's, never copied
-    here. Of those caught during our statements, at most :attr:`MAX_UNREAD`
-    wait for :meth:`drain`.
-    """
-
-    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
-        super().__init__(wrapper)
-        self._during_statements: deque[Any] = deque(maxlen=self.MAX_UNREAD)
-        self._keep = self._keep_notify  # one bound method, to add and remove
-        self._encoding: str = self.raw.info.encoding
-
-    def _keep_notify(self, notify: Any) -> None:
-        backlog = self._during_statements
-        if len(backlog) == backlog.maxlen:
-            self._warn_dropping_unread()
-        backlog.append(notify)
+class Psycopg3Connection(Psycopg3Queue, DriverConnection):
+    """psycopg 3, sync: see :class:`~django_pgpubsub.db.notifies.Psycopg3Queue`."""
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
         self.raw.add_notify_handler(self._keep)
@@ -196,56 +129,7 @@ class Psycopg3Connection(DriverConnection):
             self.raw.remove_notify_handler(self._keep)
 
     def _read(self) -> list[Event]:
-        pgconn = self.raw.pgconn
-        try:
-            pgconn.consume_input()
-        except self._lost_errors as exc:
-            self._lost = exc  # what libpq parsed before the loss is still queued
-        events, lost = queued_events(pgconn, self._during_statements, self._encoding)
-        self._lost = self._lost or lost
-        return events
-
-    def quote_ident(self, name: str) -> str:
-        from psycopg import sql  # noqa: PLC0415
-
-        return sql.Identifier(name).as_string(self.raw)
-
-
-def queued_events(
-    pgconn: Any, backlog: deque[Any], encoding: str
-) -> tuple[list[Event], Exception | None]:
-    """Take what psycopg 3 caught during our statements, then libpq's queue.
-
-    Args:
-        pgconn: The connection's libpq ``PGconn`` (input already consumed).
-        backlog: Notifications psycopg's handler kept; emptied.
-        encoding: The connection's client encoding.
-
-    Returns:
-        The events, oldest first, and the error raised by a connection that
-        was closed meanwhile (``None`` if it was not).
-    """
-    events = [Event(n.channel, n.payload, n.pid) for n in backlog]
-    backlog.clear()
-    try:
-        while (notify := pgconn.notifies()) is not None:
-            events.append(
-                Event(notify.relname.decode(encoding), notify.extra.decode(encoding), notify.be_pid)
-            )
-    except lost_errors() as exc:
-        return events, exc
-    return events, None
-
-
-def driver_module() -> Any:
-    """The driver module Django uses."""
-    if is_psycopg3:
-        import psycopg  # noqa: PLC0415
-
-        return psycopg
-    import psycopg2  # noqa: PLC0415
-
-    return psycopg2
+        return self._read_queue(consume=True)
 
 
 def fetch(raw_connection: Any, statement: str, params: Any, *, prepare: bool) -> list[Any]:
@@ -320,7 +204,7 @@ def standby_refusal_is_lost(alias: str) -> Iterator[None]:
     Other driver errors pass through."""
     try:
         yield
-    except driver_module().Error as exc:
+    except errors.Error as exc:
         # psycopg 3 names it sqlstate, psycopg2 pgcode.
         sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
         if sqlstate != READ_ONLY_SQLSTATE:
@@ -330,9 +214,3 @@ def standby_refusal_is_lost(alias: str) -> Iterator[None]:
             "standby. Reach the primary, e.g. with "
             "OPTIONS={'target_session_attrs': 'read-write'} and every node in HOST."
         ) from exc
-
-
-def lost_errors() -> tuple[type[Exception], ...]:
-    """The driver's errors for a connection that failed or broke."""
-    driver = driver_module()
-    return (driver.OperationalError, driver.InterfaceError)

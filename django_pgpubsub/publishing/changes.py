@@ -15,17 +15,12 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar, overload
 
 from django.apps import apps
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.publishing.signals import is_published_on_save
-from django_pgpubsub.publishing.triggers import (
-    EVENTS,
-    Publication,
-    mark_published,
-    published_channel,
-)
+from django_pgpubsub.publishing.registry import EVENTS, check_arguments, register, unregister
+from django_pgpubsub.publishing.triggers import Publication
 
 try:
     import pgtrigger
@@ -95,7 +90,14 @@ def _owner(model: type[models.Model], caller: str) -> type[models.Model]:
         return existing
     meta = type("Meta", (), {"proxy": True, "app_label": app.label})
     doc = f"Carries the publish_changes triggers of {model._meta.label} in {app.label}."
-    return type(name, (model,), {"__module__": caller, "Meta": meta, "__doc__": doc})
+    proxy = type(name, (model,), {"__module__": caller, "Meta": meta, "__doc__": doc})
+    # Importable where its __module__ says, as if the caller had written it:
+    # Django 5.2's shell imports every model by that path, and says so on
+    # each start when one cannot be.
+    module = sys.modules.get(caller)
+    if module is not None and not hasattr(module, name):
+        setattr(module, name, proxy)
+    return proxy
 
 
 def _check_arguments(
@@ -106,29 +108,13 @@ def _check_arguments(
             "publish_changes() needs django-pgtrigger: pip install 'django-pg-pubsub[triggers]' "
             "and add 'pgtrigger' to INSTALLED_APPS."
         )
-    if not (isinstance(model, type) and issubclass(model, models.Model)):
-        raise ImproperlyConfigured(f"publish_changes() takes a model class, not {model!r}.")
-    if model._meta.abstract:
-        raise ImproperlyConfigured(f"{model.__name__} is abstract; publish its concrete models.")
-    if isinstance(events, str) or isinstance(changed, str):
-        raise ImproperlyConfigured("events and changed take a tuple of names, not a str.")
-    chosen = frozenset(events)
-    if not chosen or chosen - set(EVENTS):
-        raise ImproperlyConfigured(
-            f"publish_changes(events=...) takes some of {EVENTS}, not {sorted(events)}."
-        )
-    if changed is None:
+    model, chosen, names = check_arguments("publish_changes", model, events, "changed", changed)
+    if names is None:
         return chosen, None
-    names = tuple(changed)
     if not names:
         raise ImproperlyConfigured("changed=() would publish no update; leave it None.")
     for name in names:
-        try:
-            field = model._meta.get_field(name)
-        except FieldDoesNotExist:
-            raise ImproperlyConfigured(f"{model._meta.label} has no field {name!r}.") from None
-        if not getattr(field, "concrete", False) or field.many_to_many:
-            raise ImproperlyConfigured(f"{model._meta.label}.{name} is not a concrete column.")
+        field = model._meta.get_field(name)
         if field.model is not model._meta.concrete_model:
             raise ImproperlyConfigured(
                 f"{model._meta.label}.{name} lives in the table of {field.model._meta.label}; "
@@ -215,22 +201,11 @@ def _publish(
     chosen, columns = _check_arguments(model, events, changed)
     concrete = model._meta.concrete_model or model
     name = validate_channel(channel if channel is not None else concrete._meta.label_lower)
-    already = published_channel(concrete)
-    if already is not None:
-        raise ImproperlyConfigured(
-            f"{concrete._meta.label} is already published on channel {already!r} by "
-            "publish_changes(); publish each model once."
-        )
-    if is_published_on_save(concrete):
-        raise ImproperlyConfigured(
-            f"{concrete._meta.label} is published by publish_on_save(); publishing it with "
-            "publish_changes() too would send each write twice. Choose one."
-        )
+    register(concrete, "publish_changes", name)
     owner = _owner(model, caller)
     publication = Publication(concrete, name, chosen, columns, durable)
     pgtrigger.register(*build_triggers(publication))(owner)
     _owners[concrete] = owner
-    mark_published(concrete, name)
     return model
 
 
@@ -243,7 +218,7 @@ def unpublish_changes(model: type[models.Model]) -> None:
     owner = _owners.pop(concrete, None)
     if owner is None:
         return
+    unregister(concrete, "publish_changes")
     for trigger in list(getattr(owner._meta, "triggers", [])):
         if trigger.name.startswith(TRIGGER_PREFIX):
             trigger.unregister(owner)
-    mark_published(concrete, None)

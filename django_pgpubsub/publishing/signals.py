@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any, TypeVar, overload
 
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import connections, models
 from django.db.models.signals import class_prepared, post_delete, post_save
 from django.dispatch import receiver
@@ -17,11 +16,10 @@ from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.notify import notify
 from django_pgpubsub.publishing.context import current_context
-from django_pgpubsub.publishing.triggers import published_channel
+from django_pgpubsub.publishing.registry import EVENTS, check_arguments, register, unregister
 
 logger = logging.getLogger("django_pgpubsub.publishing")
 
-EVENTS = ("created", "updated", "deleted")
 ModelT = TypeVar("ModelT", bound=type[models.Model])
 
 
@@ -186,40 +184,6 @@ def _connect_new_descendant(sender: type[models.Model], **kwargs: Any) -> None:
 _publishers: dict[type[models.Model], ModelPublisher] = {}
 
 
-def _check_arguments(
-    model: object, fields: Iterable[str] | None, events: Iterable[str]
-) -> tuple[tuple[str, ...] | None, frozenset[str]]:
-    if not (isinstance(model, type) and issubclass(model, models.Model)):
-        raise ImproperlyConfigured(f"publish_on_save() takes a model class, not {model!r}.")
-    if model._meta.abstract:
-        raise ImproperlyConfigured(
-            f"{model.__name__} is abstract and sends no signals; publish its concrete models."
-        )
-    if isinstance(events, str) or isinstance(fields, str):
-        raise ImproperlyConfigured("events and fields take a tuple of names, not a str.")
-    chosen = frozenset(events)
-    unknown = chosen - set(EVENTS)
-    if not chosen or unknown:
-        raise ImproperlyConfigured(
-            f"publish_on_save(events=...) takes some of {EVENTS}, not {sorted(events)}."
-        )
-    if fields is None:
-        return None, chosen
-    names = tuple(fields)
-    for name in names:
-        try:
-            field = model._meta.get_field(name)
-        except FieldDoesNotExist:
-            raise ImproperlyConfigured(
-                f"{model._meta.label} has no field {name!r} to publish."
-            ) from None
-        if not getattr(field, "concrete", False) or field.many_to_many:
-            raise ImproperlyConfigured(
-                f"{model._meta.label}.{name} is not a concrete column; only those are published."
-            )
-    return names, chosen
-
-
 @overload
 def publish_on_save(
     model: ModelT,
@@ -278,32 +242,18 @@ def publish_on_save(
     """
     if model is None:
         return lambda cls: publish_on_save(cls, channel=channel, fields=fields, events=events)
-    field_names, chosen = _check_arguments(model, fields, events)
+    _, chosen, field_names = check_arguments("publish_on_save", model, events, "fields", fields)
     name = validate_channel(channel if channel is not None else model._meta.label_lower)
-    if model in _publishers:
-        raise ImproperlyConfigured(
-            f"{model._meta.label} is already published on channel "
-            f"{_publishers[model].channel!r}; publish each model once."
-        )
-    if published_channel(model) is not None:
-        raise ImproperlyConfigured(
-            f"{model._meta.label} is published by publish_changes(); publishing it with "
-            "publish_on_save() too would send each write twice. Choose one."
-        )
+    register(model, "publish_on_save", name)
     publisher = ModelPublisher(model, name, field_names, chosen)
     publisher.connect()
     _publishers[model] = publisher
     return model
 
 
-def is_published_on_save(model: type[models.Model]) -> bool:
-    """True when ``model`` (or a model sharing its table) is published on save."""
-    concrete = model._meta.concrete_model or model
-    return any((m._meta.concrete_model or m) is concrete for m in _publishers)
-
-
 def unpublish_on_save(model: type[models.Model]) -> None:
     """Undo :func:`publish_on_save` for ``model`` (for tests); a no-op if not published."""
     publisher = _publishers.pop(model, None)
     if publisher is not None:
+        unregister(model, "publish_on_save")
         publisher.disconnect()

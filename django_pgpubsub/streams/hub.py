@@ -1,10 +1,13 @@
 """The per-process hub: one LISTEN connection per database alias, shared by
-every async subscriber (each ``EventStreamView`` client, anything using
-:func:`subscribe`).
+every subscriber of the process (each ``EventStreamView`` client, anything
+using :func:`subscribe`, the Channels layer), whatever loop or thread it runs on.
 
 Before PostgreSQL 19 every listening backend is woken by every NOTIFY, and a
 connection per browser tab soon exhausts ``max_connections``: so a process
 listens once, and fans events out to its subscribers' bounded queues.
+
+The hubs run on a thread of their own (:mod:`~django_pgpubsub.streams.runtime`);
+every change of their state happens there.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
+import os
+import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import Reconnection
@@ -22,6 +27,7 @@ from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_connection
 from django_pgpubsub.db.connection import listening_options, require_psycopg3
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
+from django_pgpubsub.streams import fanout, runtime
 from django_pgpubsub.streams.subscription import Subscription, resync_event
 
 logger = logging.getLogger("django_pgpubsub.hub")
@@ -30,12 +36,14 @@ APPLICATION_NAME = "django_pgpubsub hub"
 
 
 class Hub:
-    """One LISTEN connection of this process and event loop to one database.
+    """The one LISTEN connection of this process to one database.
 
     Channels are LISTENed while a subscriber wants them and UNLISTENed when the
-    last one leaves. The connection is opened by the first subscriber and kept;
-    when it breaks, the hub reconnects with the listener's backoff
-    (``RECONNECT_*`` settings) and sends every subscriber a resync event.
+    last one leaves, by rounds that run in a task the hub owns: a subscriber
+    cancelled meanwhile (a client that left) cannot interrupt one. The
+    connection is opened by the first subscriber and kept; when it breaks, the
+    hub reconnects with the listener's backoff (``RECONNECT_*`` settings) and
+    sends every subscriber a resync event.
     """
 
     def __init__(self, using: str) -> None:
@@ -43,9 +51,9 @@ class Hub:
         self.connection: AsyncDriverConnection | None = None
         self._subscribers: dict[str, set[Subscription]] = {}
         self._listened: set[str] = set()
-        self._lock = asyncio.Lock()  # one LISTEN/UNLISTEN round at a time
+        self._uncertain = False  # a round was interrupted: ask the server
+        self._round: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def listened(self) -> frozenset[str]:
@@ -54,19 +62,39 @@ class Hub:
 
     def subscriptions(self) -> set[Subscription]:
         """Every current subscription."""
-        return {s for subscribers in self._subscribers.values() for s in subscribers}
+        return set().union(*list(self._subscribers.values()))
 
     async def server_channels(self) -> list[str]:
         """``pg_listening_channels()`` of the hub's connection, asked of PostgreSQL."""
+        return await runtime.call(self._server_channels())
+
+    async def _server_channels(self) -> list[str]:
         if self.connection is None:
             return []
         rows = await self.connection.execute("SELECT pg_listening_channels()")
         return sorted(row[0] for row in rows)
 
+    async def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> list[Any]:
+        """Run one statement on the hub's connection (opened if need be).
+
+        Raises:
+            ConnectionLost: The connection is down.
+        """
+        return await runtime.call(self._execute(sql, params))
+
+    async def _execute(self, sql: str, params: tuple[Any, ...] | None) -> list[Any]:
+        if self._reader is None:
+            await asyncio.shield(self._start_round())
+        if self.connection is None:
+            raise ConnectionLost(f"The hub has no connection to {self.using!r} now.")
+        return await self.connection.execute(sql, params)
+
     async def subscribe(
         self, channels: Iterable[str], *, queue_size: int | None = None
     ) -> Subscription:
         """Subscribe to ``channels``; they are LISTENed to when this returns.
+
+        The subscription delivers on the caller's event loop.
 
         Raises:
             InvalidChannel: No channel, or an unusable name.
@@ -76,67 +104,101 @@ class Hub:
         if not names:
             raise InvalidChannel("Subscribe to at least one channel.")
         size = queue_size or conf.subscriber_queue_size()
-        subscription = Subscription(names, size, self.unsubscribe)
-        for name in names:
-            self._subscribers.setdefault(name, set()).add(subscription)
+        loop = asyncio.get_running_loop()
+        subscription = Subscription(names, size, self.unsubscribe, loop)
+        await self.attach(subscription)
+        return subscription
+
+    async def attach(self, subscription: Subscription) -> None:
+        """Add ``subscription``; its channels are LISTENed to when this returns.
+
+        Raises:
+            ConnectionLost: The first connection of the hub failed.
+        """
         try:
-            if self._reader is None:
-                connection = await self._open()
-                if self._reader is None:  # another subscriber may have started it
-                    self.connection = connection
-                    self._reader = asyncio.get_running_loop().create_task(self._run())
-                else:
-                    await connection.close()
-            await self._reconcile()
+            await runtime.call(self._attach(subscription))
         except BaseException:
             subscription.close()
             raise
-        return subscription
+
+    async def _attach(self, subscription: Subscription) -> None:
+        for name in subscription.channels:
+            self._subscribers.setdefault(name, set()).add(subscription)
+        # Shielded: cancelling this subscriber leaves the round to finish.
+        await asyncio.shield(self._start_round())
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        """Forget ``subscription``; its channels are UNLISTENed in the background."""
+        """Forget ``subscription`` (from any thread); its channels are
+        UNLISTENed in the background."""
+        with contextlib.suppress(RuntimeError):  # the hub's loop is gone: so is the connection
+            runtime.hub_loop().call_soon_threadsafe(self._release, subscription)
+
+    def _release(self, subscription: Subscription) -> None:
         orphaned = False
         for name in subscription.channels:
             subscribers = self._subscribers.get(name)
-            if subscribers is not None:
+            if subscribers is not None and subscription in subscribers:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._subscribers[name]
                     orphaned = True
         if orphaned and self.connection is not None:
+            self._start_round()
+
+    def _start_round(self) -> asyncio.Task[None]:
+        """The running round, or a new one: it sees every change made before it ends."""
+        if self._round is None or self._round.done():
+            self._round = asyncio.get_running_loop().create_task(self._reconcile())
+            self._round.add_done_callback(_consume_error)
+        return self._round
+
+    async def _reconcile(self) -> None:
+        """Open the connection if needed; LISTEN what subscribers want and
+        UNLISTEN what they no longer want."""
+        if self._reader is None:
+            self._drop_connection()
+            self.connection = await self._open()
+            self._reader = asyncio.get_running_loop().create_task(self._run())
+        while (connection := self.connection) is not None:
+            if self._uncertain:
+                self._listened = set(await self._server_channels())
+                self._uncertain = False
+            wanted = set(self._subscribers)
+            add, drop = sorted(wanted - self._listened), sorted(self._listened - wanted)
+            if not add and not drop:
+                return
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # the loop is gone, and the connection with it
-            # Not awaited: this runs in the finally of a cancelled request.
-            task = loop.create_task(self._reconcile())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+                # One statement per channel: works with every OPTIONS (a
+                # joined "LISTEN a; UNLISTEN b" cannot be prepared).
+                for command, names in (("LISTEN", add), ("UNLISTEN", drop)):
+                    for name in names:
+                        await connection.listen([name], command)
+                        if connection is not self.connection:
+                            return
+                        if command == "LISTEN":
+                            self._listened.add(name)
+                        else:
+                            self._listened.discard(name)
+            except ConnectionLost:
+                return  # the reader reconnects, and listens to what is wanted then
+            except BaseException:
+                # Interrupted (the hub closes, or a surprise): whether the
+                # statement took effect is unknown, so the next round asks.
+                self._uncertain = True
+                raise
 
     async def _open(self) -> AsyncDriverConnection:
         return await open_async_connection(
             self.using,
             default_options=listening_options(APPLICATION_NAME),
-            what="The hub (subscribe(), EventStreamView)",
+            what="The hub (subscribe(), EventStreamView, the Channels layer)",
         )
 
-    async def _reconcile(self) -> None:
-        """LISTEN what subscribers want and UNLISTEN what they no longer want."""
-        async with self._lock:
-            while (connection := self.connection) is not None:
-                wanted = set(self._subscribers)
-                add, drop = wanted - self._listened, self._listened - wanted
-                if not add and not drop:
-                    return
-                try:
-                    # One statement per channel: works with every OPTIONS
-                    # (a joined "LISTEN a; UNLISTEN b" cannot be prepared).
-                    await connection.listen(sorted(add))
-                    await connection.listen(sorted(drop), "UNLISTEN")
-                except ConnectionLost:
-                    return  # the reader reconnects, and listens to what is wanted then
-                if connection is self.connection:
-                    self._listened = (self._listened | add) - drop
+    def _drop_connection(self) -> None:
+        """Forget the connection and what it listened to (closed by the caller)."""
+        self.connection = None
+        self._listened = set()
+        self._uncertain = False
 
     async def _run(self) -> None:
         try:
@@ -154,22 +216,20 @@ class Hub:
             logger.exception("Hub for %r stopped on an unexpected error.", self.using)
             self._give_up(ConnectionLost("The hub stopped on an unexpected error."))
         finally:
-            # Cancelled (the loop is shutting down) or given up.
-            if self.connection is not None:
-                await self.connection.close()
-                self.connection = None
+            # Cancelled (the hub closes), given up, or stopped on an error.
+            connection = self.connection
+            self._drop_connection()
+            if connection is not None:
+                await connection.close()
 
     async def _serve(self) -> None:
         connection = self.connection
         assert connection is not None
         keepalive = conf.keepalive_interval()
-        subscribers = self._subscribers
         while True:
             events = connection.drain()
             if events:
-                for event in events:
-                    for subscription in subscribers.get(event.channel, ()):
-                        subscription.deliver(event)
+                fanout.dispatch(events, self._subscribers, self._release)
             elif not await connection.wait(keepalive):
                 # Idle: a query proves the connection alive, or fails now
                 # instead of at the next TCP timeout.
@@ -178,8 +238,7 @@ class Hub:
     async def _reconnect(self) -> None:
         if self.connection is not None:
             await self.connection.close()
-        self.connection = None
-        self._listened = set()
+        self._drop_connection()
         outage = Reconnection("Hub", self.using, logger)
         while True:
             try:
@@ -192,51 +251,67 @@ class Hub:
                     self._give_up(exc)
                     raise
                 await asyncio.sleep(delay)
-        await self._reconcile()
+        await asyncio.shield(self._start_round())
         logger.warning("Hub connected to %r again; resyncing subscribers.", self.using)
-        for subscription in self.subscriptions():
-            subscription.deliver(resync_event("reconnected"))
+        fanout.dispatch([resync_event("reconnected")], self.subscriptions(), self._release)
 
     def _give_up(self, error: ConnectionLost) -> None:
         logger.error("Hub gives up on %r after repeated failures: %s", self.using, error)
-        for subscription in self.subscriptions():
-            subscription.fail(error)
+        fanout.fail(self.subscriptions(), error)
         self._subscribers.clear()
         self._reader = None  # the next subscriber starts afresh
 
     async def close(self) -> None:
-        """Stop the hub: close its connection; its subscriptions stop receiving."""
+        """Stop the hub: close its connection and forget its subscriptions,
+        which stop receiving; the next subscriber starts afresh."""
+        await runtime.call(self._close())
+
+    async def _close(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
-                await reader
-        if self.connection is not None:
-            await self.connection.close()
-            self.connection = None
-        self._listened = set()
+        for task in (self._round, reader):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
+                    await task
+        self._subscribers.clear()
+        connection = self.connection
+        self._drop_connection()
+        if connection is not None:
+            await connection.close()
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Hub]] = (
-    weakref.WeakKeyDictionary()
-)
+def _consume_error(task: asyncio.Task[None]) -> None:
+    """A round's error goes to the subscribers that await it; none is left unread."""
+    if not task.cancelled():
+        task.exception()
+
+
+_hubs: dict[str, Hub] = {}
+_hubs_lock = threading.Lock()
 
 
 def get_hub(using: str | None = None) -> Hub:
-    """The hub of this process and running event loop for ``using``.
+    """The hub of this process for ``using``, whatever the calling loop or thread.
 
     Args:
         using: The ``DATABASES`` alias; default the ``LISTENER_DATABASE``
             setting (a direct connection: LISTEN does not work through
             PgBouncer in transaction pooling mode).
     """
-    require_psycopg3("The hub (subscribe(), EventStreamView)")
+    require_psycopg3("The hub (subscribe(), EventStreamView, the Channels layer)")
     alias = using or conf.listener_database()
-    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
-    hub = hubs.get(alias)
+    hub = _hubs.get(alias)
     if hub is None:
-        hub = hubs[alias] = Hub(alias)
+        with _hubs_lock:
+            hub = _hubs.setdefault(alias, Hub(alias))
     return hub
+
+
+def _forget_after_fork() -> None:
+    _hubs.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @asynccontextmanager

@@ -34,8 +34,12 @@ class Subscription:
         channels: frozenset[str],
         queue_size: int,
         on_close: Callable[[Subscription], None],
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.channels = channels
+        # The loop its reader awaits on: the hub calls deliver() and fail()
+        # there. None: on the hub's own thread (receivers that route further).
+        self.loop = loop
         self._on_close = on_close
         self._queue: deque[Event] = deque()
         self._size = queue_size
@@ -44,7 +48,10 @@ class Subscription:
         self.closed = False
 
     def deliver(self, event: Event) -> None:
-        """Queue ``event``; a full queue is replaced by one resync event before it."""
+        """Queue ``event``; a full queue is replaced by one resync event before it.
+
+        Called on :attr:`loop` (the hub posts it there).
+        """
         queue = self._queue
         if len(queue) >= self._size:
             queue.clear()
@@ -53,7 +60,7 @@ class Subscription:
         self._wake.set()
 
     def fail(self, error: ConnectionLost) -> None:
-        """End the iteration with ``error`` once the queue is read."""
+        """End the iteration with ``error`` once the queue is read (on :attr:`loop`)."""
         self._error = error
         self._wake.set()
 
@@ -84,7 +91,8 @@ class Subscription:
         return self.events()
 
     def close(self) -> None:
-        """Leave the hub (idempotent, never blocks; safe while being cancelled)."""
+        """Leave the hub (idempotent, never blocks; safe while being cancelled,
+        and from any thread, e.g. a ``weakref.finalize`` run by the cyclic GC)."""
         if not self.closed:
             self.closed = True
             self._on_close(self)

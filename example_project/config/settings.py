@@ -58,6 +58,16 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
+# Channels' layer on PostgreSQL (no Redis): the websockets' group messages
+# go through the process's one LISTEN connection, sent at commit. "resync"
+# tells the consumers when messages may have been missed (OrderStatusConsumer).
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "django_pgpubsub.layers.PubSubChannelLayer",
+        "CONFIG": {"capacity": 100, "expiry": 60, "resync": True},
+    }
+}
+
 # Every django_pgpubsub setting, at its default, for show.
 PGPUBSUB = {
     "DATABASE": "default",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.urls import reverse
 
 from django_pgpubsub import publish_on_save
 
@@ -17,6 +18,14 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order #{self.pk}: {self.quantity} x {self.item} for {self.customer}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("order", args=[self.pk])
+
+    @staticmethod
+    def group_name(pk: int) -> str:
+        """The channel layer group of the pages that watch order ``pk``."""
+        return f"order-{pk}"
 
 
 @publish_on_save(fields=("channel", "message"), events=("created",))

@@ -7,8 +7,10 @@ from orders import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("checkout/", views.checkout, name="checkout"),
+    path("orders/<int:pk>/", views.order, name="order"),
     path("orders/<int:pk>/ship/", views.ship, name="ship"),
     path("orders/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("activity/", views.activity, name="activity"),
-    path("activity/stream/", views.ActivityStream.as_view(), name="activity-stream"),
+    path("orders/list/", views.order_list, name="order-list"),
+    path("activity/stream/", views.ShopStream.as_view(), name="activity-stream"),
 ]

@@ -10,8 +10,17 @@ from django_pgpubsub.views import EventStreamView
 from orders.models import Activity, Order
 
 
+def latest_orders() -> dict[str, object]:
+    return {"orders": Order.objects.order_by("-id")[:20]}
+
+
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "orders/index.html", {"orders": Order.objects.order_by("-id")[:20]})
+    return render(request, "orders/index.html", latest_orders())
+
+
+def order_list(request: HttpRequest) -> HttpResponse:
+    """The Orders list alone: the page fetches it again when an order changes."""
+    return render(request, "orders/_orders.html", latest_orders())
 
 
 @require_POST
@@ -32,11 +41,19 @@ def checkout(request: HttpRequest) -> HttpResponse:
     return redirect("index")
 
 
+def order(request: HttpRequest, pk: int) -> HttpResponse:
+    """One order, whose status the page keeps live over a websocket (OrderStatusConsumer)."""
+    return render(request, "orders/order.html", {"order": get_object_or_404(Order, pk=pk)})
+
+
 @require_POST
 def ship(request: HttpRequest, pk: int) -> HttpResponse:
-    order = get_object_or_404(Order, pk=pk)
-    order.status = "shipped"
-    order.save()
+    with transaction.atomic():
+        order = get_object_or_404(Order.objects.select_for_update(), pk=pk)
+        order.status = "shipped"
+        # announce_status (orders/signals.py) sends the new status to the
+        # order's open pages in this transaction: they see it at commit.
+        order.save()
     return redirect("index")
 
 
@@ -58,7 +75,7 @@ def activity(request: HttpRequest) -> JsonResponse:
     )
 
 
-class ActivityStream(EventStreamView):
-    """New activity rows, as Server-Sent Events, to every open page."""
+class ShopStream(EventStreamView):
+    """New activity rows and changed orders, as Server-Sent Events, to every open page."""
 
-    channels = ("orders.activity",)
+    channels = ("orders.activity", "orders.order")

@@ -1,7 +1,7 @@
-"""Render README.rst's Settings section from the declarations in ``django_pgpubsub.conf``.
+"""Render the docs' Settings page from the declarations in ``django_pgpubsub.conf``.
 
-``python scripts/readme_settings.py`` prints it; ``--write`` replaces the
-section in README.rst. ``tests/test_conf.py`` fails while the two differ.
+``python scripts/docs_settings.py`` prints it; ``--write`` writes it to
+docs/settings.rst. ``tests/test_conf.py`` fails while the two differ.
 """
 
 from __future__ import annotations
@@ -12,13 +12,31 @@ import sys
 import textwrap
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
-# From the section's title up to the next section's.
-SECTION = re.compile(r"^Settings\n========\n.*?(?=\n\n\n[^\n]+\n=+\n)", re.S | re.M)
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "settings.rst"
+# Section titles that the declarations' help mentions, as `Title`_, and the
+# Sphinx reference of that section's page or label.
+REFERENCES = {
+    "Scaling writers and listeners": ":doc:`scaling`",
+    "How durable events are handled": ":ref:`durable-handling`",
+}
+TITLE_REFERENCE = re.compile(r"`([^`<>]+)`_")
+
+
+def cross_reference(text: str) -> str:
+    """``text`` with its `Title`_ references as Sphinx references to other pages."""
+
+    def replace(match: re.Match[str]) -> str:
+        title = " ".join(match.group(1).split())
+        if title not in REFERENCES:
+            raise SystemExit(f"scripts/docs_settings.py: add {title!r} to REFERENCES.")
+        return REFERENCES[title]
+
+    return TITLE_REFERENCE.sub(replace, text)
 
 
 def render() -> str:
-    """The Settings section, as README.rst must hold it."""
+    """The Settings page, as docs/settings.rst must hold it."""
     from django_pgpubsub.conf import DECLARED  # noqa: PLC0415 - needs configured settings
 
     lines = [
@@ -38,7 +56,7 @@ def render() -> str:
     for setting in DECLARED.values():
         lines.append(f"``{setting.name}`` (default {setting.default_text}; {setting.kind})")
         lines += textwrap.wrap(
-            setting.help,
+            cross_reference(setting.help),
             78,
             initial_indent="    ",
             subsequent_indent="    ",
@@ -49,27 +67,24 @@ def render() -> str:
         "Settings are read when used, so ``override_settings`` works. A value of",
         "the wrong type or out of bounds (``inf``, ``NaN`` and ``True`` are not",
         "numbers here) is refused by the system check ``django_pgpubsub.E002``.",
+        "",
     ]
     return "\n".join(lines)
 
 
 def current() -> str:
-    """The Settings section as README.rst holds it now."""
-    match = SECTION.search(README.read_text())
-    if match is None:
-        raise SystemExit("README.rst has no Settings section followed by another.")
-    return match.group(0)
+    """The Settings page as docs/settings.rst holds it now."""
+    return PAGE.read_text() if PAGE.exists() else ""
 
 
 def main(argv: list[str]) -> int:
     import django  # noqa: PLC0415
 
-    sys.path.insert(0, str(README.parent))
+    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     django.setup()
     if argv == ["--write"]:
-        text = README.read_text()
-        README.write_text(text.replace(current(), render()))
+        PAGE.write_text(render())
     else:
         sys.stdout.write(render())
     return 0

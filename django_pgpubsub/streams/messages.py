@@ -1,0 +1,96 @@
+"""What the Channels layer sends through PostgreSQL: names, encoding, storage.
+
+A message travels as a NOTIFY whose payload is the JSON array
+``[destination, message]``. Past NOTIFY's limit the array is stored in a row of
+``django_pgpubsub_layer_message`` and the payload is ``#<id>``.
+
+JSON rather than msgpack: a NOTIFY payload is text, so msgpack's binary
+output would need base64 (a third larger) before it could be sent, while
+Channels messages are mostly text, which JSON keeps as it is. ``bytes`` values
+(a websocket's binary frames) travel as ``{"\\u0000b": "<base64>"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
+
+TABLE = "django_pgpubsub_layer_message"
+STORED = "#"
+_BYTES = "\x00b"
+MAX_NAME_BYTES = 63
+
+
+def pg_channel(prefix: str, kind: str, name: str) -> str:
+    """The PostgreSQL channel of a group (kind ``g``), a process (``p``, the part
+    of a specific channel name up to ``!``) or a normal channel (``c``).
+
+    Layer names are up to 99 ASCII characters, PostgreSQL's at most 63 bytes:
+    a name that does not fit is replaced by a hash of itself.
+    """
+    full = f"{prefix}.{kind}.{name}"
+    if len(full) <= MAX_NAME_BYTES:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:40]
+    return f"{prefix}.{kind}#{digest}"
+
+
+def _default(value: object) -> object:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {_BYTES: base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"A channel layer message cannot hold {type(value).__name__} values.")
+
+
+def _hook(value: dict[str, Any]) -> object:
+    if len(value) == 1 and _BYTES in value:
+        return base64.b64decode(value[_BYTES])
+    return value
+
+
+def encode(destination: str, message: dict[str, Any]) -> str:
+    """``[destination, message]`` as compact JSON.
+
+    Raises:
+        TypeError: A value JSON cannot hold (other than bytes).
+    """
+    return json.dumps(
+        [destination, message], default=_default, ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def decode(text: str) -> tuple[str, dict[str, Any]]:
+    """The destination and message of :func:`encode`'s text."""
+    destination, message = json.loads(text, object_hook=_hook)
+    return destination, message
+
+
+def fits(text: str) -> bool:
+    """Whether ``text`` can be a NOTIFY payload."""
+    return len(text) * 4 <= MAX_PAYLOAD_BYTES or len(text.encode()) <= MAX_PAYLOAD_BYTES
+
+
+NOTIFY = "SELECT pg_notify(%s, %s)"
+
+# Stores a message and notifies its id; first removes a few expired rows
+# (SKIP LOCKED: senders never queue behind each other's clean-up).
+STORE = f"""
+WITH expired AS (
+    DELETE FROM {TABLE} WHERE id IN (
+        SELECT id FROM {TABLE} WHERE expires_at < now() LIMIT 100 FOR UPDATE SKIP LOCKED
+    )
+), stored AS (
+    INSERT INTO {TABLE} (body, expires_at)
+    VALUES (%s, now() + make_interval(secs => %s)) RETURNING id
+)
+SELECT pg_notify(%s, '{STORED}' || stored.id) FROM stored
+"""
+
+# A message for one recipient (a specific channel) goes once it is read.
+TAKE = f"DELETE FROM {TABLE} WHERE id = %s RETURNING body"
+# A group's or normal channel's message is read by every process that wants it.
+READ = f"SELECT body FROM {TABLE} WHERE id = %s AND expires_at >= now()"
+FLUSH = f"DELETE FROM {TABLE}"

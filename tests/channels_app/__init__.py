@@ -1,0 +1,1 @@
+"""A Channels project on django_pgpubsub's layer, served by uvicorn in the layer's process tests."""

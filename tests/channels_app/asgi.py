@@ -1,0 +1,19 @@
+"""HTTP through the test project, websockets (``/ws/``) through Channels."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.core.asgi import get_asgi_application
+from django.urls import path
+
+http = get_asgi_application()
+
+from tests.channels_app.consumers import EveryoneConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {"http": http, "websocket": URLRouter([path("ws/", EveryoneConsumer.as_asgi())])}
+)
