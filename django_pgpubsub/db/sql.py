@@ -160,7 +160,7 @@ START_SQL = f"WITH started AS ({_START}) SELECT 1, {_STARTED}"
 # started on its own. Its body (migration 0004) is _START after a DELETE of
 # the completed row; as a PL/pgSQL function its plans are kept for the
 # session, which halves the cost of the statement that runs once per event.
-# Migration 0005's version also returns the started event's payload.
+# Migration 0007's version also returns the started event's payload.
 COMPLETE_FUNCTION = "django_pgpubsub_complete_next(bigint, uuid, double precision, bigint)"
 COMPLETE_SQL = """
 SELECT completed::int, next_attempt, next_payload
@@ -198,7 +198,7 @@ WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND started_at IS NULL
 
 # Claims whose holder's session is gone (its advisory lock, see HOLD_SQL, is
 # no longer in pg_locks), or whose lease ran out. Rows claimed without a
-# holder_key (by a listener older than migration 0005) have their lease alone.
+# holder_key (by a listener older than migration 0007) have their lease alone.
 # An event not started goes back as it was; a started one has used its
 # attempt: pending after the retry delay, or failed when it was the last.
 # Returns each row's id, new state, and seconds until it is due.

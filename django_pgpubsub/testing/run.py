@@ -110,7 +110,7 @@ def _run_durable(
     max_attempts = conf.durable_max_attempts()
     first = True
     while fetch_rows(alias, eager_sql.CLAIM_ONE_SQL, params):
-        [(_, attempt)] = fetch_rows(alias, sql.START_SQL, {**params, "next": outbox_id})
+        [(_, attempt, _payload)] = fetch_rows(alias, sql.START_SQL, {**params, "next": outbox_id})
         event = DurableEvent(channel, payload, sender_pid, outbox_id, int(attempt))
         if first:
             first = False

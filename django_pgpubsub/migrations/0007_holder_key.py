@@ -55,7 +55,7 @@ def on_postgresql(statement: str) -> Callable[[Apps, BaseDatabaseSchemaEditor], 
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_pgpubsub", "0004_complete_function"),
+        ("django_pgpubsub", "0006_failed_index"),
     ]
 
     operations = [
