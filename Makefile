@@ -107,6 +107,7 @@ system-deps:
 	@missing=""; \
 	[ -x $(PG15)/postgres ] || missing="$$missing postgresql-15"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 		echo "make ci needs:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
