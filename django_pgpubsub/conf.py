@@ -3,13 +3,13 @@
 A declaration holds a setting's name, type, default, bounds and help. It is
 also its accessor: ``conf.keepalive_interval()`` reads and checks the current
 value, so ``override_settings`` works. The system check (E002) validates every
-declaration, and README.rst's Settings section is rendered from them
-(``scripts/readme_settings.py``; a test keeps the two equal).
+declaration, and docs/settings.rst is rendered from them
+(``scripts/docs_settings.py``; a test keeps the two equal).
 
 To add a setting, declare it below with the kind that fits (``Seconds``,
-``Count``, ``Limit``, ``Alias``, ``ModuleNames``, ``Choice``; see
+``SecondsOrNone``, ``Count``, ``Limit``, ``Alias``, ``ModuleNames``, ``Choice``; see
 setting_kinds.py) and
-run ``python scripts/readme_settings.py --write``.
+run ``python scripts/docs_settings.py --write``.
 """
 
 from __future__ import annotations
@@ -26,12 +26,23 @@ from django_pgpubsub.setting_kinds import (
     Limit,
     ModuleNames,
     Seconds,
+    SecondsOrNone,
     Setting,
     configured,
 )
 
 # The kinds, for declarations elsewhere and for tests.
-__all__ = ["DECLARED", "Alias", "Choice", "Count", "Limit", "ModuleNames", "Seconds", "Setting"]
+__all__ = [
+    "DECLARED",
+    "Alias",
+    "Choice",
+    "Count",
+    "Limit",
+    "ModuleNames",
+    "Seconds",
+    "SecondsOrNone",
+    "Setting",
+]
 
 database_setting = Alias(
     "DATABASE",
@@ -57,7 +68,9 @@ keepalive_interval = Seconds(
     5.0,
     "Idle time after which the listener probes its connection with a "
     "notification to itself (it must come back within half this time); also "
-    "its TCP keepalive interval.",
+    "its TCP keepalive interval. At most 32767: Linux refuses a longer "
+    "``TCP_KEEPIDLE``, and no listening connection would open.",
+    at_most=32767,
 )
 reconnect_initial_delay = Seconds(
     "RECONNECT_INITIAL_DELAY",
@@ -134,6 +147,15 @@ sse_keepalive = Seconds(
     15.0,
     "Seconds without an event after which ``EventStreamView`` sends a comment "
     "line, so proxies and browsers keep an idle stream open.",
+)
+sse_max_age = SecondsOrNone(
+    "SSE_MAX_AGE",
+    None,
+    "Longest life of one ``EventStreamView`` stream, in seconds. The stream "
+    "then ends; the browser's ``EventSource`` reconnects by itself, the new "
+    "request is authorized afresh (a user who logged out is refused), and it "
+    "starts with a ``pgpubsub.resync`` event. A view's ``max_age`` attribute "
+    "overrides it.",
 )
 subscriber_queue_size = Count(
     "SUBSCRIBER_QUEUE_SIZE",

@@ -10,25 +10,55 @@ locks each listener holds, see :mod:`django_pgpubsub.probe`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 
 from django_pgpubsub import conf
+from django_pgpubsub.bounded import (
+    DEFAULT_TIMEOUT,
+    BoundedReader,
+    TimedOut,
+    run_bounded,
+    validate_timeout,
+)
 from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.db.connection import database_wrapper
 from django_pgpubsub.db.sql import OUTBOX_TABLE
+from django_pgpubsub.health_report import (
+    CheckResult,
+    HealthReport,
+    failed_events_check,
+    oldest_pending_check,
+    queue_usage_check,
+    unhandled_channels_check,
+)
 from django_pgpubsub.probe import APPLICATION_NAME, presence_lock_ids
 
 QUEUE_SQL = "SELECT pg_notification_queue_usage(), to_regclass(%s) IS NOT NULL"
 
-OUTBOX_SQL = f"""
-SELECT count(*) FILTER (WHERE state = 'failed'),
-       extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 'pending'))
-FROM {OUTBOX_TABLE}
+# Each channel with pending events, and how old its first one is: a skip scan
+# of the pending index (channel, id), one probe per channel, never the
+# backlog's rows.
+PENDING_CHANNELS_SQL = f"""
+WITH RECURSIVE channels(channel) AS (
+    (SELECT channel FROM {OUTBOX_TABLE} WHERE state = 'pending' ORDER BY channel LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.channel FROM {OUTBOX_TABLE} o
+            WHERE o.state = 'pending' AND o.channel > c.channel ORDER BY o.channel LIMIT 1)
+    FROM channels c WHERE c.channel IS NOT NULL
+)
+SELECT c.channel, extract(epoch FROM now() - first.created_at)
+FROM channels c CROSS JOIN LATERAL (
+    SELECT o.created_at FROM {OUTBOX_TABLE} o
+    WHERE o.state = 'pending' AND o.channel = c.channel ORDER BY o.id LIMIT 1
+) AS first
+WHERE c.channel IS NOT NULL
 """
+
+FAILED_SQL = f"SELECT count(*) FROM {OUTBOX_TABLE} WHERE state = 'failed'"
 
 LISTENERS_SQL = """
 SELECT count(*) FROM pg_stat_activity
@@ -42,46 +72,12 @@ WHERE a.application_name = %s AND a.datname = current_database()
   AND l.classid::bigint = %s AND l.objid::bigint = %s
 """
 
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check.
-
-    Attributes:
-        ok: Whether it passed.
-        value: What was measured (JSON-serialisable).
-        detail: What was measured and against what limit, in words.
-    """
-
-    ok: bool
-    value: Any
-    detail: str
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """Every check's result, by name, in the order they ran."""
-
-    checks: dict[str, CheckResult] = field(default_factory=dict)
-
-    @property
-    def healthy(self) -> bool:
-        """True when every check passed."""
-        return all(check.ok for check in self.checks.values())
-
-    def failures(self) -> list[str]:
-        """One line per failed check: ``name: detail``."""
-        return [f"{name}: {check.detail}" for name, check in self.checks.items() if not check.ok]
-
-    def as_dict(self) -> dict[str, Any]:
-        """``{"healthy": bool, "checks": {name: {"ok", "value", "detail"}}}``."""
-        return {
-            "healthy": self.healthy,
-            "checks": {
-                name: {"ok": check.ok, "value": check.value, "detail": check.detail}
-                for name, check in self.checks.items()
-            },
-        }
+# The presence locks held in this database (pg_locks: readable by every role).
+PRESENCE_LOCKS_SQL = """
+SELECT DISTINCT l.classid::bigint, l.objid::bigint FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 
 
 def check_health(
@@ -92,91 +88,194 @@ def check_health(
     max_pending_age: float = 300.0,
     require_listener: bool = False,
     channels: Iterable[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> HealthReport:
     """Run the checks against the database ``using`` (default: the ``DATABASE`` setting).
+
+    On a dedicated connection, each statement in its own read-only
+    transaction, everything within ``timeout`` seconds (see
+    :mod:`django_pgpubsub.bounded`): a check that cannot finish in time, on a
+    silent server or a locked table, fails with a line that says so.
 
     Args:
         using: The ``DATABASES`` alias.
         max_queue_usage: Highest healthy ``pg_notification_queue_usage()`` (0..1).
         max_failed: Most failed durable events that are still healthy.
         max_pending_age: Seconds the oldest pending durable event may wait.
-        require_listener: Also require a connected ``listen_events`` process.
+        require_listener: Also require a connected ``listen_events`` process,
+            and one for every channel with pending durable events.
         channels: With ``require_listener``: one for each of these channels.
+        timeout: Seconds the whole run may take.
 
     Returns:
         The report. An unreachable database is a failed ``database`` check,
         never an exception; the checks that need it are then left out.
+
+    Raises:
+        ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
+        ValueError: ``timeout`` is not a positive number of seconds.
+        InvalidChannel: A name in ``channels`` is unusable.
     """
     alias = using or conf.database()
     database_wrapper(alias)  # ImproperlyConfigured for an unknown alias or not PostgreSQL
+    timeout = validate_timeout(timeout)
     wanted = sorted(set(validate_channels(channels)))
-    checks: dict[str, CheckResult] = {}
-    connection = connections[alias]
-    opened_here = connection.connection is None
+    limits = _Limits(max_queue_usage, max_failed, max_pending_age, require_listener, wanted)
+    found = _Found()
+    # When it times out, what was found in time is in found; the rest failed.
+    with contextlib.suppress(TimedOut):
+        run_bounded(
+            alias,
+            timeout,
+            lambda reader: _run_checks(reader, alias, limits, found),
+            name="pgpubsub-health",
+        )
+    checks = dict(found.checks)  # the thread may still add to found
+    if "database" not in checks:
+        within = f"no answer within {timeout:g} s"
+        checks = {"database": CheckResult(False, False, f"cannot reach {alias!r}: {within}")}
+    elif checks["database"].ok:
+        for name in _expected(limits, found.has_outbox):
+            if name not in checks:
+                checks[name] = CheckResult(False, None, f"did not finish within {timeout:g} s")
+    return HealthReport({name: checks[name] for name in ORDER if name in checks})
+
+
+ORDER = (
+    "database",
+    "queue_usage",
+    "failed_events",
+    "oldest_pending",
+    "unhandled_channels",
+    "listener",
+)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_queue_usage: float
+    max_failed: int
+    max_pending_age: float
+    require_listener: bool
+    channels: list[str]
+
+
+class _Found:
+    """What the checks' thread found so far."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, CheckResult] = {}
+        self.has_outbox = True
+
+
+def _expected(limits: _Limits, has_outbox: bool) -> list[str]:
+    names = ["queue_usage"]
+    if has_outbox:
+        names += ["failed_events", "oldest_pending", "unhandled_channels"]
+    if limits.require_listener:
+        names.append("listener")
+    return names
+
+
+def _run_checks(reader: BoundedReader, alias: str, limits: _Limits, progress: _Found) -> None:
+    """Fill ``found`` as the checks pass or fail, so that whatever finished in
+    time is reported when the rest does not.
+
+    The checks of the outbox come last: a locked outbox must not keep the
+    others from running.
+    """
+    found = progress.checks
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(QUEUE_SQL, (OUTBOX_TABLE,))
-            usage, has_outbox = cursor.fetchone()
-            checks["database"] = CheckResult(True, True, f"{alias!r} answers")
-            checks["queue_usage"] = _queue_usage(float(usage), max_queue_usage)
-            if has_outbox:
-                cursor.execute(OUTBOX_SQL)
-                failed, oldest = cursor.fetchone()
-                checks["failed_events"] = _failed(int(failed), max_failed)
-                age = None if oldest is None else round(float(oldest), 3)
-                checks["oldest_pending"] = _oldest_pending(age, max_pending_age)
-            else:
-                missing = f"no {OUTBOX_TABLE} table: run `manage.py migrate django_pgpubsub`"
-                checks["failed_events"] = CheckResult(False, None, missing)
-                checks["oldest_pending"] = CheckResult(False, None, missing)
-            if require_listener:
-                checks["listener"] = _listeners(cursor, alias, wanted)
+        reader.connect()
+    except TimedOut:
+        return  # reported by check_health
     except DatabaseError as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        checks = {"database": CheckResult(False, False, f"cannot reach {alias!r}: {first_line}")}
-    finally:
-        # A probe must not leave a connection open that it opened, but must
-        # not close one that a caller's transaction uses.
-        if opened_here and not connection.in_atomic_block:
-            connection.close()
-    return HealthReport(checks)
-
-
-def _queue_usage(usage: float, limit: float) -> CheckResult:
-    text = f"notification queue {usage:.2%} full"
-    if usage > limit:
-        return CheckResult(False, usage, f"{text}, above the limit of {limit:.2%}")
-    return CheckResult(True, usage, f"{text} (limit {limit:.2%})")
-
-
-def _failed(failed: int, limit: int) -> CheckResult:
-    if failed > limit:
-        return CheckResult(
-            False,
-            failed,
-            f"{failed} failed durable event(s), {failed - limit} more than the {limit} "
-            "allowed; see `manage.py durable_events`",
+        found["database"] = CheckResult(False, False, f"cannot reach {alias!r}: {_line(exc)}")
+        return
+    try:
+        [(usage, has_outbox)] = reader.fetch(QUEUE_SQL, (OUTBOX_TABLE,))
+    except DatabaseError as exc:
+        found["database"] = CheckResult(False, False, f"{alias!r} does not answer: {_line(exc)}")
+        return
+    found["database"] = CheckResult(True, True, f"{alias!r} answers")
+    progress.has_outbox = bool(has_outbox)
+    found["queue_usage"] = queue_usage_check(float(usage), limits.max_queue_usage)
+    try:
+        presence = _presence(reader)
+        if limits.require_listener:
+            found["listener"] = _listeners(reader, alias, limits.channels)
+    except DatabaseError as exc:
+        for name in _expected(limits, progress.has_outbox):
+            found.setdefault(name, CheckResult(False, None, f"cannot check: {_line(exc)}"))
+        return
+    if not has_outbox:
+        missing = f"no {OUTBOX_TABLE} table: run `manage.py migrate django_pgpubsub`"
+        found["failed_events"] = CheckResult(False, None, missing)
+        found["oldest_pending"] = CheckResult(False, None, missing)
+        return
+    try:
+        pending = reader.fetch(PENDING_CHANNELS_SQL)
+    except DatabaseError as exc:
+        line = _why(exc)
+        found["oldest_pending"] = CheckResult(False, None, line)
+        found["unhandled_channels"] = CheckResult(False, None, line)
+    else:
+        ages = [float(age) for _, age in pending if age is not None]
+        oldest = round(max(ages), 3) if ages else None
+        found["oldest_pending"] = oldest_pending_check(oldest, limits.max_pending_age)
+        unhandled = sorted(
+            channel for channel, _ in pending if presence_lock_ids(channel) not in presence
         )
-    return CheckResult(True, failed, f"{failed} failed durable event(s) (limit {limit})")
+        found["unhandled_channels"] = unhandled_channels_check(unhandled, limits.require_listener)
+    try:
+        [(failed,)] = reader.fetch(FAILED_SQL)
+    except DatabaseError as exc:
+        found["failed_events"] = CheckResult(False, None, _why(exc))
+    else:
+        found["failed_events"] = failed_events_check(int(failed), limits.max_failed)
 
 
-def _oldest_pending(age: float | None, limit: float) -> CheckResult:
-    if age is None:
-        return CheckResult(True, None, "no pending durable event")
-    if age > limit:
-        return CheckResult(
-            False,
-            age,
-            f"the oldest pending durable event is {age:.0f} s old, {age - limit:.0f} s "
-            f"over the limit of {limit:g} s",
+def unhandled_channels(using: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """The channels with pending durable events that no running ``listen_events``
+    handles (none holds the channel's presence lock), sorted.
+
+    Raises:
+        ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
+        DatabaseError: The database could not tell within ``timeout`` seconds
+            (:class:`~django_pgpubsub.bounded.TimedOut`), or failed.
+    """
+    alias = using or conf.database()
+    database_wrapper(alias)
+
+    def read(reader: BoundedReader) -> list[str]:
+        reader.connect()
+        presence = _presence(reader)
+        pending = reader.fetch(PENDING_CHANNELS_SQL)
+        return sorted(
+            channel for channel, _ in pending if presence_lock_ids(channel) not in presence
         )
-    return CheckResult(True, age, f"the oldest pending durable event is {age:.0f} s old")
+
+    return run_bounded(alias, timeout, read, name="pgpubsub-unhandled")
 
 
-def _listeners(cursor: Any, alias: str, channels: list[str]) -> CheckResult:
+def _presence(reader: BoundedReader) -> set[tuple[int, int]]:
+    return {(int(classid), int(objid)) for classid, objid in reader.fetch(PRESENCE_LOCKS_SQL)}
+
+
+def _line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _why(exc: DatabaseError) -> str:
+    if isinstance(exc, TimedOut):
+        return f"did not finish in the time allowed ({_line(exc)})"
+    return f"cannot check: {_line(exc)}"
+
+
+def _listeners(reader: BoundedReader, alias: str, channels: list[str]) -> CheckResult:
     if not channels:
-        cursor.execute(LISTENERS_SQL, (APPLICATION_NAME,))
-        count = int(cursor.fetchone()[0])
+        [(count,)] = reader.fetch(LISTENERS_SQL, (APPLICATION_NAME,))
+        count = int(count)
         if not count:
             return CheckResult(
                 False, 0, f"no listen_events process is connected to {alias!r}'s database"
@@ -185,11 +284,14 @@ def _listeners(cursor: Any, alias: str, channels: list[str]) -> CheckResult:
     counts: dict[str, int] = {}
     for channel in channels:
         classid, objid = presence_lock_ids(channel)
-        cursor.execute(CHANNEL_LISTENERS_SQL, (APPLICATION_NAME, classid, objid))
-        counts[channel] = int(cursor.fetchone()[0])
+        [(count,)] = reader.fetch(CHANNEL_LISTENERS_SQL, (APPLICATION_NAME, classid, objid))
+        counts[channel] = int(count)
     missing = [channel for channel, count in counts.items() if not count]
     if missing:
         return CheckResult(
             False, counts, f"no listen_events process listens on channel(s) {missing}"
         )
     return CheckResult(True, counts, f"every channel has a listener: {counts}")
+
+
+__all__ = ["CheckResult", "HealthReport", "check_health", "unhandled_channels"]

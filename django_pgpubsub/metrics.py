@@ -14,14 +14,15 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from types import ModuleType
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 
+from django_pgpubsub.bounded import BoundedReader, run_bounded, validate_timeout
+from django_pgpubsub.db.connection import database_wrapper
 from django_pgpubsub.db.sql import OUTBOX_TABLE
+from django_pgpubsub.metrics_server import MetricsServer, prometheus, serve
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
 
@@ -33,35 +34,29 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BOUNDS = (*(str(bound) for bound in BUCKETS), "+Inf")  # the "le" labels
 REFRESH_INTERVAL = 5.0
 
+REFRESH_TIMEOUT = 5.0  # under Prometheus' default scrape_timeout of 10 s
+
+QUEUE_SQL = "SELECT pg_notification_queue_usage()"
+
+# The listener's channels only, each read through the outbox's partial
+# indexes (pending: channel, id; failed: channel): index probes per channel,
+# never a scan of the table. Channels without rows give no row, so their
+# series disappear.
 GAUGES_SQL = f"""
-SELECT pg_notification_queue_usage(), o.channel, o.pending, o.failed, o.oldest
-FROM (SELECT 1) AS one LEFT JOIN (
-    SELECT channel,
-           count(*) FILTER (WHERE state = 'pending') AS pending,
-           count(*) FILTER (WHERE state = 'failed') AS failed,
-           extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 'pending')) AS oldest
-    FROM {OUTBOX_TABLE} GROUP BY channel
-) AS o ON true
+SELECT c.channel, p.pending, f.failed, extract(epoch FROM now() - first.created_at)
+FROM unnest(%s::text[]) AS c(channel)
+CROSS JOIN LATERAL (
+    SELECT count(*) FROM {OUTBOX_TABLE} o WHERE o.state = 'pending' AND o.channel = c.channel
+) AS p(pending)
+CROSS JOIN LATERAL (
+    SELECT count(*) FROM {OUTBOX_TABLE} o WHERE o.state = 'failed' AND o.channel = c.channel
+) AS f(failed)
+LEFT JOIN LATERAL (
+    SELECT o.created_at FROM {OUTBOX_TABLE} o
+    WHERE o.state = 'pending' AND o.channel = c.channel ORDER BY o.id LIMIT 1
+) AS first ON true
+WHERE p.pending > 0 OR f.failed > 0
 """
-
-MISSING_EXTRA = (
-    "listen_events --metrics-port needs prometheus_client, which is not installed: "
-    "pip install 'django-pg-pubsub[metrics]'."
-)
-
-
-def prometheus() -> ModuleType:
-    """The ``prometheus_client`` module.
-
-    Raises:
-        ImproperlyConfigured: It is not installed (the ``[metrics]`` extra).
-    """
-    try:
-        import prometheus_client  # noqa: PLC0415 - an optional dependency, needed only here
-        import prometheus_client.core  # noqa: PLC0415
-    except ImportError as exc:
-        raise ImproperlyConfigured(MISSING_EXTRA) from exc
-    return prometheus_client
 
 
 class _ChannelStats:
@@ -77,25 +72,55 @@ class ListenerMetrics(Observer):
 
     Pass it to ``Listener(observer=...)``, and serve it with :func:`serve`.
 
+    The durable gauges cover ``channels`` only (set it to the listener's
+    channels: ``listen_events`` does), one series per channel that has
+    pending or failed events. Their query runs on a scrape at most every
+    ``refresh_interval`` seconds, bounded by ``refresh_timeout``; a scrape
+    never waits for another's refresh, and one that fails or times out
+    serves the last values (and counts ``pgpubsub_gauge_refresh_failures``).
+
     Args:
         using: Alias of the outbox database, for the gauges.
+        channels: The channels of the per-channel durable gauges.
         refresh_interval: Seconds during which the gauges' query result is reused.
+        refresh_timeout: Seconds a refresh may take (connecting, the queries,
+            waiting for a lock).
+
+    Raises:
+        ImproperlyConfigured: ``prometheus_client`` is not installed, or
+            ``using`` is not a PostgreSQL alias.
     """
 
     timed = True
 
-    def __init__(self, using: str, *, refresh_interval: float = REFRESH_INTERVAL) -> None:
+    def __init__(
+        self,
+        using: str,
+        *,
+        channels: Iterable[str] = (),
+        refresh_interval: float = REFRESH_INTERVAL,
+        refresh_timeout: float = REFRESH_TIMEOUT,
+    ) -> None:
         self._prometheus = prometheus()
+        database_wrapper(using)
         self.using = using
+        self.channels = frozenset(channels)
         self.refresh_interval = refresh_interval
+        self.refresh_timeout = validate_timeout(refresh_timeout)
+        self.refresh_failures = 0
         self.up = 0
         self.reconnects = 0
         self._channels: dict[str, _ChannelStats] = {}
         self._errors: dict[tuple[str, str], int] = {}
-        self._gauges_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()  # held only to start or end a refresh
+        self._refreshing = False
         self._gauges_at = -float("inf")
-        self._queue_usage: float | None = None
-        self._outbox: dict[str, tuple[int, int, float | None]] = {}
+        # (queue usage, {channel: (pending, failed, age of the oldest pending)}),
+        # replaced as a whole, so a scrape reads one refresh's values.
+        self._gauges_values: tuple[float | None, dict[str, tuple[int, int, float | None]]] = (
+            None,
+            {},
+        )
 
     def handled(
         self,
@@ -165,10 +190,14 @@ class ListenerMetrics(Observer):
         yield from self._gauges(core)
 
     def _gauges(self, core: Any) -> Iterator[Any]:
-        with self._gauges_lock:
-            if time.monotonic() - self._gauges_at >= self.refresh_interval:
-                self._refresh()
-            usage, outbox = self._queue_usage, dict(self._outbox)
+        self._refresh()
+        usage, outbox = self._gauges_values
+        yield core.CounterMetricFamily(
+            "pgpubsub_gauge_refresh_failures",
+            "Refreshes of the queue and durable gauges that failed or timed out "
+            "(the gauges then keep their last values).",
+            value=self.refresh_failures,
+        )
         if usage is not None:
             yield core.GaugeMetricFamily(
                 "pgpubsub_notification_queue_usage",
@@ -197,60 +226,43 @@ class ListenerMetrics(Observer):
         )
 
     def _refresh(self) -> None:
-        """Run the gauges' query; keep the last values when the database fails."""
-        connection = connections[self.using]  # this scrape thread's own connection
+        """Refresh the gauges if they are due and no other scrape is at it;
+        wait for it at most ``refresh_timeout`` seconds (and a moment)."""
+        with self._refresh_lock:
+            if self._refreshing or time.monotonic() - self._gauges_at < self.refresh_interval:
+                return
+            self._refreshing = True
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(GAUGES_SQL)
-                rows = cursor.fetchall()
+            run_bounded(self.using, self.refresh_timeout, self._read, name="pgpubsub-gauges")
         except DatabaseError as exc:
-            logger.warning("Cannot refresh the durable and queue gauges (%s).", exc)
-            return
+            # The thread ends _refreshing when it ends, however it ends.
+            self.refresh_failures += 1
+            logger.warning(
+                "Cannot refresh the durable and queue gauges (%s); serving the last values.",
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+        except BaseException:
+            with self._refresh_lock:
+                self._refreshing = False  # it failed before its thread started reading
+            raise
+
+    def _read(self, reader: BoundedReader) -> None:
+        """The refresh, in its thread: one query for the queue, one for the outbox."""
+        try:
+            reader.connect()
+            [(usage,)] = reader.fetch(QUEUE_SQL)
+            rows = reader.fetch(GAUGES_SQL, (sorted(self.channels),)) if self.channels else []
+            outbox = {
+                channel: (int(waiting), int(dead), None if age is None else float(age))
+                for channel, waiting, dead, age in rows
+            }
+            self._gauges_values = (float(usage), outbox)
         finally:
-            connection.close()  # each scrape runs in a new thread
-        self._gauges_at = time.monotonic()
-        self._queue_usage = float(rows[0][0])
-        # Channels seen before and now empty report 0, not a gap.
-        empty: tuple[int, int, float | None] = (0, 0, None)
-        outbox = dict.fromkeys(self._outbox, empty)
-        for _, channel, waiting, dead, age in rows:
-            if channel is not None:
-                outbox[channel] = (int(waiting), int(dead), None if age is None else float(age))
-        self._outbox = outbox
+            with self._refresh_lock:
+                # Also after a failure: the next try waits for the next interval,
+                # so a sick database slows down one scrape per interval at most.
+                self._gauges_at = time.monotonic()
+                self._refreshing = False
 
 
-class MetricsServer:
-    """The HTTP server of :func:`serve`, in its daemon thread."""
-
-    def __init__(self, server: Any) -> None:
-        self._server = server
-
-    @property
-    def url(self) -> str:
-        """``http://ADDRESS:PORT/metrics`` (the actual port, also when 0 was asked)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/metrics"
-
-    def close(self) -> None:
-        """Stop serving, without waiting: the server notices within half a second.
-
-        Waiting would delay the exit of ``listen_events --max-events`` by as much.
-        """
-        threading.Thread(target=self._stop, name="pgpubsub-metrics-stop", daemon=True).start()
-
-    def _stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def serve(metrics: ListenerMetrics, port: int, address: str = "0.0.0.0") -> MetricsServer:
-    """Serve ``metrics`` on ``http://ADDRESS:PORT/metrics`` from a daemon thread.
-
-    Only these metrics: a registry of its own, so nothing else in the process
-    (nor ``PROMETHEUS_MULTIPROC_DIR``) changes what is served.
-    """
-    client = metrics._prometheus
-    registry = client.CollectorRegistry(auto_describe=False)
-    registry.register(metrics)
-    server, _thread = client.start_http_server(port, addr=address, registry=registry)
-    return MetricsServer(server)
+__all__ = ["ListenerMetrics", "MetricsServer", "prometheus", "serve"]

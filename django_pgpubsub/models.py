@@ -186,6 +186,10 @@ class OutboxEvent(models.Model):
             models.Index(
                 fields=["id"], condition=Q(state="running"), name="pgpubsub_outbox_running"
             ),
+            # What health checks and metrics count: the few failed rows, by channel.
+            models.Index(
+                fields=["channel"], condition=Q(state="failed"), name="pgpubsub_outbox_failed"
+            ),
         )
         constraints = (
             models.UniqueConstraint(

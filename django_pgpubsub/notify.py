@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
 
 from asgiref.sync import sync_to_async
@@ -21,6 +21,12 @@ from django_pgpubsub.db.sql import (
 )
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.payload import encode_payload
+
+EagerHook = Callable[[str | None, list[str], list[str], int | None], None]
+eager_hook: EagerHook | None = None
+"""Set by :func:`django_pgpubsub.testing.eager` while it runs, None otherwise:
+called after each send with ``(using, channels, payloads, stored)``, where
+``stored`` is None for plain events and the count stored for durable ones."""
 
 
 def _check_key(key: object) -> str:
@@ -121,10 +127,15 @@ def notify(
         # Poll mode: no NOTIFY, so the commit takes no cluster-wide lock.
         store = STORE_QUIET_SQL if conf.durable_wakeup() == "poll" else STORE_SQL
         row = execute_in_transaction(using, store, (channel, text, key), fetch=True)
+        if eager_hook is not None:
+            eager_hook(using, [channel], [text], int(bool(row and row[0])))
         return bool(row and row[0])
     if key is not None:
         raise InvalidPayload("key= is for durable events: pass durable=True too.")
-    execute_in_transaction(using, NOTIFY_SQL, (channel, encode_payload(payload)))
+    text = encode_payload(payload)
+    execute_in_transaction(using, NOTIFY_SQL, (channel, text))
+    if eager_hook is not None:
+        eager_hook(using, [channel], [text], None)
     return None
 
 
@@ -224,7 +235,11 @@ def notify_many(
         return 0
     if not durable:
         execute_in_transaction(using, NOTIFY_MANY_SQL, (channels, payloads))
+        if eager_hook is not None:
+            eager_hook(using, channels, payloads, None)
         return len(channels)
     store = STORE_MANY_QUIET_SQL if conf.durable_wakeup() == "poll" else STORE_MANY_SQL
     row = execute_in_transaction(using, store, (channels, payloads, keys), fetch=True)
+    if eager_hook is not None:
+        eager_hook(using, channels, payloads, int(row[0]) if row else 0)
     return int(row[0]) if row else 0

@@ -108,16 +108,42 @@ def _is_number(value: object) -> TypeGuard[int | float]:
 
 @dataclass(frozen=True)
 class Seconds(Setting[float]):
-    """A finite number of seconds, greater than ``above``."""
+    """A finite number of seconds, greater than ``above`` and at most ``at_most``."""
 
     above: float = 0.0
+    at_most: float | None = None
 
     @property
     def kind(self) -> str:
-        return f"a number of seconds greater than {self.above:g}"
+        bound = "" if self.at_most is None else f" and at most {self.at_most:g}"
+        return f"a number of seconds greater than {self.above:g}{bound}"
 
     def validate(self, value: object) -> float:
-        if not _is_number(value) or value <= self.above:
+        if (
+            not _is_number(value)
+            or value <= self.above
+            or (self.at_most is not None and value > self.at_most)
+        ):
+            raise self._refuse(value)
+        return float(value)
+
+
+@dataclass(frozen=True)
+class SecondsOrNone(Setting["float | None"]):
+    """A finite number of seconds greater than 0, or ``None`` for no limit."""
+
+    @property
+    def kind(self) -> str:
+        return "a number of seconds greater than 0, or None"
+
+    @property
+    def default_text(self) -> str:
+        return "``None``: no limit" if self.default is None else super().default_text
+
+    def validate(self, value: object) -> float | None:
+        if value is None:
+            return None
+        if not _is_number(value) or value <= 0:
             raise self._refuse(value)
         return float(value)
 

@@ -9,72 +9,75 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import re
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import django
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
-from django.http import (
-    HttpRequest,
-    HttpResponse,
-    HttpResponseBase,
-    HttpResponseForbidden,
-    StreamingHttpResponse,
-)
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.decorators import classonlymethod
+from django.utils.functional import LazyObject, empty
 from django.views import View
 
 from django_pgpubsub import conf
 from django_pgpubsub.asgi import SCOPE_KEY
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.sse import (
+    KEEPALIVE,
+    EventStream,
+    end_streams_at_shutdown,
+    format_event,
+    stopping,
+)
 from django_pgpubsub.streams.hub import get_hub
-from django_pgpubsub.streams.subscription import Subscription
+
+__all__ = ["KEEPALIVE", "EventStream", "EventStreamView", "format_event"]
 
 logger = logging.getLogger("django_pgpubsub.views")
 
-KEEPALIVE = b": keepalive\n\n"
-_LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # the SSE spec's three line endings
+NEEDS_ASGI = (
+    "EventStreamView streams only under an ASGI server; this request came through "
+    "WSGI (manage.py runserver is WSGI). Serve the project with uvicorn "
+    "(uvicorn yourproject.asgi:application) or daphne (add 'daphne' to INSTALLED_APPS "
+    "and its runserver is ASGI)."
+)
 
 
-# Every client of a channel is sent the same event object: it is formatted
-# once, not once per client (equal events format alike).
-@functools.lru_cache(maxsize=256)
-def format_event(event: Event) -> bytes:
-    """``event: <channel>``, one ``data:`` line per payload line, a blank line."""
-    data = "".join(f"data: {line}\n" for line in _LINE_BREAKS.split(event.payload))
-    return f"event: {event.channel}\n{data}\n".encode()
+def plain(message: str, status: int, **headers: str) -> HttpResponse:
+    """A fixed message as ``text/plain``: never request input, never HTML."""
+    return HttpResponse(
+        message, status=status, content_type="text/plain; charset=utf-8", headers=headers
+    )
 
 
-class EventStream:
-    """The body of an event stream; Django calls :meth:`close` when the response ends."""
+def check_channels(channels: object, where: str) -> None:
+    """Refuse a ``str`` (or nothing iterable) where channel names are expected.
 
-    def __init__(self, subscription: Subscription, keepalive: float) -> None:
-        self.subscription = subscription
-        self.keepalive = keepalive
-        # A response cancelled before its body starts (the client left while
-        # middleware ran, or while the headers went out) is never iterated
-        # nor closed: the subscription is released when the stream is dropped.
-        weakref.finalize(self, subscription.close)
+    Raises:
+        ImproperlyConfigured: ``channels`` is a ``str`` or not a sequence.
+    """
+    if isinstance(channels, str):
+        raise ImproperlyConfigured(
+            f"{where}: channels must be a list of channel names, not the str {channels!r} "
+            f"(which would offer each letter). Write [{channels!r}]."
+        )
+    if not isinstance(channels, Iterable):
+        raise ImproperlyConfigured(f"{where}: channels must be a list of channel names.")
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._generate()
 
-    async def _generate(self) -> AsyncIterator[bytes]:
-        try:
-            async for event in self.subscription.events(timeout=self.keepalive):
-                yield KEEPALIVE if event is None else format_event(event)
-        finally:
-            # When the client disconnects, Django 5 (or cancel_on_disconnect()
-            # on 4.2) cancels the response: CancelledError lands here.
-            # close() covers the other endings.
-            self.close()
+async def resolve_user(request: HttpRequest) -> None:
+    """Load ``request.user`` in a thread if it is still lazy.
 
-    def close(self) -> None:
-        self.subscription.close()
+    ``AuthenticationMiddleware`` sets a lazy ``request.user`` whose first use
+    queries the session and the user tables: from async code that raises
+    ``SynchronousOnlyOperation``. Loaded here, it (and the session it read)
+    can then be used from an ``async def authorize``.
+    """
+    user = getattr(request, "user", None)
+    if isinstance(user, LazyObject) and user._wrapped is empty:
+        await sync_to_async(user._setup)()
 
 
 @functools.cache
@@ -95,22 +98,28 @@ class EventStreamView(View):
     ``?channel=NAME`` (repeatable) picks a subset; a channel not offered, or
     refused by :meth:`authorize`, is answered 403 before any streaming.
     Without it, every offered channel that :meth:`authorize` allows.
+    Refusals are ``text/plain`` with a fixed message: nothing of the request
+    is echoed.
 
     On Django 4.2, serve it through
     :func:`django_pgpubsub.asgi.cancel_on_disconnect`, or a stream outlives
     its client (a warning says so, once per process).
 
     Attributes:
-        channels: The channels offered.
+        channels: The channels offered (a list or tuple of names, not a ``str``).
         using: The ``DATABASES`` alias to listen on; default ``LISTENER_DATABASE``.
+        max_age: Seconds after which a stream ends (the browser reconnects,
+            and is authorized afresh); default the ``SSE_MAX_AGE`` setting.
     """
 
     channels: Sequence[str] = ()
     using: str | None = None
+    max_age: float | None = None
     http_method_names = ["get"]  # noqa: RUF012 - View declares it so
 
     @classonlymethod
     def as_view(cls, **initkwargs: Any) -> Callable[..., Any]:
+        check_channels(initkwargs.get("channels", cls.channels), f"{cls.__name__}.as_view()")
         view = super().as_view(**initkwargs)
         # Django refuses ATOMIC_REQUESTS on async views; a stream holds no
         # transaction anyway.
@@ -119,39 +128,78 @@ class EventStreamView(View):
         return view
 
     def authorize(self, request: HttpRequest, channel: str) -> bool | Awaitable[bool]:
-        """Whether ``request`` may receive ``channel`` (sync or async). Default: yes."""
+        """Whether ``request`` may receive ``channel``. Default: yes.
+
+        Either kind works, and ``request.user`` and ``request.session`` are
+        usable in both: a plain ``def`` runs in a thread (as Django runs sync
+        code for async views), and before an ``async def`` is called the
+        lazy ``request.user`` is loaded in a thread.
+        """
         return True
 
-    async def _allowed(self, request: HttpRequest, channel: str) -> bool:
-        allowed = self.authorize(request, channel)
-        if inspect.isawaitable(allowed):
-            allowed = await allowed
-        return bool(allowed)
+    async def _authorized(self, request: HttpRequest, channels: list[str]) -> list[str]:
+        """Those of ``channels`` that :meth:`authorize` allows, in order."""
+        authorize = self.authorize
+        if getattr(authorize, "__func__", None) is EventStreamView.authorize:
+            return channels  # the default: no thread hop, no user to load
+        if iscoroutinefunction(authorize):
+            await resolve_user(request)
+            return [c for c in channels if await _allowed(authorize(request, c))]
+        # A plain def: one thread hop for all the channels.
+        results = await sync_to_async(lambda: [authorize(request, c) for c in channels])()
+        return [c for c, result in zip(channels, results, strict=True) if await _allowed(result)]
+
+    async def _choose(self, request: HttpRequest) -> list[str] | HttpResponse:
+        """The channels to stream, or the refusal."""
+        offered = list(self.channels)
+        requested = request.GET.getlist("channel")
+        if not requested:
+            chosen = await self._authorized(request, offered)
+            return chosen or plain("No channel is available.", 403)
+        chosen = list(dict.fromkeys(requested))
+        if any(channel not in offered for channel in chosen) or (
+            await self._authorized(request, chosen) != chosen
+        ):
+            return plain("A requested channel is not available.", 403)
+        return chosen
 
     async def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        offered = list(self.channels)
-        if not offered:
+        check_channels(self.channels, type(self).__name__)
+        if not self.channels:
             raise ImproperlyConfigured(f"{type(self).__name__} offers no channels.")
-        requested = request.GET.getlist("channel")
-        if requested:
-            chosen = list(dict.fromkeys(requested))
-            for channel in chosen:
-                if channel not in offered or not await self._allowed(request, channel):
-                    return HttpResponseForbidden(f"Channel {channel!r} is not available.")
-        else:
-            chosen = [channel for channel in offered if await self._allowed(request, channel)]
-            if not chosen:
-                return HttpResponseForbidden("No channel is available.")
+        hub = get_hub(self.using)  # says so if Django uses psycopg2
+        if not hasattr(request, "scope"):
+            logger.error(NEEDS_ASGI)
+            return plain(NEEDS_ASGI, 500)
+        if stopping():
+            return plain("The server is stopping.", 503, **{"Retry-After": "1"})
+        chosen = await self._choose(request)
+        if isinstance(chosen, HttpResponse):
+            return chosen
         try:
             # Listening before the headers go out: what commits after, arrives.
-            subscription = await get_hub(self.using).subscribe(chosen)
+            subscription = await hub.subscribe(chosen)
         except ConnectionLost:
-            return HttpResponse("Database unavailable.", status=503, headers={"Retry-After": "5"})
-        if django.VERSION < (5, 0) and not getattr(request, "scope", {}).get(SCOPE_KEY):
+            return plain("Database unavailable.", 503, **{"Retry-After": "5"})
+        if django.VERSION < (5, 0) and not request.scope.get(SCOPE_KEY):
             _warn_streams_outlive_clients()
-        response = StreamingHttpResponse(
-            EventStream(subscription, conf.sse_keepalive()), content_type="text/event-stream"
+        end_streams_at_shutdown()
+        max_age = self.max_age if self.max_age is not None else conf.sse_max_age()
+        stream = EventStream(
+            subscription,
+            conf.sse_keepalive(),
+            max_age=max_age,
+            # A browser that reconnects sends back the id the stream began with:
+            # events committed between the two streams were missed.
+            resync="Last-Event-ID" in request.headers,
         )
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
+
+
+async def _allowed(result: bool | Awaitable[bool]) -> bool:
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)

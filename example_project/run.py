@@ -41,9 +41,9 @@ def uvicorn(address: str) -> list[str]:
     host, _, port = address.rpartition(":")
     return [
         *(sys.executable, "-m", "uvicorn", "config.asgi:application", "--app-dir", str(HERE)),
+        # Ctrl-C ends the open event streams: uvicorn's graceful shutdown
+        # need not wait for the browsers to leave.
         *("--host", host, "--port", port, "--lifespan", "off"),
-        # Open event streams never end by themselves: Ctrl-C closes them after 1 s.
-        *("--timeout-graceful-shutdown", "1"),
     ]
 
 

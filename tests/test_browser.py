@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from scripts.pgtemp import free_port
 from tests.helpers import database_url, run_sql, wait_until
@@ -89,6 +90,30 @@ def test_an_event_source_gets_events_within_2_s_also_after_the_hub_reconnects(
     page.close()
 
 
+def test_a_hostile_channel_runs_no_script_and_is_answered_as_plain_text(
+    browser: Browser, server: Uvicorn
+) -> None:
+    page = browser.new_page()
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    hostile = '<img src=x onerror="window.pwned=1;alert(document.domain)">'
+    response = page.goto(server.base + "/events/?channel=" + urllib.parse.quote(hostile))
+    # goto() returns after the load event, which waits for the image (and its error).
+    assert response is not None
+    assert page.evaluate("window.pwned") is None
+    assert dialogs == []
+    assert page.evaluate("document.querySelector('img')") is None
+    assert response.status == 403
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert page.inner_text("body") == "A requested channel is not available."
+    page.close()
+
+
 def test_the_example_page_updates_live_when_an_order_is_placed(
     browser: Browser, example_database_url: str, tmp_path: Path
 ) -> None:
@@ -133,7 +158,20 @@ def test_the_example_page_updates_live_when_an_order_is_placed(
         texts = watcher.locator("#activity li").all_inner_texts()
         assert any("Audit: Grace placed order #1" in text for text in texts), texts
         assert any("Order #1 created: 1 x Kettle for Grace" in text for text in texts), texts
+        # The Orders list too, rendered again by the server.
+        watcher.wait_for_function(
+            "document.querySelector('#orders').textContent.includes('Order #1: 1 x Kettle')",
+            timeout=20_000,
+        )
         assert watcher.evaluate("window.notReloaded") is True
+
+        # The admin is styled: its stylesheet was served, under uvicorn.
+        admin = browser.new_page()
+        admin.goto(base + "/admin/login/")
+        assert admin.evaluate(
+            "[...document.styleSheets].some(s => (s.href || '').endsWith('admin/css/base.css')"
+            " && s.cssRules.length > 0)"
+        )
         screenshot = tmp_path / "example.png"
         watcher.screenshot(path=str(screenshot), full_page=True)
         assert screenshot.read_bytes().startswith(b"\x89PNG")

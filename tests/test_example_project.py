@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from scripts.pgtemp import free_port
@@ -131,9 +132,23 @@ def test_the_one_command_runs_everything_and_ctrl_c_stops_it(
         assert messages[0] == "Audit: Ada placed order #1"
         assert messages[1].startswith("Mailed the confirmation of order #1 to Ada (durable event")
         assert messages[2] == "Order #1 created: 2 x Lamp for Ada (placed)"
+        # The Orders list, as the page fetches it again when an order changes.
+        assert "Order #1: 2 x Lamp for Ada" in browser.get("/orders/list/")
 
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+        # The admin's styling, served under uvicorn.
+        with httpx.stream("GET", f"http://{address}/static/admin/css/base.css") as css:
+            assert css.status_code == 200
+            assert css.headers["content-type"].startswith("text/css")
+
+        with httpx.stream("GET", f"http://{address}/activity/stream/", timeout=30) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            assert next(lines) == "id: pgpubsub"
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, with a stream open
+            # uvicorn ends the stream (no error), and need not be killed.
+            assert all(line in ("", ": keepalive") for line in lines)
         assert process.wait(timeout=30) == 0
+        assert "timeout graceful shutdown exceeded" not in log.read_text()
         assert not page_is_up()
 
         def no_session_left() -> bool:

@@ -20,7 +20,7 @@ from django_pgpubsub import Registry, connect, notify
 from django_pgpubsub.health import check_health
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
-from tests.helpers import ListenerThread, ManagePy
+from tests.helpers import ListenerThread, ManagePy, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,8 +45,20 @@ def listening() -> Iterator[Listener]:
 
 
 def test_healthy_exits_0_and_names_the_checks() -> None:
-    assert health() == (0, "healthy: database, queue_usage, failed_events, oldest_pending\n")
-    assert connection.connection is None  # the one it opened is closed
+    assert health() == (
+        0,
+        "healthy: database, queue_usage, failed_events, oldest_pending, unhandled_channels\n",
+    )
+
+    def closed() -> bool:  # the connection of its own that it opened
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                ("django_pgpubsub health",),
+            )
+            return bool(cursor.fetchone() == (0,))
+
+    wait_until(closed, 10, "the health check's connection to close")
 
 
 def test_json_report() -> None:
@@ -59,6 +71,7 @@ def test_json_report() -> None:
         "queue_usage",
         "failed_events",
         "oldest_pending",
+        "unhandled_channels",
         "listener",
     ]
     assert report["checks"]["database"]["ok"] is True
@@ -82,7 +95,8 @@ def test_require_listener_without_one_fails() -> None:
 def test_require_listener_with_one_running(listening: Listener) -> None:
     assert health("--require-listener") == (
         0,
-        "healthy: database, queue_usage, failed_events, oldest_pending, listener\n",
+        "healthy: database, queue_usage, failed_events, oldest_pending, unhandled_channels, "
+        "listener\n",
     )
     assert health("--require-listener", "--channel", "a", "--channel", "b")[0] == 0
     status, out = health("--require-listener", "--channel", "a", "--channel", "c")
@@ -114,8 +128,12 @@ def test_a_pending_event_older_than_the_limit() -> None:
     OutboxEvent.objects.update(created_at=timezone.now() - timedelta(seconds=400))
     status, out = health()
     assert status == 1
-    assert out.startswith("oldest_pending: the oldest pending durable event is 400 s old, 100 s ")
-    assert out.endswith("over the limit of 300 s\n")
+    assert out.splitlines() == [
+        "oldest_pending: the oldest pending durable event is 400 s old, 100 s over the limit "
+        "of 300 s",
+        "warning: unhandled_channels: pending durable events on channel(s) ['mail'] that no "
+        "running listen_events handles: they wait until one does",
+    ]
     assert health("--max-pending-age", "500")[0] == 0
 
 
@@ -172,20 +190,19 @@ def test_inside_a_transaction_the_callers_connection_stays_open() -> None:
             cursor.execute("SELECT 1")
 
 
-def test_the_checks_only_read() -> None:
+def test_the_checks_leave_the_callers_connection_and_transaction_alone() -> None:
+    """They run on a connection of their own, in read-only transactions with
+    their own timeouts: nothing of theirs leaks into the caller's session."""
     from django.db import transaction
 
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION READ ONLY")  # a write would fail the checks
-        report = check_health(require_listener=True, channels=["ro"])
-    assert list(report.checks) == [
-        "database",
-        "queue_usage",
-        "failed_events",
-        "oldest_pending",
-        "listener",
-    ]
+            cursor.execute("SET LOCAL statement_timeout = '1h'")
+            cursor.execute("SET TRANSACTION READ ONLY")  # a write there would fail
+        report = check_health(require_listener=True, channels=["ro"], timeout=3)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone() == ("1h",)
     assert [name for name, check in report.checks.items() if not check.ok] == ["listener"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Callable
 
@@ -9,6 +10,7 @@ import pytest
 from django.db import connection
 
 from django_pgpubsub import notify, notify_many
+from django_pgpubsub.management.commands.listen_events import Command
 from tests.helpers import ManagePy, wait_until
 from tests.testapp.models import Received
 
@@ -159,6 +161,10 @@ def test_list_prints_channels_and_handlers(listen_events: Start) -> None:
         (["--channel", "nobody.handles.this"], "No handler for channel(s) ['nobody.handles.this']"),
         (["--channel", "x" * 64], "64 bytes"),
         (["--max-events", "0"], "must be at least 1"),
+        (["--database", "typo"], "No database 'typo' in settings.DATABASES; configured aliases"),
+        (["--database", "lite"], "DATABASES['lite'] uses sqlite"),
+        (["--metrics-port", "70000"], "must be a port from 0 to 65535"),
+        (["--metrics-port", "0", "--metrics-address", "no.such.host"], "Cannot serve metrics"),
     ],
 )
 def test_bad_requests_exit_non_zero_with_a_message(
@@ -167,5 +173,41 @@ def test_bad_requests_exit_non_zero_with_a_message(
     process = listen_events(*args, ready="")
     assert process.wait() != 0
     assert message in process.output()
+    assert "Traceback" not in process.output()
     if "No handler" in message:
         assert "@handler('orders')" in process.output()
+
+
+def test_verbosity_2_prints_a_line_per_handled_event(listen_events: Start) -> None:
+    process = listen_events("-v", "2", "--channel", "test.fail", "--channel", "test.durable")
+    notify("test.fail", "boom")
+    notify("test.fail", "fine")
+    notify("test.durable", "kept", durable=True)
+    handlers = "tests.testapp.pubsub.fails_on_boom, tests.testapp.pubsub.after_the_failing_one"
+    process.wait_for_output(": failed in tests.testapp.pubsub.fails_on_boom (RuntimeError)")
+    process.wait_for_output("handled test.durable in ")
+    lines = [line for line in "".join(process.stdout).splitlines() if line.startswith("handled")]
+    assert len(lines) == 3, lines
+    # Plain events in their order; the durable one whenever it was claimed.
+    durable = [line for line in lines if "test.durable" in line]
+    plain = [line for line in lines if "test.fail" in line]
+    assert re.fullmatch(
+        rf"handled test\.fail in \d+\.\d ms by {handlers}: "
+        r"failed in tests\.testapp\.pubsub\.fails_on_boom \(RuntimeError\)",
+        plain[0],
+    )
+    assert re.fullmatch(rf"handled test\.fail in \d+\.\d ms by {handlers}: ok", plain[1])
+    assert re.fullmatch(
+        r"handled test\.durable in \d+\.\d ms by tests\.testapp\.pubsub\.durable_recorder: ok",
+        durable[0],
+    )
+
+
+def test_at_the_default_verbosity_nothing_is_done_per_event(listen_events: Start) -> None:
+    process = listen_events("--channel", "test.a", "--max-events", "1")
+    notify("test.a", "quiet")
+    assert process.wait() == 0
+    assert "handled" not in process.output()
+    # No observer at all: the listener skips its per-event timing.
+    assert Command()._observer(None, 1) is None
+    assert Command()._observer(None, 2) is not None

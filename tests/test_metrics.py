@@ -10,13 +10,15 @@ from collections.abc import Callable
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_pgpubsub import Event, Registry, notify
+from django_pgpubsub.db.sql import OUTBOX_TABLE
 from django_pgpubsub.listener import Listener
-from django_pgpubsub.metrics import ListenerMetrics, serve
+from django_pgpubsub.metrics import GAUGES_SQL, ListenerMetrics, serve
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ManagePy, wait_until
 
@@ -80,28 +82,90 @@ def test_in_process_counts_events_errors_durations_and_connections() -> None:
     assert samples["pgpubsub_durable_oldest_pending_seconds"] == 0
 
 
-def test_gauges_come_from_one_query_and_keep_channels_that_emptied() -> None:
-    metrics = ListenerMetrics("default", refresh_interval=0)
+def test_gauges_cover_the_listeners_channels_and_drop_the_emptied_ones() -> None:
+    metrics = ListenerMetrics("default", channels=["g.one", "g.two", "g.idle"], refresh_interval=0)
     notify("g.one", "1", durable=True)
     notify("g.one", "2", durable=True)
     notify("g.two", "3", durable=True)
+    for user in range(50):  # per-user channels of other listeners: no series here
+        notify(f"user.{user}", "x", durable=True)
     OutboxEvent.objects.filter(channel="g.two").update(state=OutboxEvent.State.FAILED)
     samples = collect(metrics)
-    assert samples['pgpubsub_durable_pending{channel="g.one"}'] == 2
+    durable = {name: value for name, value in samples.items() if "durable_pending{" in name}
+    assert durable == {
+        'pgpubsub_durable_pending{channel="g.one"}': 2,
+        'pgpubsub_durable_pending{channel="g.two"}': 0,
+    }
     assert samples['pgpubsub_durable_failed{channel="g.one"}'] == 0
-    assert samples['pgpubsub_durable_pending{channel="g.two"}'] == 0
     assert samples['pgpubsub_durable_failed{channel="g.two"}'] == 1
     assert samples["pgpubsub_durable_oldest_pending_seconds"] >= 0
-    OutboxEvent.objects.all().delete()
+    OutboxEvent.objects.filter(channel__startswith="g.").delete()
     samples = collect(metrics)
-    assert samples['pgpubsub_durable_pending{channel="g.one"}'] == 0
-    assert samples['pgpubsub_durable_failed{channel="g.two"}'] == 0
+    assert not [name for name in samples if "{channel=" in name and "durable" in name]
     assert samples["pgpubsub_durable_oldest_pending_seconds"] == 0  # none pending
     assert ListenerMetrics("default").refresh_interval == 5  # "at most every 5 seconds"
-    cached = ListenerMetrics("default", refresh_interval=3600)
+    cached = ListenerMetrics("default", channels=["g.one"], refresh_interval=3600)
     collect(cached)
     notify("g.one", "4", durable=True)
     assert 'pgpubsub_durable_pending{channel="g.one"}' not in collect(cached)  # not refreshed
+
+
+@pytest.fixture
+def big_outbox() -> None:
+    """A backlog of 20,000 events on 100 channels, a few failed and running,
+    analyzed: the shape where a scan of the table would cost."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {OUTBOX_TABLE} (channel, payload, sender_pid, state, attempts,
+                                        created_at, available_at, last_error)
+            SELECT 'c.' || (i % 100),
+                   'x', 0,
+                   CASE WHEN i % 500 = 0 THEN 'failed' WHEN i % 700 = 0 THEN 'running'
+                        ELSE 'pending' END,
+                   0, now(), now(), ''
+            FROM generate_series(1, 20000) AS i
+            """
+        )
+        cursor.execute(f"ANALYZE {OUTBOX_TABLE}")
+
+
+def test_the_gauges_query_reads_the_outbox_through_its_partial_indexes(big_outbox: None) -> None:
+    """Index probes per channel, never a scan of the outbox (seq scans off, so
+    the planner takes an index wherever one can answer)."""
+    plan = explain(GAUGES_SQL, (["c.1", "c.2"],))
+    assert outbox_scans(plan) <= {"pgpubsub_outbox_pending", "pgpubsub_outbox_failed"}
+    assert outbox_scans(plan)
+
+
+def explain(sql: str, params: tuple[object, ...] = ()) -> dict[str, object]:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        [[plan]] = cursor.fetchone()
+    return plan["Plan"]  # type: ignore[no-any-return]
+
+
+def outbox_scans(node: dict[str, object]) -> set[str]:
+    """The index (or the kind of scan) of every scan of the outbox in a plan."""
+    found = set()
+    children: list[dict[str, object]] = node.get("Plans", [])  # type: ignore[assignment]
+    if node.get("Relation Name") == OUTBOX_TABLE:
+        if node["Node Type"] == "Bitmap Heap Scan":  # its index is in its children
+            return {str(child["Index Name"]) for child in _bitmap_indexes(children)}
+        found.add(str(node.get("Index Name", node["Node Type"])))
+    for child in children:
+        found |= outbox_scans(child)
+    return found
+
+
+def _bitmap_indexes(nodes: list[dict[str, object]]) -> list[dict[str, object]]:
+    found = []
+    for node in nodes:
+        if "Index Name" in node:
+            found.append(node)
+        found += _bitmap_indexes(node.get("Plans", []))  # type: ignore[arg-type]
+    return found
 
 
 def test_serve_and_close() -> None:
@@ -132,10 +196,8 @@ def test_scrape_a_running_listen_events(listen_events: Callable[..., ManagePy]) 
         "test.durable",
         "--metrics-port",
         "0",
-        "--metrics-address",
-        "127.0.0.1",
     )
-    match = re.search(r"Serving metrics on (http://\S+)", process.output())
+    match = re.search(r"Serving metrics on (http://127\.0\.0\.1:\d+/metrics)", process.output())
     assert match, process.output()
     url = match[1]
 
@@ -152,6 +214,14 @@ def test_scrape_a_running_listen_events(listen_events: Callable[..., ManagePy]) 
         notify("nobody.durable", payload, durable=True)
     notify("nobody.dead", "d", durable=True)
     OutboxEvent.objects.filter(channel="nobody.dead").update(state=OutboxEvent.State.FAILED)
+    dead = OutboxEvent.objects.create(
+        channel="test.durable",
+        payload="kept failed",
+        sender_pid=0,
+        state=OutboxEvent.State.FAILED,
+        created_at=timezone.now(),
+        available_at=timezone.now(),
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -168,9 +238,8 @@ def test_scrape_a_running_listen_events(listen_events: Callable[..., ManagePy]) 
         'pgpubsub_handler_duration_seconds_count{channel="test.a"}': 2,
         "pgpubsub_reconnects_total": 1,
         "pgpubsub_listener_up": 1,
-        'pgpubsub_durable_pending{channel="nobody.durable"}': 3,
-        'pgpubsub_durable_failed{channel="nobody.dead"}': 1,
-        'pgpubsub_durable_pending{channel="nobody.dead"}': 0,
+        'pgpubsub_durable_failed{channel="test.durable"}': 1,
+        'pgpubsub_durable_pending{channel="test.durable"}': 0,
         "pgpubsub_notification_queue_usage": 0,
     }
     latest: list[Samples] = []
@@ -182,7 +251,39 @@ def test_scrape_a_running_listen_events(listen_events: Callable[..., ManagePy]) 
     # The gauges are refreshed at most every 5 s: wait for a fresh scrape.
     wait_until(settled, 15, "the expected metrics")
     assert latest[0]["pgpubsub_durable_oldest_pending_seconds"] >= 0
-    assert 'pgpubsub_durable_pending{channel="test.durable"}' not in latest[0]
+    # Only its own channels: the others' backlog is theirs (and pubsub_health's).
+    assert not [name for name in latest[0] if "nobody" in name]
+    dead.delete()
+    wait_until(
+        lambda: 'pgpubsub_durable_failed{channel="test.durable"}' not in scrape(),
+        15,
+        "the series of an emptied channel to go",
+    )
+
+
+def test_metrics_bind_the_loopback_interface_unless_told_otherwise() -> None:
+    from django_pgpubsub.management.commands.listen_events import Command
+
+    parser = Command().create_parser("manage.py", "listen_events")
+    assert parser.parse_args(["--metrics-port", "0"]).metrics_address == "127.0.0.1"
+    chosen = parser.parse_args(["--metrics-port", "0", "--metrics-addr", "0.0.0.0"])
+    assert chosen.metrics_address == "0.0.0.0"
+    server = serve(ListenerMetrics("default"), 0)
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_metrics_addr_changes_the_address(listen_events: Callable[..., ManagePy]) -> None:
+    process = listen_events(
+        "--channel", "test.a", "--metrics-port", "0", "--metrics-addr", "0.0.0.0"
+    )
+    match = re.search(r"Serving metrics on http://0\.0\.0\.0:(\d+)/metrics", process.output())
+    assert match, process.output()
+    with urllib.request.urlopen(f"http://127.0.0.1:{match[1]}/metrics", timeout=10) as response:
+        assert "pgpubsub_listener_up" in response.read().decode()
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
@@ -204,7 +305,7 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
 
 
 def test_gauges_keep_their_last_values_when_the_query_fails() -> None:
-    metrics = ListenerMetrics("default", refresh_interval=0)
+    metrics = ListenerMetrics("default", channels=["k.one"], refresh_interval=0)
     notify("k.one", "1", durable=True)
     assert collect(metrics)['pgpubsub_durable_pending{channel="k.one"}'] == 1
     with connection.cursor() as cursor:
@@ -216,3 +317,4 @@ def test_gauges_keep_their_last_values_when_the_query_fails() -> None:
             cursor.execute("ALTER TABLE outbox_away RENAME TO django_pgpubsub_outbox")
     assert samples['pgpubsub_durable_pending{channel="k.one"}'] == 1
     assert samples["pgpubsub_notification_queue_usage"] == 0
+    assert samples["pgpubsub_gauge_refresh_failures_total"] == 1

@@ -18,6 +18,7 @@ default options.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any
 
 from django.apps import AppConfig
@@ -25,6 +26,10 @@ from django.core.exceptions import ImproperlyConfigured
 from health_check.exceptions import ServiceUnavailable
 
 from django_pgpubsub.health import check_health
+
+# django-health-check 4's default budget of a check, which waits a second
+# longer for the check's own timeout to report.
+DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
 
 try:
     from health_check.base import HealthCheck  # django-health-check 4
@@ -35,6 +40,11 @@ except ImportError:  # django-health-check 3
 @dataclasses.dataclass
 class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no types
     """The checks of ``manage.py pubsub_health``; unavailable when one fails.
+
+    ``timeout`` is the time the checks may take in all (a ``timedelta``, as
+    django-health-check 4 has it; 5 seconds by default): what does not
+    finish in time fails, on a silent server or a locked outbox, and no
+    thread is left waiting on it.
 
     Attributes:
         using: The ``DATABASES`` alias; default the ``DATABASE`` setting.
@@ -51,6 +61,7 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
     max_pending_age: float = 300.0
     require_listener: bool = False
     channels: tuple[str, ...] = ()
+    timeout: datetime.timedelta = DEFAULT_TIMEOUT
 
     def run(self) -> None:
         """Run the checks (django-health-check 4, in its executor: it is blocking).
@@ -66,6 +77,7 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
             max_pending_age=self.max_pending_age,
             require_listener=self.require_listener,
             channels=self.channels,
+            timeout=self.timeout.total_seconds(),
         )
         if not report.healthy:
             raise ServiceUnavailable("; ".join(report.failures()))

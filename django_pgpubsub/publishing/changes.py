@@ -90,7 +90,14 @@ def _owner(model: type[models.Model], caller: str) -> type[models.Model]:
         return existing
     meta = type("Meta", (), {"proxy": True, "app_label": app.label})
     doc = f"Carries the publish_changes triggers of {model._meta.label} in {app.label}."
-    return type(name, (model,), {"__module__": caller, "Meta": meta, "__doc__": doc})
+    proxy = type(name, (model,), {"__module__": caller, "Meta": meta, "__doc__": doc})
+    # Importable where its __module__ says, as if the caller had written it:
+    # Django 5.2's shell imports every model by that path, and says so on
+    # each start when one cannot be.
+    module = sys.modules.get(caller)
+    if module is not None and not hasattr(module, name):
+        setattr(module, name, proxy)
+    return proxy
 
 
 def _check_arguments(

@@ -15,6 +15,7 @@ that stay valid: the context setting, the outbox table and its wake-up channel.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
@@ -26,6 +27,13 @@ from django_pgpubsub.publishing.context import CONTEXT_SETTING
 
 OLD_ROWS = "old_rows"
 NEW_ROWS = "new_rows"
+
+EAGER_SETTING = "pgpubsub.eager"
+"""While ``'on'`` (set by :func:`django_pgpubsub.testing.eager`), the triggers
+also write what they publish into :data:`EAGER_TABLE`, read back at commit."""
+
+EAGER_TABLE = "pgpubsub_eager"
+"""The session's temporary table of eager events (schema ``pg_temp``)."""
 
 
 def sql_text(value: str) -> str:
@@ -125,7 +133,8 @@ class Publication:
         start = f"""
 head := {sql_text(head[:-1] + ',"pks":[')};
 ctx := NULLIF(current_setting('{CONTEXT_SETTING}', true), '');
-extra := COALESCE(',"context":' || ctx, '');"""
+extra := COALESCE(',"context":' || ctx, '');
+eager := current_setting('{EAGER_SETTING}', true) = 'on';"""
         channel = sql_text(self.channel)
         if self.durable:
             return start + _DURABLE.format(
@@ -133,6 +142,7 @@ extra := COALESCE(',"context":' || ctx, '');"""
                 channel=channel,
                 outbox=OUTBOX_TABLE,
                 wakeup=sql_text(WAKEUP_CHANNEL),
+                eager_table=EAGER_TABLE,
             )
         room = _ROOM.format(limit=MAX_PAYLOAD_BYTES - _NUMBERS_AND_PUNCTUATION)
         if widest is not None:
@@ -162,6 +172,7 @@ extra := COALESCE(',"context":' || ctx, '');"""
             ("cuts", "integer[]"),
             ("pieces", "text[]"),
             ("parts", "integer"),
+            ("eager", "boolean"),
         ]
 
 
@@ -175,6 +186,10 @@ INSERT INTO {outbox}
 VALUES ({channel}, head || joined || '],"count":' || total || extra || '}}',
         pg_backend_pid(), 'pending', 0, now(), now(), '');
 PERFORM pg_notify({wakeup}, {channel});
+IF eager THEN
+    INSERT INTO pg_temp.{eager_table} (outbox_id)
+    VALUES (currval(pg_get_serial_sequence('{outbox}', 'id')));
+END IF;
 RETURN NULL;"""
 
 # Bytes left for keys in one notification; a context that leaves too little
@@ -252,6 +267,29 @@ FOR i IN 1..parts LOOP
         || ',"part":' || i || ',"parts":' || parts || '}}');
 END LOOP;
 RETURN NULL;"""
+
+
+def _also_eager(template: str) -> str:
+    """``template`` where each ``PERFORM pg_notify({channel}, ...)`` is followed
+    by the same payload's INSERT into :data:`EAGER_TABLE`, in eager mode only.
+
+    The payload expression is repeated rather than kept in a variable, so that
+    outside eager mode the trigger does exactly what it did before: its only
+    extra work is reading :data:`EAGER_SETTING` once per statement.
+    """
+    return re.sub(
+        r"^( *)PERFORM pg_notify\(\{channel\}, (.*?)\);$",
+        lambda match: (
+            f"{match[0]}\n{match[1]}IF eager THEN INSERT INTO pg_temp.{EAGER_TABLE} "
+            f"(channel, payload) VALUES ({{channel}}, {match[2]}); END IF;"
+        ),
+        template,
+        flags=re.MULTILINE | re.DOTALL,
+    )
+
+
+_CUT_AT_COMMAS = _also_eager(_CUT_AT_COMMAS)
+_NUMBER_BY_RUNNING_TOTAL = _also_eager(_NUMBER_BY_RUNNING_TOTAL)
 
 
 def _column(field: object) -> str:

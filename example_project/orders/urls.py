@@ -10,5 +10,6 @@ urlpatterns = [
     path("orders/<int:pk>/ship/", views.ship, name="ship"),
     path("orders/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("activity/", views.activity, name="activity"),
-    path("activity/stream/", views.ActivityStream.as_view(), name="activity-stream"),
+    path("orders/list/", views.order_list, name="order-list"),
+    path("activity/stream/", views.ShopStream.as_view(), name="activity-stream"),
 ]

@@ -10,8 +10,17 @@ from django_pgpubsub.views import EventStreamView
 from orders.models import Activity, Order
 
 
+def latest_orders() -> dict[str, object]:
+    return {"orders": Order.objects.order_by("-id")[:20]}
+
+
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "orders/index.html", {"orders": Order.objects.order_by("-id")[:20]})
+    return render(request, "orders/index.html", latest_orders())
+
+
+def order_list(request: HttpRequest) -> HttpResponse:
+    """The Orders list alone: the page fetches it again when an order changes."""
+    return render(request, "orders/_orders.html", latest_orders())
 
 
 @require_POST
@@ -58,7 +67,7 @@ def activity(request: HttpRequest) -> JsonResponse:
     )
 
 
-class ActivityStream(EventStreamView):
-    """New activity rows, as Server-Sent Events, to every open page."""
+class ShopStream(EventStreamView):
+    """New activity rows and changed orders, as Server-Sent Events, to every open page."""
 
-    channels = ("orders.activity",)
+    channels = ("orders.activity", "orders.order")

@@ -30,6 +30,30 @@ class SyncAuthorized(EventStreamView):
         return request.GET.get("token") == "yes"
 
 
+class SignedInSync(EventStreamView):
+    """The README's authorize(), as a plain def: signed-in users only."""
+
+    channels = ("sse.a",)
+
+    def authorize(self, request: HttpRequest, channel: str) -> bool:
+        return bool(request.user.is_authenticated)
+
+
+class SignedInAsync(EventStreamView):
+    """The same as an async def, reading the session too."""
+
+    channels = ("sse.a",)
+
+    async def authorize(self, request: HttpRequest, channel: str) -> bool:
+        await asyncio.sleep(0)
+        return bool(request.user.is_authenticated and request.session.session_key)
+
+
+def whoami(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's name, or nothing (the tests log in through a session cookie)."""
+    return HttpResponse(request.user.get_username(), content_type="text/plain")
+
+
 @transaction.non_atomic_requests
 async def hub_state(request: HttpRequest) -> JsonResponse:
     """What the hub of this process holds, and what its connection LISTENs to."""

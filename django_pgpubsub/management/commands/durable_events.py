@@ -7,10 +7,14 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from django_pgpubsub import conf
+from django_pgpubsub.db.connection import database_wrapper
 from django_pgpubsub.exceptions import InvalidChannel
+from django_pgpubsub.health import unhandled_channels
 from django_pgpubsub.models import OutboxEvent
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -48,7 +52,12 @@ class Command(BaseCommand):
         purge.add_argument("--older-than", type=age, required=True, metavar="AGE")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        events = OutboxEvent.objects.using(options["database"] or conf.database())
+        alias = options["database"] or conf.database()
+        try:
+            database_wrapper(alias)
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
+        events = OutboxEvent.objects.using(alias)
         action = options["action"] or "status"
         if options.get("ids") is not None:
             events = events.filter(id__in=options["ids"])
@@ -66,9 +75,9 @@ class Command(BaseCommand):
         elif action == "purge":
             self.stdout.write(f"Deleted {events.purge(options['older_than'])} failed event(s).")
         else:
-            self._status(events)
+            self._status(events, alias)
 
-    def _status(self, events: Any) -> None:
+    def _status(self, events: Any, alias: str) -> None:
         rows = events.counts()
         if not rows:
             self.stdout.write("No durable events are waiting or failed.")
@@ -88,3 +97,18 @@ class Command(BaseCommand):
                 )
         if any(state == "failed" for _, state, _ in rows):
             self.stdout.write("Retry failed events with `durable_events retry`.")
+        if any(state == "pending" for _, state, _ in rows):
+            self._unhandled(alias)
+
+    def _unhandled(self, alias: str) -> None:
+        try:
+            channels = unhandled_channels(alias)
+        except DatabaseError as exc:
+            self.stdout.write(f"Cannot tell which channels have a running listener: {exc}")
+            return
+        if channels:
+            self.stdout.write(
+                f"No running listen_events handles channel(s) {channels}: their pending "
+                "events wait until one does (register a handler for them, and start "
+                "listen_events with those channels)."
+            )

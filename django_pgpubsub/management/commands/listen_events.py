@@ -10,10 +10,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgpubsub import conf
-from django_pgpubsub.exceptions import InvalidChannel
+from django_pgpubsub.db.connection import database_wrapper
+from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.metrics import ListenerMetrics, serve
-from django_pgpubsub.registry import handler_name
+from django_pgpubsub.metrics_server import DEFAULT_ADDRESS
+from django_pgpubsub.observer import EventLog, Observer, Observers
+from django_pgpubsub.registry import handler_name, registry
 from django_pgpubsub.shutdown import stop_on_signals
 
 HOW_TO_REGISTER = (
@@ -28,6 +31,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, not {value}")
     return value
 
 
@@ -68,35 +78,47 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--metrics-port",
-            type=int,
+            type=port,
             metavar="PORT",
             help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (needs the "
             "[metrics] extra; 0: any free port).",
         )
         parser.add_argument(
+            "--metrics-addr",
             "--metrics-address",
-            default="0.0.0.0",
+            dest="metrics_address",
+            default=DEFAULT_ADDRESS,
             metavar="ADDRESS",
-            help="Address the metrics server binds. Default 0.0.0.0 (every interface).",
+            help=f"Address the metrics server binds. Default {DEFAULT_ADDRESS} (this host "
+            "only); 0.0.0.0 for every interface.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            self._run(options)
+        except (ImproperlyConfigured, ConnectionLost) as exc:
+            # A mistake in a flag or a setting, or a database that stayed
+            # unreachable: one line, not a traceback.
+            raise CommandError(str(exc)) from exc
+
+    def _run(self, options: dict[str, Any]) -> None:
+        for alias in {options["database"] or conf.listener_database(), conf.database()}:
+            database_wrapper(alias)  # names the known aliases when it is not one
         metrics = None
         if options["metrics_port"] is not None:
-            try:
-                metrics = ListenerMetrics(conf.database())
-            except ImproperlyConfigured as exc:
-                raise CommandError(str(exc)) from exc
+            metrics = ListenerMetrics(conf.database())
         try:
             listener = Listener(
                 options["channels"],
                 using=options["database"],
                 max_events=options["max_events"],
                 on_connect=self._announce,
-                observer=metrics,
+                observer=self._observer(metrics, options["verbosity"]),
             )
         except InvalidChannel as exc:
             raise CommandError(str(exc)) from exc
+        if metrics is not None:
+            metrics.channels = listener.channels  # its durable gauges: these channels only
         if options["list"]:
             self._list(listener)
             return
@@ -108,7 +130,13 @@ class Command(BaseCommand):
         show_logs(options["verbosity"])
         server = None
         if metrics is not None:
-            server = serve(metrics, options["metrics_port"], options["metrics_address"])
+            address = options["metrics_address"]
+            try:
+                server = serve(metrics, options["metrics_port"], address)
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot serve metrics on {address}:{options['metrics_port']}: {exc}"
+                ) from exc
             self.stdout.write(f"Serving metrics on {server.url}")
         try:
             with stop_on_signals(listener):
@@ -116,6 +144,19 @@ class Command(BaseCommand):
         finally:
             if server is not None:
                 server.close()
+
+    def _observer(self, metrics: ListenerMetrics | None, verbosity: int) -> Observer | None:
+        """Metrics, and at ``-v 2`` a line per handled event (nothing per event otherwise)."""
+        observers: list[Observer] = [] if metrics is None else [metrics]
+        if verbosity >= 2:
+            observers.append(EventLog(registry.handlers, self._line))
+        if len(observers) > 1:
+            return Observers(*observers)
+        return observers[0] if observers else None
+
+    def _line(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
 
     def _announce(self, listener: Listener, reconnected: bool) -> None:
         if reconnected:
