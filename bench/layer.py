@@ -9,7 +9,7 @@ on its own: ``python scripts/pgtemp.py python -m bench.layer``.
 Latency is from just before ``group_send`` to each member's ``receive()``. The
 next ``group_send`` waits until every member has the previous one: each figure
 is the latency of one ``group_send`` on an otherwise idle machine, not of a
-sustained rate.
+sustained rate. The sender's connection is opened before the first one.
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ def group_latency(backend: str, members: int, sends: int, redis_url: str = "") -
     sender = _layer(backend, redis_url)
 
     async def send_all() -> None:
+        # Connected first: the first send of either layer opens its connection.
+        await sender.group_send("warm-up", {"type": "w"})
         for n in range(sends):
             await sender.group_send(GROUP, {"type": "m", "t": time.time(), "n": n})
             for _ in workers:

@@ -153,6 +153,7 @@ def test_a_specific_channel_is_received_again_after_a_cancelled_receive() -> Non
     async def scenario() -> None:
         layer, hub = PubSubChannelLayer(), get_hub()
         channel = await layer.new_channel()
+        await layer.group_add("room", channel)
         pg_name = layer._taps.pg_name("p", channel[: channel.index("!") + 1])
         waiting = asyncio.get_running_loop().create_task(layer.receive(channel))
         await eventually(lambda: waiters(layer, channel) == 1, "the wait")
@@ -160,6 +161,7 @@ def test_a_specific_channel_is_received_again_after_a_cancelled_receive() -> Non
         with pytest.raises(asyncio.CancelledError):
             await waiting
         await eventually(lambda: pg_name not in hub.listened, "the UNLISTEN")
+        assert layer._inbox.groups == {}  # its memberships went with it
         # The consumer receives again (as after a timed-out wait): listened to again.
         again = asyncio.get_running_loop().create_task(layer.receive(channel))
         await eventually(lambda: pg_name in hub.listened, "the LISTEN")
