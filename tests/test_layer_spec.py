@@ -83,7 +83,7 @@ def test_new_channel_names_stay_unique_when_the_random_seed_is_reset() -> None:
     run(scenario)
 
 
-def test_a_specific_channel_of_another_process_cannot_be_received_here() -> None:
+def test_a_specific_channel_of_another_process_is_neither_received_nor_grouped_here() -> None:
     async def scenario() -> None:
         here, elsewhere = PubSubChannelLayer(), PubSubChannelLayer()
         theirs = await elsewhere.new_channel()
@@ -91,6 +91,11 @@ def test_a_specific_channel_of_another_process_cannot_be_received_here() -> None
             await here.receive(theirs)
         with pytest.raises(ValueError, match="another process"):
             await here.receive("not-a-client-prefix!local")
+        # Membership is process-local: their channel cannot join a group here.
+        with pytest.raises(ValueError, match="add it to a group"):
+            await here.group_add("room", theirs)
+        assert here._inbox.groups == {}
+        assert theirs not in here._inbox.channels
         await here.send(theirs, {"type": "reaches them"})  # sending is fine
         assert await receive(elsewhere, theirs) == {"type": "reaches them"}
 

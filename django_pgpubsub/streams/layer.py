@@ -101,13 +101,7 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         inbox = self._inbox
         queue = inbox.channels.get(channel)
         if queue is None:  # a known channel's name was checked when it was made
-            self.require_valid_channel_name(channel)
-            kind, name = kind_of(channel)
-            if kind == "p" and not name.endswith(f".{self.process}!"):
-                raise ValueError(
-                    f"{channel!r} is a channel of another process: only the process "
-                    "whose new_channel() made it can receive from it."
-                )
+            self._require_local(channel, "receive from it")
             queue = inbox.queue(channel)
         if queue.source is None or not queue.source.listening:
             queue.source = await self._taps.listen(*kind_of(channel))
@@ -121,9 +115,14 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
             raise
 
     async def group_add(self, group: str, channel: str) -> None:
-        """Add ``channel`` to ``group``; the group's messages reach it from now on."""
+        """Add ``channel`` to ``group``; the group's messages reach it from now on.
+
+        Raises:
+            ValueError: ``channel`` is a specific channel of another process
+                (membership is process-local).
+        """
         self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
+        self._require_local(channel, "add it to a group")
         self._inbox.add(group, channel)
         self._inbox.queue(channel)
         await self._taps.listen("g", group)
@@ -155,6 +154,21 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
     async def close(self) -> None:
         """UNLISTEN what none of this layer's channels and groups needs any more."""
         self._taps.unlisten_all()
+
+    def _require_local(self, channel: str, what: str) -> None:
+        """Check the name of a channel used in this process.
+
+        Raises:
+            TypeError: Not a valid channel name.
+            ValueError: A specific channel of another process.
+        """
+        self.require_valid_channel_name(channel)
+        kind, name = kind_of(channel)
+        if kind == "p" and not name.endswith(f".{self.process}!"):
+            raise ValueError(
+                f"{channel!r} is a channel of another process: only the process "
+                f"whose new_channel() made it can {what}."
+            )
 
     async def _send(self, target: str, text: str) -> None:
         using = self.using or conf.listener_database()
