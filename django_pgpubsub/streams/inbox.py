@@ -121,11 +121,6 @@ class Inbox:
                 if not members:
                     del self.groups[group]
 
-    def members(self, group: str) -> list[str]:
-        """The member channels of ``group`` in this process."""
-        with self.lock:
-            return list(self.groups.get(group, ()))
-
     async def take(self, channel: str) -> dict[str, Any]:
         """The next message of ``channel``, waiting on the caller's loop for one."""
         loop = asyncio.get_running_loop()
