@@ -146,6 +146,11 @@ class OutboxEvent(models.Model):
     key = models.TextField(  # noqa: DJ001
         null=True, blank=True, help_text="Idempotency key: unique among waiting events."
     )
+    ordering_key = models.TextField(  # noqa: DJ001 - NULL: no order
+        null=True,
+        blank=True,
+        help_text="Events with the same ordering key run one at a time, in id order.",
+    )
     sender_pid = models.IntegerField(help_text="Backend process id of the sender.")
     state = models.CharField(max_length=7, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts started so far.")
@@ -196,6 +201,28 @@ class OutboxEvent(models.Model):
             # What health checks and metrics count: the few failed rows, by channel.
             models.Index(
                 fields=["channel"], condition=Q(state="failed"), name="pgpubsub_outbox_failed"
+            ),
+            # Ordering keys (migration 0008), on keyed rows only: is an earlier
+            # event of the key waiting (the claim's probe, index-only)...
+            models.Index(
+                fields=["ordering_key", "id"],
+                include=["state"],
+                condition=Q(ordering_key__isnull=False),
+                name="pgpubsub_outbox_ordering",
+            ),
+            # ... is one of the key running ...
+            models.Index(
+                fields=["ordering_key"],
+                condition=Q(ordering_key__isnull=False, state="running"),
+                name="pgpubsub_outbox_key_running",
+            ),
+            # ... and which keys are blocked by a failed attempt (status, metrics).
+            models.Index(
+                fields=["ordering_key", "id"],
+                condition=Q(
+                    ordering_key__isnull=False, attempts__gt=0, state__in=("pending", "failed")
+                ),
+                name="pgpubsub_outbox_key_retrying",
             ),
         )
         constraints = (
