@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import datetime
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 from django.db import connection, transaction
