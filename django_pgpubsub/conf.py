@@ -160,6 +160,11 @@ def ordering_blocking_states() -> list[str]:
     return ["pending", "running"]
 
 
+def ordering_blocker_states() -> list[str]:
+    """The states of a keyed event with a failed attempt that hold its key back."""
+    return ["pending", "failed"] if ordering_on_dead_letter() == "block" else ["pending"]
+
+
 sse_keepalive = Seconds(
     "SSE_KEEPALIVE",
     15.0,

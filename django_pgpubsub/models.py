@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from django.db import connections, models, transaction
 from django.db.models import Count, Q
 
+from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
+from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE, WAKEUP_CHANNEL
 
 WAITING = ("pending", "running")
 
@@ -38,6 +39,19 @@ class OutboxQuerySet(models.QuerySet["OutboxEvent"]):
             .order_by("channel", "state")
         )
         return [(channel, state, count) for channel, state, count in rows]
+
+    def blocked_keys(self) -> tuple[int, float | None]:
+        """Ordering keys held back by a failed attempt, in the whole outbox of
+        this queryset's database: their count, and the age in seconds of the
+        oldest event waiting behind one (None when no key is blocked).
+
+        A key is blocked while its failed event waits for its retry, and, with
+        ``ORDERING_ON_DEAD_LETTER = "block"``, while it stays failed.
+        """
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(BLOCKED_KEYS_SQL, {"blockers": conf.ordering_blocker_states()})
+            count, oldest = cursor.fetchone()
+        return int(count), None if oldest is None else float(oldest)
 
     def running(self) -> OutboxQuerySet:
         """Events a listener holds now, oldest claim first."""

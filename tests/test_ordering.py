@@ -9,13 +9,16 @@ import uuid
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
+from prometheus_client import CollectorRegistry, generate_latest
 
 from django_pgpubsub import DurableEvent, Event, InvalidPayload, Registry, notify, notify_many
 from django_pgpubsub.db.sql import CLAIM_SQL, OUTBOX_TABLE
 from django_pgpubsub.durable.claim import Claimed
 from django_pgpubsub.listener import Listener
+from django_pgpubsub.metrics import ListenerMetrics
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import run_sql
 
@@ -237,3 +240,27 @@ def test_the_claim_reads_indexes_only_over_many_keys_and_a_blocked_key() -> None
     # blocked key's 19 later events and the other 190,000 rows are not read.
     [first] = re.findall(r"Buffers: shared hit=(\d+)", plan)[:1]
     assert int(first) < 5000, plan
+
+
+def test_blocked_keys_in_status_and_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    store(("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("none", None))
+    assert OutboxEvent.objects.blocked_keys() == (0, None)
+    set_state("a1", attempts=1, available_at="2999-01-01T00:00:00Z")  # waits for its retry
+    set_state("b1", attempts=5, state="failed")  # a dead letter
+    set_state("c1", attempts=1, available_at="2999-01-01T00:00:00Z")  # nothing behind it
+    OutboxEvent.objects.filter(payload="a2").update(created_at="2000-01-01T00:00:00Z")
+    count, oldest = OutboxEvent.objects.blocked_keys()
+    assert count == 1
+    assert oldest is not None
+    assert oldest > 3600 * 24 * 365
+    with override_settings(PGPUBSUB={"ORDERING_ON_DEAD_LETTER": "block"}):
+        assert OutboxEvent.objects.blocked_keys()[0] == 2
+        call_command("durable_events", "status")
+    assert "2 ordering key(s) blocked by a failed attempt" in capsys.readouterr().out
+    metrics = ListenerMetrics("default", channels=["jobs"], refresh_interval=0)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = generate_latest(registry).decode()
+    assert "pgpubsub_durable_blocked_keys 1.0" in text
+    [age] = re.findall(r"^pgpubsub_durable_oldest_blocked_seconds (\S+)$", text, re.MULTILINE)
+    assert float(age) > 3600 * 24 * 365

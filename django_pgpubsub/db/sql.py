@@ -269,6 +269,24 @@ RETURNING o.id, o.state,
     greatest(extract(epoch FROM o.available_at - clock_timestamp()), 0)::float8
 """
 
+# Keys blocked by a failed attempt: an event of the key that failed (pending
+# for its retry, or failed for good under ORDERING_ON_DEAD_LETTER = "block":
+# the %(blockers)s states) with later events of its key waiting behind it. Their
+# count, and the age of the oldest event held back (NULL when none). Read
+# through migration 0008's indexes: the few retrying keyed rows, then one
+# probe of each one's key.
+BLOCKED_KEYS_SQL = f"""
+SELECT count(DISTINCT h.ordering_key), extract(epoch FROM now() - min(b.created_at))::float8
+FROM {OUTBOX_TABLE} AS h
+CROSS JOIN LATERAL (
+    SELECT b.created_at FROM {OUTBOX_TABLE} AS b
+    WHERE b.ordering_key = h.ordering_key AND b.id > h.id AND b.state = 'pending'
+    ORDER BY b.id LIMIT 1
+) AS b
+WHERE h.ordering_key IS NOT NULL AND h.attempts > 0 AND h.state IN ('pending', 'failed')
+    AND h.state = ANY(%(blockers)s::text[])
+"""
+
 # "Is anything due?", every DURABLE_PROBE_INTERVAL in poll mode: an index-only
 # scan of the pending index (available_at is an included column), so an idle
 # outbox costs a few index pages.
