@@ -20,6 +20,7 @@ from django_pgpubsub.durable.claim import Claimed
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.metrics import ListenerMetrics
 from django_pgpubsub.models import OutboxEvent
+from django_pgpubsub.testing import eager
 from tests.helpers import run_sql
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -264,3 +265,20 @@ def test_blocked_keys_in_status_and_metrics(capsys: pytest.CaptureFixture[str]) 
     assert "pgpubsub_durable_blocked_keys 1.0" in text
     [age] = re.findall(r"^pgpubsub_durable_oldest_blocked_seconds (\S+)$", text, re.MULTILINE)
     assert float(age) > 3600 * 24 * 365
+
+
+def test_eager_mode_runs_keyed_events_in_order() -> None:
+    seen: list[str] = []
+    registry = Registry()
+    registry.register(lambda event: seen.append(event.payload), "jobs")
+    with eager(registry):
+        notify_many([("jobs", "a1", None, "a"), ("jobs", "b1", None, "b")], durable=True)
+        notify("jobs", "a2", durable=True, ordering_key="a")
+    assert seen == ["a1", "b1", "a2"]
+    assert not OutboxEvent.objects.exists()
+
+
+def test_one_key_is_one_line_across_channels(test_database_url: str) -> None:
+    notify("other", "a1", durable=True, ordering_key="a")
+    store(("a2", "a"), ("b1", "b"))
+    assert claim(test_database_url) == ["b1"]  # a2 waits for a1, on another channel
