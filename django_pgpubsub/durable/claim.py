@@ -47,6 +47,7 @@ class Claimed(NamedTuple):
     sender_pid: int
     attempts: int  # the first row's attempt started with the claim
     payload: str | None  # the first row's only: the others' come when started
+    ordering_key: str | None = None
 
 
 class Claim:
@@ -81,6 +82,9 @@ class Claim:
         self.started: Started | None = None  # waiting[0], when its attempt started
         self.renewed = time.monotonic()
         self.retry_at: float | None = None  # monotonic time of the earliest retry recorded
+        # Whether the claim took events with an ordering key: handling one may
+        # let its key's next event become due, which nobody is woken for.
+        self.keyed = False
 
     @property
     def done(self) -> bool:
@@ -93,10 +97,16 @@ class Claim:
         Returns:
             How many were claimed.
         """
-        params = self.holder.params(channels=channels, limit=size, holder=self.holder_key)
+        params = self.holder.params(
+            channels=channels,
+            limit=size,
+            holder=self.holder_key,
+            blocking=conf.ordering_blocking_states(),
+        )
         rows = sorted(Claimed(*row) for row in fetch_rows(self.holder.using, sql.CLAIM_SQL, params))
         self.renewed = time.monotonic()
         self.waiting.extend(rows)
+        self.keyed = any(row.ordering_key is not None for row in rows)
         if rows:
             self.started = Started(rows[0].attempts, rows[0].payload or "")
         return len(rows)
@@ -154,6 +164,8 @@ class Claim:
                 attempt = Attempt(self.holder, event)
                 self.started = attempt.run(handlers[row.channel], following)
                 waiting.popleft()
+                if row.ordering_key is not None and len(waiting) > 0:
+                    self._wake(row.channel)
                 if attempt.retry_in is not None:
                     retry_at = clock() + attempt.retry_in
                     self.retry_at = min(self.retry_at or retry_at, retry_at)
@@ -166,6 +178,15 @@ class Claim:
             except Exception:
                 logger.debug("Cannot release the rest of a claim.", exc_info=True)
             raise
+
+    def _wake(self, channel: str) -> None:
+        """Tell the other listeners that a key's next event may be due.
+
+        This listener claims again once its claim is handled; until then
+        another one may take the key's next event.
+        """
+        if conf.durable_wakeup() == "notify":
+            fetch_rows(self.holder.using, sql.WAKE_SQL, (channel,))
 
     def _renew_if_due(self) -> None:
         """Keep the leases of claimed events that wait for their turn, every
