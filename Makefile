@@ -59,6 +59,7 @@ example: $(VENV)/.installed
 
 ## Benchmarks against a raw driver loop; prints a table, writes bench/results.json.
 bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS),bench]"
 	$(BIN)/python scripts/pgtemp.py $(BIN)/python -m bench $(BENCH_ARGS)
 
 ## The suite again with psycopg2 alone and the oldest supported Django, on
@@ -109,6 +110,7 @@ system-deps:
 	[ -x $(PG15)/postgres ] || missing="$$missing postgresql-15"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
+	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 		echo "make ci needs:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg2
 
 from bench import durable, wakeup
+from bench.layer import QUICK_LAYER, LayerSizes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,6 +55,7 @@ class Sizes:
     fanout_clients: int = 1_000
     fanout_rounds: int = 20
     async_burst: int = 200_000
+    layer: LayerSizes = field(default_factory=LayerSizes)
 
 
 QUICK = Sizes(
@@ -72,6 +74,7 @@ QUICK = Sizes(
     fanout_clients=50,
     fanout_rounds=3,
     async_burst=5_000,
+    layer=QUICK_LAYER,
 )
 
 
@@ -240,7 +243,7 @@ def alternate(
     return runs
 
 
-GROUPS = ("wakeup", "dispatch", "durable", "triggers", "streams", "writers")
+GROUPS = ("wakeup", "dispatch", "durable", "triggers", "streams", "layer", "writers")
 
 
 def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Figure]:
@@ -257,6 +260,8 @@ def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Fig
         figures.extend(trigger_figures(sizes, rounds))
     if "streams" in groups:
         figures.extend(stream_figures(sizes, rounds))
+    if "layer" in groups:
+        figures.extend(layer_figures(sizes))
     if "writers" in groups:
         figures.extend(writer_figures(sizes))  # last: it empties the outbox
     return figures
@@ -335,6 +340,17 @@ def stream_figures(sizes: Sizes, rounds: int) -> list[Figure]:
 
     chosen = streams.StreamSizes(sizes.fanout_clients, sizes.fanout_rounds, sizes.async_burst)
     return [Figure(**figure) for figure in streams.stream_figures(chosen, rounds)]
+
+
+def layer_figures(sizes: Sizes) -> list[Figure]:
+    """The Channels layer: group_send over 4 processes, against channels_redis or in-memory."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return []  # the hub needs psycopg 3
+    from bench import layer
+
+    return [Figure(**figure) for figure in layer.layer_figures(sizes.layer)]
 
 
 def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:

@@ -112,6 +112,7 @@ def claim_ms(parked: int, claims: int) -> float:
                 "token": str(uuid.uuid4()),
                 "lease": 60,
                 "holder": None,
+                "blocking": ["pending", "running"],
             }
             started = time.perf_counter()
             cursor.execute(sql.CLAIM_SQL, params)

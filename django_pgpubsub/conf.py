@@ -141,6 +141,29 @@ durable_lease = Seconds(
     "Claims of a listener whose database session is gone come back sooner, at "
     "the next sweep.",
 )
+ordering_on_dead_letter = Choice(
+    "ORDERING_ON_DEAD_LETTER",
+    "continue",
+    "What a durable event with an ``ordering_key`` does to its key once it "
+    'failed its last attempt. ``"continue"``: the key\'s next events run (the '
+    'failed one stays ``failed``). ``"block"``: they wait until an operator '
+    "retries the failed event (``durable_events retry``) or deletes it "
+    "(``durable_events purge``). Set it alike for every listener.",
+    choices=("continue", "block"),
+)
+
+
+def ordering_blocking_states() -> list[str]:
+    """The states of an earlier event of its key that keep a keyed event waiting."""
+    if ordering_on_dead_letter() == "block":
+        return ["pending", "running", "failed"]
+    return ["pending", "running"]
+
+
+def ordering_blocker_states() -> list[str]:
+    """The states of a keyed event with a failed attempt that hold its key back."""
+    return ["pending", "failed"] if ordering_on_dead_letter() == "block" else ["pending"]
+
 
 sse_keepalive = Seconds(
     "SSE_KEEPALIVE",

@@ -19,9 +19,10 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from django_pgpubsub import conf
 from django_pgpubsub.bounded import BoundedReader, run_bounded, validate_timeout
 from django_pgpubsub.db.connection import database_wrapper
-from django_pgpubsub.db.sql import OUTBOX_TABLE
+from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE
 from django_pgpubsub.metrics_server import MetricsServer, prometheus, serve
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler, handler_name
@@ -121,6 +122,7 @@ class ListenerMetrics(Observer):
             None,
             {},
         )
+        self._blocked: tuple[int, float] = (0, 0.0)  # blocked ordering keys, oldest age
 
     def handled(
         self,
@@ -192,6 +194,7 @@ class ListenerMetrics(Observer):
     def _gauges(self, core: Any) -> Iterator[Any]:
         self._refresh()
         usage, outbox = self._gauges_values
+        blocked, blocked_age = self._blocked
         yield core.CounterMetricFamily(
             "pgpubsub_gauge_refresh_failures",
             "Refreshes of the queue and durable gauges that failed or timed out "
@@ -223,6 +226,17 @@ class ListenerMetrics(Observer):
             "pgpubsub_durable_oldest_pending_seconds",
             "Age of the oldest pending durable event (0 when none).",
             value=oldest,
+        )
+        yield core.GaugeMetricFamily(
+            "pgpubsub_durable_blocked_keys",
+            "Ordering keys whose later events wait behind a failed attempt.",
+            value=blocked,
+        )
+        yield core.GaugeMetricFamily(
+            "pgpubsub_durable_oldest_blocked_seconds",
+            "Age of the oldest durable event waiting behind a failed attempt of its "
+            "ordering key (0 when none).",
+            value=blocked_age,
         )
 
     def _refresh(self) -> None:
@@ -256,6 +270,10 @@ class ListenerMetrics(Observer):
                 channel: (int(waiting), int(dead), None if age is None else float(age))
                 for channel, waiting, dead, age in rows
             }
+            [(blocked, age)] = reader.fetch(
+                BLOCKED_KEYS_SQL, {"blockers": conf.ordering_blocker_states()}
+            )
+            self._blocked = (int(blocked), float(age or 0.0))
             self._gauges_values = (float(usage), outbox)
         finally:
             with self._refresh_lock:

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from django.db import connections, models, transaction
 from django.db.models import Count, Q
 
+from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
+from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE, WAKEUP_CHANNEL
 
 WAITING = ("pending", "running")
 
@@ -38,6 +39,19 @@ class OutboxQuerySet(models.QuerySet["OutboxEvent"]):
             .order_by("channel", "state")
         )
         return [(channel, state, count) for channel, state, count in rows]
+
+    def blocked_keys(self) -> tuple[int, float | None]:
+        """Ordering keys held back by a failed attempt, in the whole outbox of
+        this queryset's database: their count, and the age in seconds of the
+        oldest event waiting behind one (None when no key is blocked).
+
+        A key is blocked while its failed event waits for its retry, and, with
+        ``ORDERING_ON_DEAD_LETTER = "block"``, while it stays failed.
+        """
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(BLOCKED_KEYS_SQL, {"blockers": conf.ordering_blocker_states()})
+            count, oldest = cursor.fetchone()
+        return int(count), None if oldest is None else float(oldest)
 
     def running(self) -> OutboxQuerySet:
         """Events a listener holds now, oldest claim first."""
@@ -146,6 +160,11 @@ class OutboxEvent(models.Model):
     key = models.TextField(  # noqa: DJ001
         null=True, blank=True, help_text="Idempotency key: unique among waiting events."
     )
+    ordering_key = models.TextField(  # noqa: DJ001 - NULL: no order
+        null=True,
+        blank=True,
+        help_text="Events with the same ordering key run one at a time, in id order.",
+    )
     sender_pid = models.IntegerField(help_text="Backend process id of the sender.")
     state = models.CharField(max_length=7, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts started so far.")
@@ -205,6 +224,28 @@ class OutboxEvent(models.Model):
             # What health checks and metrics count: the few failed rows, by channel.
             models.Index(
                 fields=["channel"], condition=Q(state="failed"), name="pgpubsub_outbox_failed"
+            ),
+            # Ordering keys (migration 0008), on keyed rows only: is an earlier
+            # event of the key waiting (the claim's probe, index-only)...
+            models.Index(
+                fields=["ordering_key", "id"],
+                include=["state"],
+                condition=Q(ordering_key__isnull=False),
+                name="pgpubsub_outbox_ordering",
+            ),
+            # ... is one of the key running ...
+            models.Index(
+                fields=["ordering_key"],
+                condition=Q(ordering_key__isnull=False, state="running"),
+                name="pgpubsub_outbox_key_running",
+            ),
+            # ... and which keys are blocked by a failed attempt (status, metrics).
+            models.Index(
+                fields=["ordering_key", "id"],
+                condition=Q(
+                    ordering_key__isnull=False, attempts__gt=0, state__in=("pending", "failed")
+                ),
+                name="pgpubsub_outbox_key_retrying",
             ),
         )
         constraints = (

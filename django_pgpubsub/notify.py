@@ -10,15 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_pgpubsub import conf
 from django_pgpubsub.channels import validate_channel
+from django_pgpubsub.db import sql
 from django_pgpubsub.db.connection import execute_in_transaction, require_psycopg3
-from django_pgpubsub.db.sql import (
-    NOTIFY_MANY_SQL,
-    NOTIFY_SQL,
-    STORE_MANY_QUIET_SQL,
-    STORE_MANY_SQL,
-    STORE_QUIET_SQL,
-    STORE_SQL,
-)
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.payload import encode_payload
 
@@ -35,6 +28,31 @@ def _check_key(key: object) -> str:
             f"An idempotency key must be a non-empty str without NUL, not {key!r}."
         )
     return key
+
+
+# Bytes: a key is compared and indexed (migration 0008's B-tree indexes take
+# entries up to about 2700 bytes); no real key needs more.
+ORDERING_KEY_MAX_BYTES = 1024
+
+
+def _check_ordering_key(ordering_key: object) -> str:
+    if (
+        not isinstance(ordering_key, str)
+        or not ordering_key
+        or "\x00" in ordering_key
+        or len(ordering_key.encode("utf-8", "surrogatepass")) > ORDERING_KEY_MAX_BYTES
+    ):
+        raise InvalidPayload(
+            "An ordering key must be a non-empty str without NUL, of at most "
+            f"{ORDERING_KEY_MAX_BYTES} bytes in UTF-8, not {ordering_key!r:.80}."
+        )
+    try:
+        ordering_key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPayload(
+            f"An ordering key must be valid UTF-8: {ordering_key!r:.80}."
+        ) from None
+    return ordering_key
 
 
 def _check_durable(using: str | None) -> None:
@@ -56,6 +74,7 @@ def notify(
     using: str | None = None,
     durable: Literal[False] = False,
     key: None = None,
+    ordering_key: None = None,
 ) -> None: ...
 
 
@@ -67,6 +86,7 @@ def notify(
     using: str | None = None,
     durable: Literal[True],
     key: str | None = None,
+    ordering_key: str | None = None,
 ) -> bool: ...
 
 
@@ -78,6 +98,7 @@ def notify(
     using: str | None = None,
     durable: bool = False,
     key: str | None = None,
+    ordering_key: str | None = None,
 ) -> bool | None: ...
 
 
@@ -88,6 +109,7 @@ def notify(
     using: str | None = None,
     durable: bool = False,
     key: str | None = None,
+    ordering_key: str | None = None,
 ) -> bool | None:
     """Send a notification in the current transaction of ``using``.
 
@@ -103,6 +125,12 @@ def notify(
             delivery, and no size limit on the payload.
         key: Idempotency key of a durable event: nothing is stored while an
             event with the same key is pending or running.
+        ordering_key: Durable events with the same ordering key run one at
+            a time, in the order they were stored (id order), across every
+            listener; a failed attempt holds the key's later events back
+            until it succeeds or fails for good (see
+            ``ORDERING_ON_DEAD_LETTER``). Events with different keys, or
+            none, still run in parallel.
 
     Returns:
         None for a plain event. For a durable one, True when it was stored;
@@ -113,8 +141,9 @@ def notify(
         InvalidChannel: The channel name is unusable.
         PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
         InvalidPayload: The payload has a NUL byte or a lone surrogate, or is
-            not JSON serialisable, or ``key`` is not a non-empty str (or is
-            given without ``durable``).
+            not JSON serialisable, or ``key`` is not a non-empty str, or
+            ``ordering_key`` is not a non-empty str without NUL of at most
+            1024 bytes (or either is given without ``durable``).
         ImproperlyConfigured: ``using`` is not PostgreSQL, or ``durable`` with
             ``using`` other than the ``DATABASE`` setting (the outbox's).
     """
@@ -124,25 +153,37 @@ def notify(
         text = encode_payload(payload, limit_size=False)
         if key is not None:
             key = _check_key(key)
+        if ordering_key is not None:
+            ordering_key = _check_ordering_key(ordering_key)
         # Poll mode: no NOTIFY, so the commit takes no cluster-wide lock.
-        store = STORE_QUIET_SQL if conf.durable_wakeup() == "poll" else STORE_SQL
-        row = execute_in_transaction(using, store, (channel, text, key), fetch=True)
+        quiet = conf.durable_wakeup() == "poll"
+        if ordering_key is None:
+            store = sql.STORE_QUIET_SQL if quiet else sql.STORE_SQL
+            params: tuple[str | None, ...] = (channel, text, key)
+        else:
+            store = sql.STORE_ORDERED_QUIET_SQL if quiet else sql.STORE_ORDERED_SQL
+            params = (channel, text, key, ordering_key)
+        row = execute_in_transaction(using, store, params, fetch=True)
         if eager_hook is not None:
             eager_hook(using, [channel], [text], int(bool(row and row[0])))
         return bool(row and row[0])
     if key is not None:
         raise InvalidPayload("key= is for durable events: pass durable=True too.")
+    if ordering_key is not None:
+        raise InvalidPayload(
+            "ordering_key= is for durable events (plain NOTIFY has no order to keep "
+            "across listeners): pass durable=True too."
+        )
     text = encode_payload(payload)
-    execute_in_transaction(using, NOTIFY_SQL, (channel, text))
+    execute_in_transaction(using, sql.NOTIFY_SQL, (channel, text))
     if eager_hook is not None:
         eager_hook(using, [channel], [text], None)
     return None
 
 
-def _notify(
-    channel: str, payload: Any, using: str | None, durable: bool, key: str | None
-) -> bool | None:
-    return notify(channel, payload, using=using, durable=durable, key=key)
+def _notify(channel: str, payload: Any, using: str | None, options: dict[str, Any]) -> bool | None:
+    sent: bool | None = notify(channel, payload, using=using, **options)
+    return sent
 
 
 _notify_in_sync_thread = sync_to_async(_notify, thread_sensitive=True)
@@ -155,6 +196,7 @@ async def anotify(
     using: str | None = None,
     durable: bool = False,
     key: str | None = None,
+    ordering_key: str | None = None,
 ) -> bool | None:
     """:func:`notify` for async code: runs it where Django runs async ORM calls.
 
@@ -170,6 +212,7 @@ async def anotify(
         using: The database alias; default the ``DATABASE`` setting.
         durable: Store the event in the outbox, as :func:`notify` does.
         key: Idempotency key of a durable event, as for :func:`notify`.
+        ordering_key: Ordering key of a durable event, as for :func:`notify`.
 
     Returns:
         As :func:`notify`: None for a plain event; for a durable one, whether
@@ -183,11 +226,14 @@ async def anotify(
     """
     require_psycopg3("anotify()")
     validate_channel(channel)
-    return await _notify_in_sync_thread(channel, payload, using, durable, key)
+    options = {"durable": durable, "key": key, "ordering_key": ordering_key}
+    return await _notify_in_sync_thread(channel, payload, using, options)
 
 
 def notify_many(
-    items: Iterable[tuple[str, Any] | tuple[str, Any, str | None]],
+    items: Iterable[
+        tuple[str, Any] | tuple[str, Any, str | None] | tuple[str, Any, str | None, str | None]
+    ],
     *,
     using: str | None = None,
     durable: bool = False,
@@ -201,7 +247,10 @@ def notify_many(
     Args:
         items: ``(channel, payload)`` pairs, payloads as for :func:`notify`;
             durable items may be ``(channel, payload, key)`` triples, with an
-            idempotency key (or None) as for :func:`notify`.
+            idempotency key (or None) as for :func:`notify`, or
+            ``(channel, payload, key, ordering_key)`` quadruples, with an
+            ordering key (or None) too. Items of one key are stored in the
+            order given, so they run in that order.
         using: The database alias; default the ``DATABASE`` setting.
         durable: Store them in the outbox, as :func:`notify` does.
 
@@ -213,8 +262,8 @@ def notify_many(
         InvalidChannel: A channel name is unusable.
         PayloadTooLarge: A payload is 8000 bytes or more.
         InvalidPayload: A payload has a NUL byte or a lone surrogate, or is not
-            JSON serialisable, or a key is unusable (or given without
-            ``durable``).
+            JSON serialisable, or a key or ordering key is unusable (or given
+            without ``durable``).
         ImproperlyConfigured: As for :func:`notify`.
     """
     if durable:
@@ -222,6 +271,7 @@ def notify_many(
     channels: list[str] = []
     payloads: list[str] = []
     keys: list[str | None] = []
+    ordering_keys: list[str | None] = []
     for item in items:
         channels.append(validate_channel(item[0]))
         payloads.append(encode_payload(item[1], limit_size=not durable))
@@ -231,15 +281,27 @@ def notify_many(
                 raise InvalidPayload("Keys are for durable events: pass durable=True too.")
             key = _check_key(key)
         keys.append(key)
+        ordering_key = item[3] if len(item) > 3 else None
+        if ordering_key is not None:
+            if not durable:
+                raise InvalidPayload("Ordering keys are for durable events: pass durable=True too.")
+            ordering_key = _check_ordering_key(ordering_key)
+        ordering_keys.append(ordering_key)
     if not channels:
         return 0
     if not durable:
-        execute_in_transaction(using, NOTIFY_MANY_SQL, (channels, payloads))
+        execute_in_transaction(using, sql.NOTIFY_MANY_SQL, (channels, payloads))
         if eager_hook is not None:
             eager_hook(using, channels, payloads, None)
         return len(channels)
-    store = STORE_MANY_QUIET_SQL if conf.durable_wakeup() == "poll" else STORE_MANY_SQL
-    row = execute_in_transaction(using, store, (channels, payloads, keys), fetch=True)
+    quiet = conf.durable_wakeup() == "poll"
+    if any(ordering_key is not None for ordering_key in ordering_keys):
+        store = sql.STORE_MANY_ORDERED_QUIET_SQL if quiet else sql.STORE_MANY_ORDERED_SQL
+        params: tuple[list[Any], ...] = (channels, payloads, keys, ordering_keys)
+    else:
+        store = sql.STORE_MANY_QUIET_SQL if quiet else sql.STORE_MANY_SQL
+        params = (channels, payloads, keys)
+    row = execute_in_transaction(using, store, params, fetch=True)
     if eager_hook is not None:
         eager_hook(using, channels, payloads, int(row[0]) if row else 0)
     return int(row[0]) if row else 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import layer
 from bench.writers import LISTENING, columns
 from tests.helpers import ROOT
 
@@ -72,12 +73,28 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "SSE fan-out 50: last p99",
         "SSE 47 vs naive 47: last p50",
         "SSE 47 vs naive 47: last p99",
+        *(
+            f"layer {members}: {name}"
+            for members in (1, 100)
+            for name in (
+                f"p50 vs {layer.reference()}",
+                f"p99 vs {layer.reference()}",
+                "NOTIFYs/send",
+                "listening",
+            )
+        ),
+        "layer round trip vs memory",
+        "layer fan-out 100 vs memory",
     ] + [
         f"writers, {listening} listening: {column.name}"
         for listening in LISTENING
         for column in columns()  # one durable column per wake-up mode
     ]
     assert "dispatch throughput" in result.stdout
+    figures = {figure["name"]: figure for figure in json.loads(out.read_text())["figures"]}
+    for members in (1, 100):  # what must hold whatever the machine
+        assert figures[f"layer {members}: NOTIFYs/send"]["library"] == 1
+        assert figures[f"layer {members}: listening"]["library"] == min(members, 4)
     assert "writers: 2 processes" in result.stdout
 
 

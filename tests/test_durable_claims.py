@@ -33,6 +33,7 @@ def claim_elsewhere(url: str, channel: str, limit: int) -> list[Claimed]:
         "token": str(uuid.uuid4()),
         "lease": 60.0,
         "holder": random.getrandbits(63),
+        "blocking": ["pending", "running"],
     }
     rows = [Claimed(*row) for row in run_sql(url, CLAIM_SQL, params)]  # type: ignore[arg-type]
     [pid] = set(OutboxEvent.objects.filter(state="running").values_list("claimed_pid", flat=True))

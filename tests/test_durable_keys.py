@@ -134,6 +134,7 @@ def claim(channel: str) -> None:
             "token": str(uuid.uuid4()),
             "lease": 60.0,
             "holder": None,
+            "blocking": ["pending", "running"],
         }
         cursor.execute(CLAIM_SQL, params)
 

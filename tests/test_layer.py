@@ -148,13 +148,13 @@ def test_a_full_channel_refuses_sends_with_channel_full() -> None:
         channel = await layer.new_channel()
         for n in range(3):
             await layer.send(channel, {"type": "m", "n": n})
-        await eventually(layer._channels[channel].full, "three arrivals")
+        await eventually(lambda: layer._inbox.full(channel), "three arrivals")
         with pytest.raises(ChannelFull):
             await layer.send(channel, {"type": "m", "n": 3})
         assert [(await receive(layer, channel))["n"] for _ in range(3)] == [0, 1, 2]
         tiny = await layer.new_channel("tiny")
         await layer.send(tiny, {"type": "m"})
-        await eventually(layer._channels[tiny].full, "one arrival")
+        await eventually(lambda: layer._inbox.full(tiny), "one arrival")
         with pytest.raises(ChannelFull):
             await layer.send(tiny, {"type": "m"})
 
@@ -166,7 +166,7 @@ def test_messages_expire() -> None:
         layer = PubSubChannelLayer(expiry=0.2)
         channel = await layer.new_channel()
         await layer.send(channel, {"type": "old"})
-        await eventually(lambda: bool(layer._channels[channel].messages), "the arrival")
+        await eventually(lambda: bool(layer._inbox.channels[channel].messages), "the arrival")
         await asyncio.sleep(0.3)  # past the expiry (a wait, not a timed assertion)
         await layer.send(channel, {"type": "new"})
         assert await receive(layer, channel) == {"type": "new"}
@@ -180,9 +180,9 @@ def test_flush_forgets_messages_and_groups() -> None:
         channel = await layer.new_channel()
         await layer.group_add("room", channel)
         await layer.send(channel, {"type": "before"})
-        await eventually(lambda: bool(layer._channels[channel].messages), "the arrival")
+        await eventually(lambda: bool(layer._inbox.channels[channel].messages), "the arrival")
         await layer.flush()
-        assert layer._groups == {}
+        assert layer._inbox.groups == {}
         channel = await layer.new_channel()
         await layer.group_send("room", {"type": "to nobody"})
         await layer.send(channel, {"type": "after"})
@@ -196,15 +196,15 @@ def test_a_receive_cancelled_mid_wait_leaves_nothing_behind() -> None:
         layer, hub = PubSubChannelLayer(), get_hub()
         waiting = asyncio.get_running_loop().create_task(layer.receive("worker"))
         pg_name = messages.pg_channel("asgi", "c", "worker")
-        await eventually(lambda: bool(layer._channels.get("worker", None)), "the queue")
+        await eventually(lambda: bool(layer._inbox.channels.get("worker", None)), "the queue")
         await eventually(lambda: pg_name in hub.listened, "the LISTEN")
-        await eventually(lambda: bool(layer._channels["worker"].waiters), "the wait")
+        await eventually(lambda: bool(layer._inbox.channels["worker"].waiters), "the wait")
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        assert "worker" not in layer._channels
+        assert "worker" not in layer._inbox.channels
         await eventually(lambda: pg_name not in hub.listened, "the UNLISTEN")
-        assert layer._taps == {}
+        assert layer._taps.listened == frozenset()
         # A normal channel is listened to again by the next receive().
         again = asyncio.get_running_loop().create_task(layer.receive("worker"))
         await eventually(lambda: pg_name in hub.listened, "the LISTEN")
@@ -314,7 +314,7 @@ def test_a_full_member_misses_a_group_message_that_the_others_get() -> None:
         await layer.group_add("room", full)
         await layer.group_add("room", free)
         await layer.send(full, {"type": "fills it"})
-        await eventually(layer._channels[full].full, "the arrival")
+        await eventually(lambda: layer._inbox.full(full), "the arrival")
         await layer.group_send("room", {"type": "to both"})
         assert await receive(layer, free) == {"type": "to both"}
         assert await receive(layer, full) == {"type": "fills it"}

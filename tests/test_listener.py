@@ -11,7 +11,7 @@ from django.db import connection, connections
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import override_settings
 
-from django_pgpubsub import ConnectionLost, Event, Registry, notify
+from django_pgpubsub import ConnectionLost, Event, Registry, conf, notify
 from django_pgpubsub.listener import Listener
 from tests.helpers import ListenerThread, wait_until
 
@@ -74,7 +74,7 @@ def test_channels_without_handlers() -> None:
 
 
 def test_gives_up_after_the_configured_attempts() -> None:
-    settings_dict = connections["default"].settings_dict
+    settings_dict = connections[conf.listener_database()].settings_dict
     port = settings_dict["PORT"]
     settings_dict["PORT"] = "1"  # nothing listens there
     try:
@@ -92,7 +92,7 @@ def test_gives_up_after_the_configured_attempts() -> None:
 def test_reconnect_delays_double_up_to_the_cap_with_jitter(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings_dict = connections["default"].settings_dict
+    settings_dict = connections[conf.listener_database()].settings_dict
     port = settings_dict["PORT"]
     settings_dict["PORT"] = "1"  # nothing listens there
     limits = {
@@ -144,7 +144,7 @@ def test_listens_on_several_channels_with_server_side_binding_in_options(
     calls: list[tuple[str, str]],
 ) -> None:
     """Django's server_side_binding option does not break LISTEN of several channels."""
-    settings_dict = connections["default"].settings_dict
+    settings_dict = connections[conf.listener_database()].settings_dict
     settings_dict["OPTIONS"] = {"server_side_binding": True}
     try:
         handlers = Registry()
@@ -159,7 +159,7 @@ def test_listens_on_several_channels_with_server_side_binding_in_options(
         assert listener.run() == 1
     finally:
         settings_dict["OPTIONS"] = {}
-        connections["default"].close()
+        connections[conf.listener_database()].close()
     assert calls == [("y", "bound")]
 
 
@@ -188,7 +188,7 @@ def test_the_listener_sets_tcp_keepalives_unless_options_set_them(
     assert params["keepalives_count"] == "3"
     assert params["application_name"] == "django_pgpubsub listener"
     options = {"keepalives_idle": 55, "application_name": "mine"}
-    monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
+    monkeypatch.setitem(connections[conf.listener_database()].settings_dict, "OPTIONS", options)
     params = listener_connection_parameters()
     assert (params["keepalives_idle"], params["application_name"]) == ("55", "mine")
 
@@ -230,7 +230,7 @@ def test_at_start_it_waits_for_a_database_that_is_not_up_yet(
         cursor.execute("SHOW port")
         port = cursor.fetchone()[0]
     socket_name = f".s.PGSQL.{port}"
-    settings_dict = connections["default"].settings_dict
+    settings_dict = connections[conf.listener_database()].settings_dict
     saved = settings_dict["HOST"], settings_dict["PORT"]
     settings_dict["HOST"], settings_dict["PORT"] = str(tmp_path), port  # no server there yet
     handlers = Registry()
@@ -248,7 +248,7 @@ def test_at_start_it_waits_for_a_database_that_is_not_up_yet(
             running.wait_connected()
     finally:
         settings_dict["HOST"], settings_dict["PORT"] = saved
-    assert "Connected to 'default' again after" in caplog.text
+    assert f"Connected to {conf.listener_database()!r} again after" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "other"])

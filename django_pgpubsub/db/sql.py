@@ -27,6 +27,8 @@ can hand the lock to another client, and the lock ends with the session.
 from __future__ import annotations
 
 OUTBOX_TABLE = "django_pgpubsub_outbox"
+# Migration 0008's index of keyed events, its last object.
+ORDERING_INDEX = "pgpubsub_outbox_ordering"
 WAKEUP_CHANNEL = "django_pgpubsub.durable"
 
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
@@ -34,57 +36,70 @@ NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
 
 # The columns of migration 0001, which other writers (triggers) may name
-# alone: every column added later has a default or is nullable.
-_INSERT = f"""
-INSERT INTO {OUTBOX_TABLE}
-    (channel, payload, key, sender_pid, state, attempts, created_at, available_at, last_error)
-"""
-
-# One wake-up per stored event, with the channel as payload: PostgreSQL folds
-# identical (channel, payload) pairs of a transaction, so a transaction that
-# stores many events of one channel wakes listeners once.
-STORE_SQL = f"""
-WITH stored AS (
-    {_INSERT}
-    VALUES (%s, %s, %s, pg_backend_pid(), 'pending', 0, now(), now(), '')
-    ON CONFLICT DO NOTHING
-    RETURNING channel
+# alone: every column added later has a default or is nullable. ordering_key
+# (migration 0008) is named only by a store that has one, so senders without
+# ordering keys keep working on an outbox not migrated yet (a rolling deploy).
+_COLUMNS = (
+    "channel, payload, key, sender_pid, state, attempts, created_at, available_at, last_error"
 )
-SELECT count(*), count(pg_notify('{WAKEUP_CHANNEL}', channel)) FROM stored
-"""
+_ORDERED_COLUMNS = _COLUMNS.replace("key, ", "key, ordering_key, ", 1)
+_VALUES = "pg_backend_pid(), 'pending', 0, now(), now(), ''"
 
-STORE_QUIET_SQL = f"""
-WITH stored AS (
-    {_INSERT}
-    VALUES (%s, %s, %s, pg_backend_pid(), 'pending', 0, now(), now(), '')
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-)
-SELECT count(*), 0 FROM stored
-"""
 
-_STORE_MANY = f"""
+def _store(*, ordered: bool) -> str:
+    columns = _ORDERED_COLUMNS if ordered else _COLUMNS
+    values = "%s, %s, %s, %s" if ordered else "%s, %s, %s"
+    return f"""
+    INSERT INTO {OUTBOX_TABLE} ({columns})
+    VALUES ({values}, {_VALUES})
+    ON CONFLICT DO NOTHING"""
+
+
+def _store_many(*, ordered: bool) -> str:
+    columns = _ORDERED_COLUMNS if ordered else _COLUMNS
+    names = "channel, payload, key, ordering_key" if ordered else "channel, payload, key"
+    arrays = ", ".join(["%s::text[]"] * (4 if ordered else 3))
+    return f"""
 WITH items AS (
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
-        WITH ORDINALITY AS t(channel, payload, key, n)
+    SELECT * FROM unnest({arrays}) WITH ORDINALITY AS t({names}, n)
 ), stored AS (
-    {_INSERT}
-    SELECT channel, payload, key, pg_backend_pid(), 'pending', 0, now(), now(), ''
+    INSERT INTO {OUTBOX_TABLE} ({columns})
+    SELECT {names}, {_VALUES}
     FROM items ORDER BY n
     ON CONFLICT DO NOTHING
     RETURNING channel
 )
 """
 
-STORE_MANY_SQL = f"""{_STORE_MANY}
+
+# One wake-up per stored event, with the channel as payload: PostgreSQL folds
+# identical (channel, payload) pairs of a transaction, so a transaction that
+# stores many events of one channel wakes listeners once. Parameters: channel,
+# payload, key (and ordering key, for the ORDERED ones).
+_NOTIFY_STORED = f"SELECT count(*), count(pg_notify('{WAKEUP_CHANNEL}', channel)) FROM stored"
+STORE_SQL = f"WITH stored AS ({_store(ordered=False)} RETURNING channel) {_NOTIFY_STORED}"
+STORE_ORDERED_SQL = f"WITH stored AS ({_store(ordered=True)} RETURNING channel) {_NOTIFY_STORED}"
+STORE_QUIET_SQL = (
+    f"WITH stored AS ({_store(ordered=False)} RETURNING 1) SELECT count(*), 0 FROM stored"
+)
+STORE_ORDERED_QUIET_SQL = (
+    f"WITH stored AS ({_store(ordered=True)} RETURNING 1) SELECT count(*), 0 FROM stored"
+)
+
+_NOTIFY_MANY_STORED = f"""
 SELECT (SELECT count(*) FROM stored),
        (SELECT count(pg_notify('{WAKEUP_CHANNEL}', channel))
         FROM (SELECT DISTINCT channel FROM stored) AS c)
 """
+_COUNT_MANY_STORED = "SELECT (SELECT count(*) FROM stored), 0"
+STORE_MANY_SQL = _store_many(ordered=False) + _NOTIFY_MANY_STORED
+STORE_MANY_ORDERED_SQL = _store_many(ordered=True) + _NOTIFY_MANY_STORED
+STORE_MANY_QUIET_SQL = _store_many(ordered=False) + _COUNT_MANY_STORED
+STORE_MANY_ORDERED_QUIET_SQL = _store_many(ordered=True) + _COUNT_MANY_STORED
 
-STORE_MANY_QUIET_SQL = f"""{_STORE_MANY}
-SELECT (SELECT count(*) FROM stored), 0
-"""
+# A listener's wake-up of the others (the payload: the channel), after it
+# handled an event with an ordering key while the rest of its claim waits.
+WAKE_SQL = f"SELECT 1 FROM pg_notify('{WAKEUP_CHANNEL}', %s)"
 
 # Where a claim is held, for people (durable_events status, the admin): this
 # backend since this time. Behind a transaction pooler the pid is a pooled
@@ -103,6 +118,28 @@ _UNCLAIM = """
     lease_expires_at = NULL, started_at = NULL, holder_key = NULL
 """
 
+# Ordering keys: a keyed event ``e`` may be claimed only at the head of its
+# key's line. No earlier event of its key is in one of the %(blocking)s states
+# (pending, running, and failed when ORDERING_ON_DEAD_LETTER is "block"): an
+# earlier event waiting for its retry time blocks its own key only, and the
+# key's later events never jump ahead of it. And no event of its key is
+# running, so a dead letter retried by an operator (a lower id) never runs
+# beside the key's current head. Both probes read migration 0008's small
+# indexes on keyed rows; events without a key skip them. One claim takes at
+# most one event per key: the second one's predecessor is pending in its
+# snapshot. Two claims cannot both start a key's events: a head is locked by
+# the first (SKIP LOCKED), and its successors see it pending or running until
+# its deletion (or dead letter) commits.
+_AT_HEAD = f"""(e.ordering_key IS NULL OR (
+    NOT EXISTS (
+        SELECT 1 FROM {OUTBOX_TABLE} AS k
+        WHERE k.ordering_key = e.ordering_key AND k.id < e.id
+            AND k.state = ANY(%(blocking)s::text[])
+    ) AND NOT EXISTS (
+        SELECT 1 FROM {OUTBOX_TABLE} AS r
+        WHERE r.ordering_key = e.ordering_key AND r.state = 'running'
+    )))"""
+
 # Due events of the listener's channels, oldest first. One index range scan
 # per channel (the pending index on (channel, id)), so pending rows of other
 # channels, however many, cost nothing, and a large backlog is read from its
@@ -114,8 +151,9 @@ CLAIM_SQL = f"""
 WITH picked AS (
     SELECT due.id FROM unnest(%(channels)s::text[]) AS c(channel)
     CROSS JOIN LATERAL (
-        SELECT id FROM {OUTBOX_TABLE}
+        SELECT id FROM {OUTBOX_TABLE} AS e
         WHERE state = 'pending' AND channel = c.channel AND available_at <= clock_timestamp()
+            AND {_AT_HEAD}
         ORDER BY id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS due
@@ -135,7 +173,7 @@ UPDATE {OUTBOX_TABLE} AS o SET
 FROM picked, first
 WHERE o.id = picked.id
 RETURNING o.id, o.channel, o.sender_pid, o.attempts,
-    CASE WHEN o.id = first.id THEN o.payload END, o.alone
+    CASE WHEN o.id = first.id THEN o.payload END, o.ordering_key, o.alone
 """
 
 # Starting an attempt: counted, and leased from now.
@@ -182,7 +220,7 @@ WITH failed AS (
 SELECT (SELECT count(*) FROM failed), {_STARTED}
 """
 
-# Group commit (migration 0008). A group is a run of a claim's events handled
+# Group commit (migration 0009). A group is a run of a claim's events handled
 # in one transaction, each in a savepoint: either one event whose ``alone``
 # is true, or consecutive events whose ``alone`` is not.
 #
@@ -305,6 +343,24 @@ RETURNING o.id, o.state,
     greatest(extract(epoch FROM o.available_at - clock_timestamp()), 0)::float8
 """
 
+# Keys blocked by a failed attempt: an event of the key that failed (pending
+# for its retry, or failed for good under ORDERING_ON_DEAD_LETTER = "block":
+# the %(blockers)s states) with later events of its key waiting behind it. Their
+# count, and the age of the oldest event held back (NULL when none). Read
+# through migration 0008's indexes: the few retrying keyed rows, then one
+# probe of each one's key.
+BLOCKED_KEYS_SQL = f"""
+SELECT count(DISTINCT h.ordering_key), extract(epoch FROM now() - min(b.created_at))::float8
+FROM {OUTBOX_TABLE} AS h
+CROSS JOIN LATERAL (
+    SELECT b.created_at FROM {OUTBOX_TABLE} AS b
+    WHERE b.ordering_key = h.ordering_key AND b.id > h.id AND b.state = 'pending'
+    ORDER BY b.id LIMIT 1
+) AS b
+WHERE h.ordering_key IS NOT NULL AND h.attempts > 0 AND h.state IN ('pending', 'failed')
+    AND h.state = ANY(%(blockers)s::text[])
+"""
+
 # "Is anything due?", every DURABLE_PROBE_INTERVAL in poll mode: an index-only
 # scan of the pending index (available_at is an included column), so an idle
 # outbox costs a few index pages.
@@ -320,6 +376,7 @@ SELECT EXISTS (
 OUTBOX_READY_SQL = f"""
 SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL
     AND to_regprocedure('{COMPLETE_FUNCTION}') IS NOT NULL
+    AND to_regclass('{ORDERING_INDEX}') IS NOT NULL
     AND EXISTS (
         SELECT 1 FROM pg_attribute
         WHERE attrelid = to_regclass('{OUTBOX_TABLE}') AND attname = 'alone' AND NOT attisdropped

@@ -49,7 +49,8 @@ class Claimed(NamedTuple):
     sender_pid: int
     attempts: int  # the first row's attempt started with the claim
     payload: str | None  # the first row's only: the others' come when started
-    alone: bool | None  # run in a group of its own (see migration 0008)
+    ordering_key: str | None = None
+    alone: bool | None = None  # run in a group of its own (see migration 0009)
 
 
 class Holder(NamedTuple):

@@ -75,6 +75,9 @@ class Claim:
         self.renewed = time.monotonic()
         self.retry_at: float | None = None  # monotonic time of the earliest retry recorded
         self.size = FIRST_GROUP
+        # Whether the claim took events with an ordering key: handling one may
+        # let its key's next event become due, which nobody is woken for.
+        self.keyed = False
 
     @property
     def done(self) -> bool:
@@ -87,10 +90,16 @@ class Claim:
         Returns:
             How many were claimed.
         """
-        params = self.holder.params(channels=channels, limit=size, holder=self.holder_key)
+        params = self.holder.params(
+            channels=channels,
+            limit=size,
+            holder=self.holder_key,
+            blocking=conf.ordering_blocking_states(),
+        )
         rows = sorted(Claimed(*row) for row in fetch_rows(self.holder.using, sql.CLAIM_SQL, params))
         self.renewed = time.monotonic()
         self.waiting.extend(rows)
+        self.keyed = any(row.ordering_key is not None for row in rows)
         if rows:
             self.started = True
         return len(rows)
@@ -137,6 +146,9 @@ class Claim:
                 count += len(outcome.handled)
                 ran = len(outcome.handled) + len(outcome.lost)
                 self._drop({*outcome.handled, *outcome.lost})
+                if waiting:
+                    for channel in group.keyed_channels(outcome.handled):
+                        self._wake(channel)
                 self.size = min(GROUP_MAX, ran * 2) if not outcome.back else max(ran, 1)
                 for failure in outcome.failures:
                     if failure.event.attempt < conf.durable_max_attempts():
@@ -175,6 +187,15 @@ class Claim:
         kept = [row for row in self.waiting if row.id not in ids]
         self.waiting.clear()
         self.waiting.extend(kept)
+
+    def _wake(self, channel: str) -> None:
+        """Tell the other listeners that a key's next event may be due.
+
+        This listener claims again once its claim is handled; until then
+        another one may take the key's next event.
+        """
+        if conf.durable_wakeup() == "notify":
+            fetch_rows(self.holder.using, sql.WAKE_SQL, (channel,))
 
     def _renew_if_due(self) -> None:
         """Keep the leases of claimed events that wait for their turn, every

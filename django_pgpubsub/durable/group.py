@@ -134,6 +134,12 @@ class Group:
                 self.lost += sorted(lost)
         return self._outcome()
 
+    def keyed_channels(self, ids: list[int]) -> list[str]:
+        """The channels of the events ``ids`` that have an ordering key: their
+        keys' next events may be due now."""
+        handled = set(ids)
+        return sorted({r.channel for r in self.rows if r.id in handled and r.ordering_key})
+
     # -- the handlers ---------------------------------------------------------
 
     def _handle(self, handlers: dict[str, tuple[Handler, ...]], stop: Callable[[], bool]) -> int:

@@ -183,7 +183,9 @@ class Outbox:
             return None
         claim = Claim(self.using, self.observer, holder_key=self.holder_key, prepare=self.prepare)
         claimed = claim.take(channels, size)
-        self._full = claimed == size
+        # A claim of keyed events is followed by another: the keys' next
+        # events became due as these were handled (see Claim.keyed).
+        self._full = claimed == size or claim.keyed
         if not claimed:
             return None
         self._claim = claim

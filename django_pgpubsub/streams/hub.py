@@ -28,6 +28,7 @@ from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_con
 from django_pgpubsub.db.connection import listening_options, require_psycopg3
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
 from django_pgpubsub.streams import fanout, runtime
+from django_pgpubsub.streams.listening import Listening
 from django_pgpubsub.streams.subscription import Subscription, resync_event
 
 logger = logging.getLogger("django_pgpubsub.hub")
@@ -39,8 +40,7 @@ class Hub:
     """The one LISTEN connection of this process to one database.
 
     Channels are LISTENed while a subscriber wants them and UNLISTENed when the
-    last one leaves, by rounds that run in a task the hub owns: a subscriber
-    cancelled meanwhile (a client that left) cannot interrupt one. The
+    last one leaves, by rounds (:mod:`~django_pgpubsub.streams.listening`). The
     connection is opened by the first subscriber and kept; when it breaks, the
     hub reconnects with the listener's backoff (``RECONNECT_*`` settings) and
     sends every subscriber a resync event.
@@ -50,15 +50,13 @@ class Hub:
         self.using = using
         self.connection: AsyncDriverConnection | None = None
         self._subscribers: dict[str, set[Subscription]] = {}
-        self._listened: set[str] = set()
-        self._uncertain = False  # a round was interrupted: ask the server
-        self._round: asyncio.Task[None] | None = None
+        self._listening = Listening(lambda: self.connection, self._subscribers.keys, self._prepare)
         self._reader: asyncio.Task[None] | None = None
 
     @property
     def listened(self) -> frozenset[str]:
         """The channels the hub's connection LISTENs to."""
-        return frozenset(self._listened)
+        return frozenset(self._listening.channels)
 
     def subscriptions(self) -> set[Subscription]:
         """Every current subscription."""
@@ -146,46 +144,14 @@ class Hub:
             self._start_round()
 
     def _start_round(self) -> asyncio.Task[None]:
-        """The running round, or a new one: it sees every change made before it ends."""
-        if self._round is None or self._round.done():
-            self._round = asyncio.get_running_loop().create_task(self._reconcile())
-            self._round.add_done_callback(_consume_error)
-        return self._round
+        return self._listening.start_round()
 
-    async def _reconcile(self) -> None:
-        """Open the connection if needed; LISTEN what subscribers want and
-        UNLISTEN what they no longer want."""
+    async def _prepare(self) -> None:
+        """Open the connection and start reading it, if not yet done."""
         if self._reader is None:
             self._drop_connection()
             self.connection = await self._open()
             self._reader = asyncio.get_running_loop().create_task(self._run())
-        while (connection := self.connection) is not None:
-            if self._uncertain:
-                self._listened = set(await self._server_channels())
-                self._uncertain = False
-            wanted = set(self._subscribers)
-            add, drop = sorted(wanted - self._listened), sorted(self._listened - wanted)
-            if not add and not drop:
-                return
-            try:
-                # One statement per channel: works with every OPTIONS (a
-                # joined "LISTEN a; UNLISTEN b" cannot be prepared).
-                for command, names in (("LISTEN", add), ("UNLISTEN", drop)):
-                    for name in names:
-                        await connection.listen([name], command)
-                        if connection is not self.connection:
-                            return
-                        if command == "LISTEN":
-                            self._listened.add(name)
-                        else:
-                            self._listened.discard(name)
-            except ConnectionLost:
-                return  # the reader reconnects, and listens to what is wanted then
-            except BaseException:
-                # Interrupted (the hub closes, or a surprise): whether the
-                # statement took effect is unknown, so the next round asks.
-                self._uncertain = True
-                raise
 
     async def _open(self) -> AsyncDriverConnection:
         return await open_async_connection(
@@ -197,8 +163,7 @@ class Hub:
     def _drop_connection(self) -> None:
         """Forget the connection and what it listened to (closed by the caller)."""
         self.connection = None
-        self._listened = set()
-        self._uncertain = False
+        self._listening.forget()
 
     async def _run(self) -> None:
         try:
@@ -268,22 +233,16 @@ class Hub:
 
     async def _close(self) -> None:
         reader, self._reader = self._reader, None
-        for task in (self._round, reader):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
-                    await task
+        await self._listening.cancel()
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
+                await reader
         self._subscribers.clear()
         connection = self.connection
         self._drop_connection()
         if connection is not None:
             await connection.close()
-
-
-def _consume_error(task: asyncio.Task[None]) -> None:
-    """A round's error goes to the subscribers that await it; none is left unread."""
-    if not task.cancelled():
-        task.exception()
 
 
 _hubs: dict[str, Hub] = {}

@@ -1,66 +1,230 @@
-"""The Channels layer's channels in this process: bounded queues of messages,
-read by ``receive()`` on any event loop and filled from the hub's thread."""
+"""The Channels layer's channels and groups in this process: bounded queues of
+messages, read by ``receive()`` on any event loop and filled from the hub's
+thread, and the process-local group memberships.
+
+Fan-out is the hot path: a ``group_send`` to 10,000 members is 10,000 puts here.
+So a message is decoded once, its expiry computed once, and the same
+``(deadline, message)`` entry goes into every member's queue; waiting
+receivers are woken with one ``call_soon_threadsafe`` per event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+Entry = tuple[float, dict[str, Any]]  # (monotonic deadline, message)
 
 
 class ChannelQueue:
     """One channel's messages, each dropped ``expiry`` seconds after its arrival.
 
-    Not locked itself: the layer holds its lock around every call.
+    Not locked itself: :class:`Inbox` holds its lock around every call.
     """
 
-    def __init__(self, capacity: int, expiry: float) -> None:
-        self.capacity = capacity
-        self.expiry = expiry
-        self.messages: deque[tuple[float, dict[str, Any]]] = deque()
-        self.waiters: deque[Waiter] = deque()
+    __slots__ = ("capacity", "messages", "source", "waiters")
 
-    def full(self) -> bool:
-        """Whether the channel holds ``capacity`` unexpired messages."""
-        self._expire()
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.messages: deque[Entry] = deque()
+        self.waiters: deque[Waiter] = deque()
+        # What feeds it (the layer's tap): receive() skips asking while it listens.
+        self.source: Any = None
+
+    def full(self, now: float) -> bool:
+        """Whether the channel holds ``capacity`` unexpired messages at ``now``."""
+        if len(self.messages) < self.capacity:
+            return False
+        self._expire(now)
         return len(self.messages) >= self.capacity
 
-    def put(self, message: dict[str, Any]) -> Waiter | None:
-        """Queue ``message``; return the waiter to wake, if any.
+    def put(self, entry: Entry, now: float) -> Waiter | None:
+        """Queue ``entry``; return the waiter to wake, if any.
 
         Raises:
             OverflowError: The channel is full.
         """
-        if self.full():
+        if self.full(now):
             raise OverflowError
-        self.messages.append((time.monotonic() + self.expiry, message))
-        while self.waiters:
-            waiter = self.waiters.popleft()
+        self.messages.append(entry)
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
             if not waiter[1].done():
                 return waiter
         return None
 
     def take(self) -> dict[str, Any] | None:
-        """The oldest unexpired message, or None."""
-        self._expire()
-        return self.messages.popleft()[1] if self.messages else None
+        """The oldest unexpired message, or None.
 
-    def _expire(self) -> None:
-        messages, now = self.messages, time.monotonic()
+        A copy of its top level: a group's members share one decoded message,
+        and a consumer that changes its own must not change the others'.
+        """
+        messages = self.messages
+        if messages and messages[0][0] < time.monotonic():
+            self._expire(time.monotonic())
+        return dict(messages.popleft()[1]) if messages else None
+
+    def _expire(self, now: float) -> None:
+        messages = self.messages
         while messages and messages[0][0] < now:
             messages.popleft()
+
+
+class Inbox:
+    """This process's channels (by name) and groups (name -> member channels).
+
+    Thread-safe: ``receive()`` runs on the consumers' loops, deliveries on the
+    hub's thread.
+    """
+
+    def __init__(self, capacity_of: Callable[[str], int], expiry: float) -> None:
+        self.capacity_of, self.expiry = capacity_of, expiry
+        self.lock = threading.Lock()
+        self.channels: dict[str, ChannelQueue] = {}
+        self.groups: dict[str, set[str]] = {}
+
+    def queue(self, channel: str) -> ChannelQueue:
+        """The queue of ``channel``, created if need be."""
+        queue = self.channels.get(channel)
+        if queue is not None:
+            return queue
+        with self.lock:
+            queue = self.channels.get(channel)
+            if queue is None:
+                queue = self.channels[channel] = ChannelQueue(self.capacity_of(channel))
+            return queue
+
+    def full(self, channel: str) -> bool:
+        """Whether ``channel`` is a channel of this process that holds ``capacity`` messages."""
+        with self.lock:
+            queue = self.channels.get(channel)
+            return queue is not None and queue.full(time.monotonic())
+
+    def add(self, group: str, channel: str) -> None:
+        """Make ``channel`` a member of ``group``."""
+        with self.lock:
+            self.groups.setdefault(group, set()).add(channel)
+
+    def discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``, if it is a member."""
+        with self.lock:
+            members = self.groups.get(group)
+            if members is not None:
+                members.discard(channel)
+                if not members:
+                    del self.groups[group]
+
+    async def take(self, channel: str) -> dict[str, Any]:
+        """The next message of ``channel``, waiting on the caller's loop for one."""
+        loop = asyncio.get_running_loop()
+        lock, channels = self.lock, self.channels
+        while True:
+            with lock:
+                queue = channels.get(channel)
+                if queue is None:  # flushed meanwhile
+                    queue = channels[channel] = ChannelQueue(self.capacity_of(channel))
+                message = queue.take()
+                if message is not None:
+                    return message
+                future: asyncio.Future[None] = loop.create_future()
+                queue.waiters.append((loop, future))
+            await future
+
+    def abandon(self, channel: str) -> list[str] | None:
+        """A ``receive()`` on ``channel`` was cancelled: forget the channel (its
+        queue and group memberships) unless another ``receive()`` waits on it.
+
+        Returns:
+            The groups left without members, or None if the channel is kept.
+        """
+        with self.lock:
+            queue = self.channels.get(channel)
+            if queue is None:
+                return []
+            live = [waiter for waiter in queue.waiters if not waiter[1].done()]
+            if live:
+                # The cancelled receive may have been woken for a message: pass it on.
+                queue.waiters = deque(live)
+                woken = [queue.waiters.popleft()] if queue.messages else []
+            else:
+                del self.channels[channel]
+                emptied = []
+                for group, members in list(self.groups.items()):
+                    if channel in members:
+                        members.discard(channel)
+                        if not members:
+                            del self.groups[group]
+                            emptied.append(group)
+                return emptied
+        wake(woken)
+        return None
+
+    def deliver(self, names: Iterable[str], message: dict[str, Any]) -> list[str]:
+        """Queue ``message`` for each of ``names`` that is a channel of this
+        process and wake their receivers.
+
+        Returns:
+            The channels that were full (the message is dropped for them).
+        """
+        with self.lock:
+            woken, full = self._put(names, message)
+        wake(woken)
+        return full
+
+    def deliver_to_group(self, group: str, message: dict[str, Any]) -> list[str]:
+        """:meth:`deliver` to the members of ``group``."""
+        with self.lock:
+            woken, full = self._put(self.groups.get(group, ()), message)
+        wake(woken)
+        return full
+
+    def _put(self, names: Iterable[str], message: dict[str, Any]) -> tuple[list[Waiter], list[str]]:
+        """Queue one entry for every channel of ``names`` (under the lock)."""
+        now = time.monotonic()
+        entry = (now + self.expiry, message)
+        woken: list[Waiter] = []
+        full: list[str] = []
+        channels = self.channels
+        for name in names:
+            queue = channels.get(name)
+            if queue is None:
+                continue
+            try:
+                waiter = queue.put(entry, now)
+            except OverflowError:
+                full.append(name)
+                continue
+            if waiter is not None:
+                woken.append(waiter)
+        return woken, full
+
+    def flush(self) -> None:
+        """Forget every message and group; a channel that a ``receive()``
+        waits on keeps its (emptied) queue."""
+        with self.lock:
+            for name, queue in list(self.channels.items()):
+                queue.messages.clear()
+                if not any(not future.done() for _, future in queue.waiters):
+                    del self.channels[name]
+            self.groups.clear()
 
 
 def wake(waiters: Iterable[Waiter]) -> None:
     """Wake ``waiters`` from any thread: one call per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for loop, future in waiters:
-        by_loop.setdefault(loop, []).append(future)
+        futures = by_loop.get(loop)
+        if futures is None:
+            by_loop[loop] = [future]
+        else:
+            futures.append(future)
     for loop, futures in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: its receivers are gone
             loop.call_soon_threadsafe(_resolve, futures)

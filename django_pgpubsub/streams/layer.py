@@ -6,50 +6,30 @@ a group is one PostgreSQL channel, LISTENed by every process that holds a
 member, and each process hands a group's messages to its own members. A
 specific channel (``new_channel()``) names its process before the ``!``: a
 ``send()`` from anywhere is a NOTIFY on that process's channel.
+
+The pieces: :mod:`~django_pgpubsub.streams.inbox` (this process's channels and
+groups), :mod:`~django_pgpubsub.streams.taps` (what the layer LISTENs to, and
+routing what arrives), :mod:`~django_pgpubsub.streams.sending` (the NOTIFY, in
+the caller's transaction).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 import uuid
-from collections import deque
 from typing import Any
 
-from asgiref.sync import AsyncToSync, sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 
 from django_pgpubsub import conf
-from django_pgpubsub.events import Event
-from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.streams import messages, runtime
+from django_pgpubsub.streams import messages, sending
 from django_pgpubsub.streams.hub import Hub, get_hub
-from django_pgpubsub.streams.inbox import ChannelQueue, Waiter, wake
-from django_pgpubsub.streams.subscription import RESYNC_CHANNEL, Subscription
+from django_pgpubsub.streams.inbox import Inbox
+from django_pgpubsub.streams.taps import RESYNC_TYPE, Taps, kind_of
 
-logger = logging.getLogger("django_pgpubsub.layers")
-
-RESYNC_TYPE = "pgpubsub.resync"
-
-
-class _Tap(Subscription):
-    """The layer's subscription to one PostgreSQL channel; runs on the hub's thread."""
-
-    def __init__(self, layer: PubSubChannelLayer, hub: Hub, pg_name: str, kind: str) -> None:
-        super().__init__(frozenset([pg_name]), 1, hub.unsubscribe, None)
-        self.layer, self.kind = layer, kind
-        self.attached: asyncio.Task[None] | None = None
-
-    def deliver(self, event: Event) -> None:
-        self.layer._arrived(self, event)
-
-    def fail(self, error: ConnectionLost) -> None:
-        # The hub gave up and dropped its subscribers: listen afresh next time.
-        self.layer._lost(self)
+__all__ = ["RESYNC_TYPE", "PubSubChannelLayer"]
 
 
 class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is untyped
@@ -79,12 +59,8 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         self.using, self.prefix = using, prefix
         self.immediate, self.resync = immediate, resync
         self.process = uuid.uuid4().hex[:12]  # this process's part of new_channel() names
-        self._lock = threading.Lock()
-        self._channels: dict[str, ChannelQueue] = {}
-        self._groups: dict[str, set[str]] = {}
-        self._taps: dict[str, _Tap] = {}
-        self._incoming: deque[tuple[_Tap, str]] = deque()
-        self._pump: asyncio.Task[None] | None = None
+        self._inbox = Inbox(self.get_capacity, expiry)
+        self._taps = Taps(prefix, self._inbox, lambda: self.hub, resync=resync)
 
     @property
     def hub(self) -> Hub:
@@ -97,8 +73,8 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         """A new channel name of this process, reachable from every process."""
         name = f"{prefix}.{self.process}!{uuid.uuid4().hex}"
         self.require_valid_channel_name(name)
-        self._queue(name)
-        await self._listen("p", self.non_local_name(name))
+        self._inbox.queue(name)
+        await self._taps.listen(*kind_of(name))
         return name
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
@@ -109,57 +85,54 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         """
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
-        with self._lock:
-            queue = self._channels.get(channel)
-            if queue is not None and queue.full():
-                raise ChannelFull(channel)
-        if "!" in channel:
-            target = messages.pg_channel(self.prefix, "p", self.non_local_name(channel))
-        else:
-            target = messages.pg_channel(self.prefix, "c", channel)
-        await self._publish(target, messages.encode(channel, message), single="!" in channel)
+        if self._inbox.full(channel):
+            raise ChannelFull(channel)
+        target = self._taps.pg_name(*kind_of(channel))
+        await self._send(target, messages.encode(channel, message))
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The next message of ``channel``. Cancelled, it forgets the channel
-        (the consumer left), as channels_redis's pub/sub layer does."""
-        self.require_valid_channel_name(channel)
-        queue = self._queue(channel)
-        if "!" not in channel:
-            await self._listen("c", channel)
-        loop = asyncio.get_running_loop()
+        (the consumer left) unless another ``receive()`` waits on it, as
+        channels_redis's pub/sub layer does.
+
+        Raises:
+            ValueError: ``channel`` is a specific channel of another process.
+        """
+        inbox = self._inbox
+        queue = inbox.channels.get(channel)
+        if queue is None:  # a known channel's name was checked when it was made
+            self._require_local(channel, "receive from it")
+            queue = inbox.queue(channel)
+        if queue.source is None or not queue.source.listening:
+            queue.source = await self._taps.listen(*kind_of(channel))
         try:
-            while True:
-                with self._lock:
-                    message = queue.take()
-                    if message is not None:
-                        return message
-                    future: asyncio.Future[None] = loop.create_future()
-                    queue.waiters.append((loop, future))
-                await future
+            return await inbox.take(channel)
         except asyncio.CancelledError:
-            self._forget(channel)
+            emptied = inbox.abandon(channel)
+            if emptied is not None:
+                pg_names = [self._taps.pg_name("g", group) for group in emptied]
+                self._taps.unlisten([*pg_names, self._taps.pg_name(*kind_of(channel))])
             raise
 
     async def group_add(self, group: str, channel: str) -> None:
-        """Add ``channel`` to ``group``; the group's messages reach it from now on."""
+        """Add ``channel`` to ``group``; the group's messages reach it from now on.
+
+        Raises:
+            ValueError: ``channel`` is a specific channel of another process
+                (membership is process-local).
+        """
         self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
-        with self._lock:
-            self._groups.setdefault(group, set()).add(channel)
-        self._queue(channel)
-        await self._listen("g", group)
+        self._require_local(channel, "add it to a group")
+        self._inbox.add(group, channel)
+        self._inbox.queue(channel)
+        await self._taps.listen("g", group)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group`` (no error if it was not in it)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        with self._lock:
-            members = self._groups.get(group)
-            if members is not None:
-                members.discard(channel)
-                if not members:
-                    del self._groups[group]
-        self._unlisten(messages.pg_channel(self.prefix, "g", group))
+        self._inbox.discard(group, channel)
+        self._taps.unlisten([self._taps.pg_name("g", group)])
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """One NOTIFY: every process hands ``message`` to its members of ``group``.
@@ -168,171 +141,37 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         """
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
-        target = messages.pg_channel(self.prefix, "g", group)
-        await self._publish(target, messages.encode(group, message), single=False)
+        target = self._taps.pg_name("g", group)
+        await self._send(target, messages.encode(group, message))
 
     async def flush(self) -> None:
         """Forget every channel, group and message of this process, and every
         stored message (the rows are shared by all processes: for tests)."""
-        with self._lock:
-            for name, queue in list(self._channels.items()):
-                queue.messages.clear()
-                if not queue.waiters:  # a receive() still waits on the others
-                    del self._channels[name]
-            self._groups.clear()
-            taps = list(self._taps)
-        for pg_name in taps:
-            self._unlisten(pg_name)
+        self._inbox.flush()
+        self._taps.unlisten_all()
         await self.hub.execute(messages.FLUSH)
 
     async def close(self) -> None:
-        """Stop listening for this layer (its state is kept)."""
-        for pg_name in list(self._taps):
-            self._unlisten(pg_name)
+        """UNLISTEN what none of this layer's channels and groups needs any more."""
+        self._taps.unlisten_all()
 
-    # -- sending ------------------------------------------------------------
+    def _require_local(self, channel: str, what: str) -> None:
+        """Check the name of a channel used in this process.
 
-    async def _publish(self, target: str, text: str, *, single: bool) -> None:
-        params: tuple[Any, ...]
-        if messages.fits(text):
-            sql, params = messages.NOTIFY, (target, text)
-        else:
-            sql, params = messages.STORE, (text, float(self.expiry), target)
-        # Inside async_to_sync a sync caller waits, perhaps in a transaction:
-        # send on its thread's Django connection, so that the commit decides.
-        if not self.immediate and getattr(AsyncToSync.executors, "current", None) is not None:
-            await sync_to_async(self._publish_in_caller, thread_sensitive=True)(sql, params)
-        else:
-            await self.hub.execute(sql, params)
+        Raises:
+            TypeError: Not a valid channel name.
+            ValueError: A specific channel of another process.
+        """
+        self.require_valid_channel_name(channel)
+        kind, name = kind_of(channel)
+        if kind == "p" and not name.endswith(f".{self.process}!"):
+            raise ValueError(
+                f"{channel!r} is a channel of another process: only the process "
+                f"whose new_channel() made it can {what}."
+            )
 
-    def _publish_in_caller(self, sql: str, params: tuple[Any, ...]) -> None:
-        with connections[self.using or conf.listener_database()].cursor() as cursor:
-            cursor.execute(sql, params)
-
-    # -- listening: everything below runs on the hub's loop or under the lock --
-
-    def _queue(self, channel: str) -> ChannelQueue:
-        with self._lock:
-            queue = self._channels.get(channel)
-            if queue is None:
-                capacity = self.get_capacity(channel)
-                queue = self._channels[channel] = ChannelQueue(capacity, self.expiry)
-            return queue
-
-    def _forget(self, channel: str) -> None:
-        with self._lock:
-            self._channels.pop(channel, None)
-            emptied = []
-            for group, members in list(self._groups.items()):
-                if channel in members:
-                    members.discard(channel)
-                    if not members:
-                        del self._groups[group]
-                        emptied.append(messages.pg_channel(self.prefix, "g", group))
-        if "!" in channel:
-            emptied.append(messages.pg_channel(self.prefix, "p", self.non_local_name(channel)))
-        else:
-            emptied.append(messages.pg_channel(self.prefix, "c", channel))
-        for pg_name in emptied:
-            self._unlisten(pg_name)
-
-    async def _listen(self, kind: str, name: str) -> None:
-        await runtime.call(self._tap(messages.pg_channel(self.prefix, kind, name), kind))
-
-    async def _tap(self, pg_name: str, kind: str) -> None:
-        tap = self._taps.get(pg_name)
-        if tap is None:
-            hub = self.hub
-            tap = self._taps[pg_name] = _Tap(self, hub, pg_name, kind)
-            tap.attached = asyncio.get_running_loop().create_task(hub.attach(tap))
-        assert tap.attached is not None
-        try:
-            await asyncio.shield(tap.attached)
-        except ConnectionLost:
-            self._lost(tap)
-            raise
-
-    def _lost(self, tap: _Tap) -> None:
-        (pg_name,) = tap.channels
-        if self._taps.get(pg_name) is tap:
-            del self._taps[pg_name]
-
-    def _unlisten(self, pg_name: str) -> None:
-        """UNLISTEN ``pg_name`` unless something of this process still wants it."""
-        runtime.hub_loop().call_soon_threadsafe(self._untap, pg_name)
-
-    def _untap(self, pg_name: str) -> None:
-        tap = self._taps.get(pg_name)
-        if tap is None or self._wanted(tap):
-            return
-        del self._taps[pg_name]
-        tap.close()
-
-    def _wanted(self, tap: _Tap) -> bool:
-        (pg_name,) = tap.channels
-        with self._lock:
-            if tap.kind == "g":
-                names: Any = self._groups
-            elif tap.kind == "p":
-                names = (self.non_local_name(c) for c in self._channels if "!" in c)
-            else:
-                names = (c for c in self._channels if "!" not in c)
-            return any(messages.pg_channel(self.prefix, tap.kind, n) == pg_name for n in names)
-
-    def _arrived(self, tap: _Tap, event: Event) -> None:
-        """An event of a tap, on the hub's thread: routed in arrival order, once
-        the stored messages before it are read."""
-        if event.channel == RESYNC_CHANNEL:
-            if self.resync and tap.kind != "g":  # once per channel, not per group
-                self._resync(tap)
-            return
-        if self._incoming or event.payload.startswith(messages.STORED):
-            self._incoming.append((tap, event.payload))
-            if self._pump is None or self._pump.done():
-                self._pump = asyncio.get_running_loop().create_task(self._read_stored())
-        else:
-            self._route(tap, event.payload)
-
-    async def _read_stored(self) -> None:
-        while self._incoming:
-            tap, payload = self._incoming[0]
-            if payload.startswith(messages.STORED):
-                sql = messages.TAKE if tap.kind == "p" else messages.READ
-                try:
-                    rows = await self.hub.execute(sql, (int(payload[1:]),))
-                except Exception:
-                    logger.exception("The channel layer could not read a stored message.")
-                    rows = []
-                payload = rows[0][0] if rows else ""
-            self._incoming.popleft()
-            if payload:
-                self._route(tap, payload)
-
-    def _route(self, tap: _Tap, payload: str) -> None:
-        destination, message = messages.decode(payload)
-        with self._lock:
-            names = list(self._groups.get(destination, ())) if tap.kind == "g" else [destination]
-            woken: list[Waiter] = []
-            for name in names:
-                queue = self._channels.get(name)
-                if queue is None:
-                    continue
-                try:
-                    waiter = queue.put(message)
-                except OverflowError:
-                    logger.warning("Channel %r is full: a message to it was dropped.", name)
-                    continue
-                if waiter is not None:
-                    woken.append(waiter)
-        wake(woken)
-
-    def _resync(self, tap: _Tap) -> None:
-        with self._lock:
-            names = [n for n in self._channels if self._wanted_by(tap, n)]
-        for name in names:
-            self._route(tap, messages.encode(name, {"type": RESYNC_TYPE, "reason": "reconnected"}))
-
-    def _wanted_by(self, tap: _Tap, channel: str) -> bool:
-        kind = "p" if "!" in channel else "c"
-        name = self.non_local_name(channel) if kind == "p" else channel
-        return kind == tap.kind and messages.pg_channel(self.prefix, kind, name) in tap.channels
+    async def _send(self, target: str, text: str) -> None:
+        using = self.using or conf.listener_database()
+        await sending.send(
+            get_hub(using), using, target, text, expiry=self.expiry, immediate=self.immediate
+        )

@@ -8,7 +8,16 @@ from pathlib import Path
 
 from django.contrib.auth.models import Permission, User
 
-from django_pgpubsub import DurableEvent, Event, handler, notify, publish_changes, publish_on_save
+from django_pgpubsub import (
+    DurableEvent,
+    Event,
+    PubSub,
+    connect,
+    handler,
+    notify,
+    publish_changes,
+    publish_on_save,
+)
 from tests.testapp.models import Received
 
 
@@ -108,3 +117,37 @@ def hangs_the_first_time(event: Event) -> None:
         marker.write_text(str(os.getpid()))
         time.sleep(600)
     record(event, "durable after hang")
+
+
+_side: list[PubSub] = []
+
+
+def _log(statement: str, params: tuple[object, ...]) -> None:
+    """Write on a connection of its own, in autocommit: a failed attempt's
+    rollback keeps the record."""
+    if not _side:
+        _side.append(connect())
+    with _side[0].conn.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+@handler("test.durable.ordered")
+def ordered(event: Event) -> None:
+    """Records its start and end (clock_timestamp()) in ordering_log; sleeps as
+    told; fails the first attempt when told."""
+    assert isinstance(event, DurableEvent)
+    data = event.data
+    _log(
+        "INSERT INTO ordering_log (key, seq, attempt, pid, started) "
+        "VALUES (%s, %s, %s, %s, clock_timestamp())",
+        (data["key"], data["seq"], event.attempt, os.getpid()),
+    )
+    time.sleep(data["sleep"])
+    failing = data.get("fail") and event.attempt == 1
+    _log(
+        "UPDATE ordering_log SET ended = clock_timestamp(), failed = %s "
+        "WHERE key = %s AND seq = %s AND attempt = %s",
+        (bool(failing), data["key"], data["seq"], event.attempt),
+    )
+    if failing:
+        raise RuntimeError("fails its first attempt")

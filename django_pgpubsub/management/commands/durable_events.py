@@ -95,6 +95,12 @@ class Command(BaseCommand):
                     f"{event.holder}, since {event.claimed_at:%Y-%m-%d %H:%M:%S}, "
                     f"lease expires {event.lease_expires_at:%H:%M:%S}"
                 )
+        blocked, oldest = events.blocked_keys()
+        if blocked:
+            self.stdout.write(
+                f"{blocked} ordering key(s) blocked by a failed attempt; the oldest "
+                f"event held back waits for {oldest or 0:.0f} s."
+            )
         if any(state == "failed" for _, state, _ in rows):
             self.stdout.write("Retry failed events with `durable_events retry`.")
         if any(state == "pending" for _, state, _ in rows):

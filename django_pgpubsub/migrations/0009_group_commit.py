@@ -16,7 +16,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_pgpubsub", "0007_holder_key"),
+        ("django_pgpubsub", "0008_ordering_key"),
     ]
 
     operations = [

@@ -1,0 +1,70 @@
+"""How the layer tells an ``async_to_sync`` caller (whose transaction decides)
+from async code (sent at once), and what it does if asgiref stops telling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connections, transaction
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+from django_pgpubsub.layers import PubSubChannelLayer
+from django_pgpubsub.streams import sending
+from django_pgpubsub.streams.hub import get_hub
+from tests.test_layer import receive, run
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not is_psycopg3, reason="the hub needs psycopg 3"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hub() -> Iterator[None]:
+    yield
+    asyncio.run(get_hub().close())
+
+
+async def probe() -> bool | None:
+    return sending.sync_caller_waits()
+
+
+def test_asgiref_still_says_whether_a_sync_caller_waits() -> None:
+    # Fails first if asgiref drops AsyncToSync.executors.current: the layer
+    # then sends every message from the caller's thread (right, but slower).
+    assert asyncio.run(probe()) is False  # async code: nobody waits
+    assert async_to_sync(probe)() is True  # a sync caller waits
+
+    def sync_inside_async() -> bool | None:
+        return async_to_sync(probe)()
+
+    async def nested() -> bool | None:
+        return await sync_to_async(sync_inside_async)()
+
+    assert asyncio.run(nested()) is True
+    assert sending.sync_caller_waits() is False  # no coroutine at all
+
+
+def test_if_asgiref_stops_saying_sends_still_wait_for_the_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sending, "sync_caller_waits", lambda: None)
+    layer = PubSubChannelLayer()
+    channel = async_to_sync(layer.new_channel)()
+    with transaction.atomic():
+        async_to_sync(layer.send)(channel, {"type": "rolled back"})
+        transaction.set_rollback(True)
+    with transaction.atomic():
+        async_to_sync(layer.send)(channel, {"type": "committed"})
+
+    async def from_async_code() -> None:  # no transaction: sent at once
+        await layer.send(channel, {"type": "async"})
+        assert await receive(layer, channel) == {"type": "committed"}
+        assert await receive(layer, channel) == {"type": "async"}
+        # It went through asgiref's sync thread, as Django's ORM would: close there.
+        await sync_to_async(connections.close_all)()
+
+    run(from_async_code)
