@@ -32,9 +32,9 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from django_pgpubsub import conf
 from django_pgpubsub.db import sql
@@ -121,10 +121,20 @@ class Group:
         """
         using = self.holder.using
         committed = False
-        with transaction.atomic(using=using):
-            self.end = self._handle(handlers, stop)
-            if not self.rollback_all and not transaction_untouched(using):
-                committed = self._finish_in_transaction()
+        left = False  # the atomic block's body is over: committing
+        try:
+            with transaction.atomic(using=using):
+                self.end = self._handle(handlers, stop)
+                if not self.rollback_all and not transaction_untouched(using):
+                    committed = self._finish_in_transaction()
+                left = True
+        except DatabaseError:
+            raise
+        except Exception:
+            if not left:
+                raise
+            # Committed: what raised is an on_commit callback of a handler's.
+            self._log_on_commit_error()
         if not committed:
             # No handler's writes are in the transaction (none ran SQL, or
             # it was rolled back): the completion commits alone, in autocommit.
@@ -155,6 +165,7 @@ class Group:
             self.savepoints.append(savepoint)
             running: Handler | None = None
             timer = time.perf_counter()
+            callbacks = len(wrapper.run_on_commit)
             try:
                 for running in handlers[event.channel]:
                     running(event)
@@ -175,10 +186,35 @@ class Group:
                     return index + 1
             else:
                 self.done.append(index)
+                self._guard_callbacks(wrapper.run_on_commit, callbacks, event)
             finally:
                 if observer.timed:
                     observer.handled(event.channel, time.perf_counter() - timer)
         return len(self.events)
+
+    @staticmethod
+    def _guard_callbacks(run_on_commit: list[Any], since: int, event: DurableEvent) -> None:
+        """Make the on_commit callbacks that ``event``'s handlers registered log
+        what they raise: one that raises must not stop its group's others."""
+
+        def guarded(function: Callable[[], Any]) -> Callable[[], None]:
+            def call() -> None:
+                try:
+                    function()
+                except Exception:
+                    logger.exception(
+                        "An on_commit callback of durable event %d (channel %r) raised; "
+                        "the event was handled.",
+                        event.id,
+                        event.channel,
+                        extra=log_fields(event),
+                    )
+
+            return call
+
+        for position in range(since, len(run_on_commit)):
+            entry = run_on_commit[position]
+            run_on_commit[position] = (entry[0], guarded(entry[1]), *entry[2:])
 
     def _failed(self, event: DurableEvent, running: Handler | None) -> Failure:
         error = traceback.format_exc()
@@ -268,6 +304,13 @@ class Group:
                 event.attempt,
                 extra=log_fields(event),
             )
+
+    def _log_on_commit_error(self) -> None:
+        logger.exception(
+            "An on_commit callback of a durable event's handler raised; the events "
+            "of its group (ids %s) were handled.",
+            [event.id for event in self.events[: self.end]],
+        )
 
     def _log_lost(self, event: DurableEvent) -> None:
         logger.warning(
