@@ -143,7 +143,7 @@ def test_a_crashed_groups_events_get_their_attempt_back_and_run_alone(
         "next": None,
     }
     ids = [row[0] for row in run_sql(test_database_url, CLAIM_SQL, params)]  # type: ignore[arg-type]
-    run_sql(test_database_url, START_GROUP_SQL, {**params, "ids": ids})  # type: ignore[arg-type]
+    run_sql(test_database_url, START_GROUP_SQL, {**params, "ids": ids, "max_bytes": 10**6})  # type: ignore[arg-type]
     # That session has ended: its holder key's advisory lock is gone.
     assert sorted(OutboxEvent.objects.values_list("attempts", "alone")) == [(1, False)] * 3
     seen: list[tuple[str, int, Any]] = []

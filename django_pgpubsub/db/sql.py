@@ -228,21 +228,34 @@ SELECT (SELECT count(*) FROM failed), {_STARTED}
 # commits before any of its handlers runs (the claim's first event, started
 # by CLAIM_SQL, is counted there already), and marks them ``alone = false``
 # (started in a group of several) unless they must run alone; an event in a
-# group of its own is counted as an event run alone. It commits with
+# group of its own is counted as an event run alone. Its payloads are read
+# at once, so a group is cut once they pass %(max_bytes)s (its first event
+# is always in): the held events it leaves out have NULL attempts. It commits with
 # synchronous_commit off: it carries no writes of the user's, and losing it
 # in a server crash loses one count of an attempt (one more attempt than
 # DURABLE_MAX_ATTEMPTS, at most), never a delivery.
 START_GROUP_SQL = f"""
-UPDATE {OUTBOX_TABLE} AS o SET
-    attempts = o.attempts + (o.started_at IS NULL)::int,
-    started_at = coalesce(o.started_at, clock_timestamp()),
-    lease_expires_at = {_LEASE},
-    alone = CASE WHEN cardinality(%(ids)s::bigint[]) > 1 THEN coalesce(o.alone, false)
-                 ELSE o.alone END,
-    {_HOLDER}
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-WHERE o.id = ANY(%(ids)s) AND o.claim_token = %(token)s AND o.state = 'running'
-RETURNING o.id, o.attempts, o.payload
+WITH held AS (
+    SELECT id, coalesce(sum(octet_length(payload)) OVER (ORDER BY id ROWS
+        BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+    FROM {OUTBOX_TABLE}
+    WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 'running'
+), chosen AS MATERIALIZED (
+    SELECT id FROM held WHERE before < %(max_bytes)s
+), started AS (
+    UPDATE {OUTBOX_TABLE} AS o SET
+        attempts = o.attempts + (o.started_at IS NULL)::int,
+        started_at = coalesce(o.started_at, clock_timestamp()),
+        lease_expires_at = {_LEASE},
+        alone = CASE WHEN (SELECT count(*) FROM chosen) > 1 THEN coalesce(o.alone, false)
+                     ELSE o.alone END,
+        {_HOLDER}
+    FROM chosen, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+    WHERE o.id = chosen.id
+    RETURNING o.id, o.attempts, o.payload
+)
+SELECT held.id, started.attempts, started.payload
+FROM held LEFT JOIN started USING (id)
 """
 
 # The end of a group, in its transaction, after every handler: the handled

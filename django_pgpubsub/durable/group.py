@@ -56,6 +56,8 @@ logger = logging.getLogger("django_pgpubsub.durable")
 # that wrote) that PostgreSQL caches per transaction before every other
 # session's snapshot checks get slower.
 GROUP_MAX = 50
+# Bytes of payloads a group reads at once (its first event's, whatever its size).
+GROUP_BYTES = 1_000_000
 # Seconds after which a group starts no more events and commits.
 GROUP_SECONDS = 0.05
 
@@ -98,12 +100,10 @@ class Group:
             The ids that the claim no longer holds (dropped from the group).
         """
         holder = self.holder
-        params = holder.params(ids=[row.id for row in self.rows])
-        started = {
-            row_id: (attempts, payload)
-            for row_id, attempts, payload in fetch_rows(holder.using, sql.START_GROUP_SQL, params)
-        }
-        lost = [row.id for row in self.rows if row.id not in started]
+        params = holder.params(ids=[row.id for row in self.rows], max_bytes=GROUP_BYTES)
+        held = fetch_rows(holder.using, sql.START_GROUP_SQL, params)
+        started = {row_id: (n, payload) for row_id, n, payload in held if n is not None}
+        lost = sorted({row.id for row in self.rows} - {row[0] for row in held})
         self.rows = [row for row in self.rows if row.id in started]
         for row in self.rows:
             attempt, payload = started[row.id]
