@@ -19,18 +19,17 @@ from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.db.connection import listening_options, open_connection
 from django_pgpubsub.db.drivers import DriverConnection
 from django_pgpubsub.db.sql import HOLD_SQL, WAKEUP_CHANNEL
+from django_pgpubsub.dispatch import run_handlers
 from django_pgpubsub.durable.outbox import Outbox
-from django_pgpubsub.events import Event, log_fields
+from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.probe import APPLICATION_NAME, PRESENCE_SQL, PROBE_SQL, Probe, presence_key
-from django_pgpubsub.registry import Handler, Registry, handler_name, registry
+from django_pgpubsub.registry import Handler, Registry, registry
 from django_pgpubsub.schedule import Periodic, Schedule
 from django_pgpubsub.waiting import wait_readable
 
 logger = logging.getLogger("django_pgpubsub.listener")
-
-LOGGED_PAYLOAD_CHARS = 200
 
 ConnectHook = Callable[["Listener", bool], None]
 
@@ -261,42 +260,11 @@ class Listener:
             self.stop()
 
     def _dispatch(self, events: list[Event], table: dict[str, tuple[Handler, ...]]) -> None:
-        # The hot path: locals, and nothing per event that can be done per batch.
-        dispatched = self.dispatched
-        limit = self.max_events or -1
-        handled = self.observer.handled if self.observer.timed else None
-        clock = time.perf_counter
-        # One clock read per event: each event's time runs from the previous
-        # one's end (the loop's own sub-microsecond share included).
-        started = clock() if handled is not None else 0.0
-        try:
-            for event in events:
-                for function in table.get(event.channel, ()):
-                    try:
-                        function(event)
-                    except Exception:
-                        self._log_handler_error(function, event)
-                    if self._stopping:
-                        return
-                if handled is not None:
-                    ended = clock()
-                    handled(event.channel, ended - started)
-                    started = ended
-                dispatched += 1
-                if dispatched == limit:
-                    self.stop()
-                    return
-        finally:
-            self.dispatched = dispatched
-
-    def _log_handler_error(self, function: Handler, event: Event) -> None:
-        self.observer.handler_failed(event.channel, function)
-        name = handler_name(function)
-        extra = {**log_fields(event), "handler": name}
-        logger.exception(
-            "Handler %s failed on channel %r; carrying on.", name, event.channel, extra=extra
-        )
-        logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload, extra=extra)
+        limit = -1 if self.max_events is None else self.max_events - self.dispatched
+        count = run_handlers(events, table, self.observer, self, limit)
+        self.dispatched += count
+        if count == limit:
+            self.stop()
 
     def _open(self) -> DriverConnection:
         connection = open_connection(

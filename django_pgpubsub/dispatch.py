@@ -1,0 +1,76 @@
+"""Running the handlers of plain events: the listener's hot path."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from django_pgpubsub.events import Event, log_fields
+from django_pgpubsub.observer import Observer
+from django_pgpubsub.registry import Handler, handler_name
+
+# Handler errors are the listener's to report: users configure this logger.
+logger = logging.getLogger("django_pgpubsub.listener")
+
+LOGGED_PAYLOAD_CHARS = 200
+
+
+class Stoppable(Protocol):
+    @property
+    def stopping(self) -> bool: ...
+
+
+def run_handlers(
+    events: list[Event],
+    table: dict[str, tuple[Handler, ...]],
+    observer: Observer,
+    owner: Stoppable,
+    limit: int = -1,
+) -> int:
+    """Run each event's handlers, in order; a handler that raises is logged.
+
+    Args:
+        events: The events, in the order received.
+        table: Each channel's handlers.
+        observer: Told each event's handling time (when it times) and failures.
+        owner: Its ``stopping`` is checked after each handler: once true,
+            nothing more runs, and the running event is not counted.
+        limit: Stop after this many events; -1 for no limit.
+
+    Returns:
+        How many events were dispatched.
+    """
+    # The hot path: locals, and nothing per event that can be done per batch.
+    dispatched = 0
+    handled = observer.handled if observer.timed else None
+    clock = time.perf_counter
+    # One clock read per event: each event's time runs from the previous
+    # one's end (the loop's own sub-microsecond share included).
+    started = clock() if handled is not None else 0.0
+    for event in events:
+        for function in table.get(event.channel, ()):
+            try:
+                function(event)
+            except Exception:
+                _log_handler_error(observer, function, event)
+            if owner.stopping:
+                return dispatched
+        if handled is not None:
+            ended = clock()
+            handled(event.channel, ended - started)
+            started = ended
+        dispatched += 1
+        if dispatched == limit:
+            break
+    return dispatched
+
+
+def _log_handler_error(observer: Observer, function: Handler, event: Event) -> None:
+    observer.handler_failed(event.channel, function)
+    name = handler_name(function)
+    extra = {**log_fields(event), "handler": name}
+    logger.exception(
+        "Handler %s failed on channel %r; carrying on.", name, event.channel, extra=extra
+    )
+    logger.debug("The payload was: %.*s", LOGGED_PAYLOAD_CHARS, event.payload, extra=extra)
