@@ -104,6 +104,17 @@ def test_a_dead_letter_holds_its_key_under_block_and_not_under_continue() -> Non
     assert report.healthy
 
 
+@override_settings(PGPUBSUB={"DURABLE_RETRY_DELAY": 3600, "DURABLE_POLL_INTERVAL": 0.2})
+def test_the_django_health_check_plugin_takes_the_option() -> None:
+    pytest.importorskip("health_check")
+    from django_pgpubsub.contrib.health_check import PubSub
+
+    fail_the_head_of_key_a()
+    PubSub().run()  # a warning only
+    with pytest.raises(Exception, match=r"blocked_keys: 1 ordering key\(s\) blocked"):
+        PubSub(max_blocked_age=0).run()
+
+
 def test_the_option_refuses_a_negative_age() -> None:
     with pytest.raises(CommandError, match="at least 0"):
         call_command("pubsub_health", "--max-blocked-age", "-1")
