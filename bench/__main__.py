@@ -27,6 +27,7 @@ import psycopg2
 
 from bench import durable, wakeup
 from bench.layer import QUICK_LAYER, LayerSizes
+from bench.ordering import QUICK_ORDERING, OrderingSizes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +57,7 @@ class Sizes:
     fanout_rounds: int = 20
     async_burst: int = 200_000
     layer: LayerSizes = field(default_factory=LayerSizes)
+    ordering: OrderingSizes = field(default_factory=OrderingSizes)
 
 
 QUICK = Sizes(
@@ -75,6 +77,7 @@ QUICK = Sizes(
     fanout_rounds=3,
     async_burst=5_000,
     layer=QUICK_LAYER,
+    ordering=QUICK_ORDERING,
 )
 
 
@@ -243,7 +246,7 @@ def alternate(
     return runs
 
 
-GROUPS = ("wakeup", "dispatch", "durable", "triggers", "streams", "layer", "writers")
+GROUPS = ("wakeup", "dispatch", "durable", "ordering", "triggers", "streams", "layer", "writers")
 
 
 def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Figure]:
@@ -256,6 +259,8 @@ def run(sizes: Sizes, rounds: int, groups: tuple[str, ...] = GROUPS) -> list[Fig
         figures.extend(dispatch_figures(sizes, rounds))
     if "durable" in groups:
         figures.extend(durable_figures(sizes.durable, rounds))
+    if "ordering" in groups:
+        figures.extend(ordering_figures(sizes.ordering))
     if "triggers" in groups:
         figures.extend(trigger_figures(sizes, rounds))
     if "streams" in groups:
@@ -351,6 +356,13 @@ def layer_figures(sizes: Sizes) -> list[Figure]:
     from bench import layer
 
     return [Figure(**figure) for figure in layer.layer_figures(sizes.layer)]
+
+
+def ordering_figures(sizes: OrderingSizes) -> list[Figure]:
+    """Durable throughput over 4 listeners with 1, 10 and 1,000 ordering keys, vs none."""
+    from bench import ordering
+
+    return [Figure(**figure) for figure in ordering.ordering_figures(sizes, Listener)]
 
 
 def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:

@@ -3,7 +3,8 @@ django-health-check plugin run these.
 
 Each check reads one thing from PostgreSQL (no table is written): whether the
 database answers, how full the notification queue is, the durable outbox's
-failed and oldest pending events, and which ``listen_events`` processes are
+failed and oldest pending events, the ordering keys blocked by a failed
+attempt, and which ``listen_events`` processes are
 connected (by ``application_name``) and for which channels (by the advisory
 locks each listener holds, see :mod:`django_pgpubsub.probe`).
 """
@@ -26,16 +27,18 @@ from django_pgpubsub.bounded import (
 )
 from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.db.connection import database_wrapper
-from django_pgpubsub.db.sql import OUTBOX_TABLE
+from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE
+from django_pgpubsub.health_listeners import listeners_check, presence
 from django_pgpubsub.health_report import (
     CheckResult,
     HealthReport,
+    blocked_keys_check,
     failed_events_check,
     oldest_pending_check,
     queue_usage_check,
     unhandled_channels_check,
 )
-from django_pgpubsub.probe import APPLICATION_NAME, presence_lock_ids
+from django_pgpubsub.probe import presence_lock_ids
 
 QUEUE_SQL = "SELECT pg_notification_queue_usage(), to_regclass(%s) IS NOT NULL"
 
@@ -60,25 +63,6 @@ WHERE c.channel IS NOT NULL
 
 FAILED_SQL = f"SELECT count(*) FROM {OUTBOX_TABLE} WHERE state = 'failed'"
 
-LISTENERS_SQL = """
-SELECT count(*) FROM pg_stat_activity
-WHERE application_name = %s AND datname = current_database()
-"""
-
-CHANNEL_LISTENERS_SQL = """
-SELECT count(DISTINCT a.pid) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-WHERE a.application_name = %s AND a.datname = current_database()
-  AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND l.classid::bigint = %s AND l.objid::bigint = %s
-"""
-
-# The presence locks held in this database (pg_locks: readable by every role).
-PRESENCE_LOCKS_SQL = """
-SELECT DISTINCT l.classid::bigint, l.objid::bigint FROM pg_locks l
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
-
 
 def check_health(
     using: str | None = None,
@@ -86,6 +70,7 @@ def check_health(
     max_queue_usage: float = 0.5,
     max_failed: int = 0,
     max_pending_age: float = 300.0,
+    max_blocked_age: float | None = None,
     require_listener: bool = False,
     channels: Iterable[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
@@ -102,6 +87,9 @@ def check_health(
         max_queue_usage: Highest healthy ``pg_notification_queue_usage()`` (0..1).
         max_failed: Most failed durable events that are still healthy.
         max_pending_age: Seconds the oldest pending durable event may wait.
+        max_blocked_age: Seconds the oldest event held back behind a failed
+            event of its ordering key may wait; None: a blocked key is a
+            warning, never a failure.
         require_listener: Also require a connected ``listen_events`` process,
             and one for every channel with pending durable events.
         channels: With ``require_listener``: one for each of these channels.
@@ -120,7 +108,9 @@ def check_health(
     database_wrapper(alias)  # ImproperlyConfigured for an unknown alias or not PostgreSQL
     timeout = validate_timeout(timeout)
     wanted = sorted(set(validate_channels(channels)))
-    limits = _Limits(max_queue_usage, max_failed, max_pending_age, require_listener, wanted)
+    limits = _Limits(
+        max_queue_usage, max_failed, max_pending_age, max_blocked_age, require_listener, wanted
+    )
     found = _Found()
     # When it times out, what was found in time is in found; the rest failed.
     with contextlib.suppress(TimedOut):
@@ -146,6 +136,7 @@ ORDER = (
     "queue_usage",
     "failed_events",
     "oldest_pending",
+    "blocked_keys",
     "unhandled_channels",
     "listener",
 )
@@ -156,6 +147,7 @@ class _Limits:
     max_queue_usage: float
     max_failed: int
     max_pending_age: float
+    max_blocked_age: float | None
     require_listener: bool
     channels: list[str]
 
@@ -171,7 +163,7 @@ class _Found:
 def _expected(limits: _Limits, has_outbox: bool) -> list[str]:
     names = ["queue_usage"]
     if has_outbox:
-        names += ["failed_events", "oldest_pending", "unhandled_channels"]
+        names += ["failed_events", "oldest_pending", "blocked_keys", "unhandled_channels"]
     if limits.require_listener:
         names.append("listener")
     return names
@@ -201,18 +193,28 @@ def _run_checks(reader: BoundedReader, alias: str, limits: _Limits, progress: _F
     progress.has_outbox = bool(has_outbox)
     found["queue_usage"] = queue_usage_check(float(usage), limits.max_queue_usage)
     try:
-        presence = _presence(reader)
+        presence_locks = presence(reader)
         if limits.require_listener:
-            found["listener"] = _listeners(reader, alias, limits.channels)
+            found["listener"] = listeners_check(reader, alias, limits.channels)
     except DatabaseError as exc:
         for name in _expected(limits, progress.has_outbox):
             found.setdefault(name, CheckResult(False, None, f"cannot check: {_line(exc)}"))
         return
-    if not has_outbox:
+    if has_outbox:
+        _outbox_checks(reader, limits, presence_locks, found)
+    else:
         missing = f"no {OUTBOX_TABLE} table: run `manage.py migrate django_pgpubsub`"
-        found["failed_events"] = CheckResult(False, None, missing)
-        found["oldest_pending"] = CheckResult(False, None, missing)
-        return
+        for name in ("failed_events", "oldest_pending", "blocked_keys"):
+            found[name] = CheckResult(False, None, missing)
+
+
+def _outbox_checks(
+    reader: BoundedReader,
+    limits: _Limits,
+    presence_locks: set[tuple[int, int]],
+    found: dict[str, CheckResult],
+) -> None:
+    """The checks of the durable outbox, each statement on its own."""
     try:
         pending = reader.fetch(PENDING_CHANNELS_SQL)
     except DatabaseError as exc:
@@ -224,7 +226,7 @@ def _run_checks(reader: BoundedReader, alias: str, limits: _Limits, progress: _F
         oldest = round(max(ages), 3) if ages else None
         found["oldest_pending"] = oldest_pending_check(oldest, limits.max_pending_age)
         unhandled = sorted(
-            channel for channel, _ in pending if presence_lock_ids(channel) not in presence
+            channel for channel, _ in pending if presence_lock_ids(channel) not in presence_locks
         )
         found["unhandled_channels"] = unhandled_channels_check(unhandled, limits.require_listener)
     try:
@@ -233,6 +235,15 @@ def _run_checks(reader: BoundedReader, alias: str, limits: _Limits, progress: _F
         found["failed_events"] = CheckResult(False, None, _why(exc))
     else:
         found["failed_events"] = failed_events_check(int(failed), limits.max_failed)
+    try:
+        [(keys, waiting)] = reader.fetch(
+            BLOCKED_KEYS_SQL, {"blockers": conf.ordering_blocker_states()}
+        )
+    except DatabaseError as exc:
+        found["blocked_keys"] = CheckResult(False, None, _why(exc))
+    else:
+        age = None if waiting is None else round(float(waiting), 3)
+        found["blocked_keys"] = blocked_keys_check(int(keys), age, limits.max_blocked_age)
 
 
 def unhandled_channels(using: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
@@ -249,17 +260,13 @@ def unhandled_channels(using: str | None = None, *, timeout: float = DEFAULT_TIM
 
     def read(reader: BoundedReader) -> list[str]:
         reader.connect()
-        presence = _presence(reader)
+        presence_locks = presence(reader)
         pending = reader.fetch(PENDING_CHANNELS_SQL)
         return sorted(
-            channel for channel, _ in pending if presence_lock_ids(channel) not in presence
+            channel for channel, _ in pending if presence_lock_ids(channel) not in presence_locks
         )
 
     return run_bounded(alias, timeout, read, name="pgpubsub-unhandled")
-
-
-def _presence(reader: BoundedReader) -> set[tuple[int, int]]:
-    return {(int(classid), int(objid)) for classid, objid in reader.fetch(PRESENCE_LOCKS_SQL)}
 
 
 def _line(exc: BaseException) -> str:
@@ -270,28 +277,6 @@ def _why(exc: DatabaseError) -> str:
     if isinstance(exc, TimedOut):
         return f"did not finish in the time allowed ({_line(exc)})"
     return f"cannot check: {_line(exc)}"
-
-
-def _listeners(reader: BoundedReader, alias: str, channels: list[str]) -> CheckResult:
-    if not channels:
-        [(count,)] = reader.fetch(LISTENERS_SQL, (APPLICATION_NAME,))
-        count = int(count)
-        if not count:
-            return CheckResult(
-                False, 0, f"no listen_events process is connected to {alias!r}'s database"
-            )
-        return CheckResult(True, count, f"{count} listen_events process(es) connected")
-    counts: dict[str, int] = {}
-    for channel in channels:
-        classid, objid = presence_lock_ids(channel)
-        [(count,)] = reader.fetch(CHANNEL_LISTENERS_SQL, (APPLICATION_NAME, classid, objid))
-        counts[channel] = int(count)
-    missing = [channel for channel, count in counts.items() if not count]
-    if missing:
-        return CheckResult(
-            False, counts, f"no listen_events process listens on channel(s) {missing}"
-        )
-    return CheckResult(True, counts, f"every channel has a listener: {counts}")
 
 
 __all__ = ["CheckResult", "HealthReport", "check_health", "unhandled_channels"]

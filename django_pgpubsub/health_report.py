@@ -97,3 +97,18 @@ def unhandled_channels_check(channels: list[str], require_listener: bool) -> Che
         "handles: they wait until one does"
     )
     return CheckResult(not require_listener, channels, detail, warning=True)
+
+
+def blocked_keys_check(keys: int, oldest: float | None, limit: float | None) -> CheckResult:
+    """Ordering keys held back by a failed attempt: a warning, or a failure once
+    the oldest event waiting behind one is older than ``limit`` seconds."""
+    value = {"keys": keys, "oldest_seconds": oldest}
+    if not keys or oldest is None:
+        return CheckResult(True, value, "no ordering key is blocked by a failed attempt")
+    detail = (
+        f"{keys} ordering key(s) blocked by a failed attempt; the oldest event held back "
+        f"waits for {oldest:.0f} s"
+    )
+    if limit is not None and oldest > limit:
+        return CheckResult(False, value, f"{detail}, over the limit of {limit:g} s")
+    return CheckResult(True, value, f"{detail}; see `manage.py durable_events`", warning=True)

@@ -47,7 +47,8 @@ def listening() -> Iterator[Listener]:
 def test_healthy_exits_0_and_names_the_checks() -> None:
     assert health() == (
         0,
-        "healthy: database, queue_usage, failed_events, oldest_pending, unhandled_channels\n",
+        "healthy: database, queue_usage, failed_events, oldest_pending, blocked_keys, "
+        "unhandled_channels\n",
     )
 
     def closed() -> bool:  # the connection of its own that it opened
@@ -71,6 +72,7 @@ def test_json_report() -> None:
         "queue_usage",
         "failed_events",
         "oldest_pending",
+        "blocked_keys",
         "unhandled_channels",
         "listener",
     ]
@@ -95,8 +97,8 @@ def test_require_listener_without_one_fails() -> None:
 def test_require_listener_with_one_running(listening: Listener) -> None:
     assert health("--require-listener") == (
         0,
-        "healthy: database, queue_usage, failed_events, oldest_pending, unhandled_channels, "
-        "listener\n",
+        "healthy: database, queue_usage, failed_events, oldest_pending, blocked_keys, "
+        "unhandled_channels, listener\n",
     )
     assert health("--require-listener", "--channel", "a", "--channel", "b")[0] == 0
     status, out = health("--require-listener", "--channel", "a", "--channel", "c")
@@ -247,5 +249,5 @@ def test_a_missing_outbox_table_says_how_to_create_it() -> None:
     assert status == 1
     assert out.splitlines() == [
         f"{name}: no django_pgpubsub_outbox table: run `manage.py migrate django_pgpubsub`"
-        for name in ("failed_events", "oldest_pending")
+        for name in ("failed_events", "oldest_pending", "blocked_keys")
     ]

@@ -62,7 +62,8 @@ def test_channels_with_pending_events_and_no_listener_are_named(
     assert out.splitlines() == [
         "warning: unhandled_channels: pending durable events on channel(s) "
         "['orphan.a', 'orphan.b'] that no running listen_events handles: they wait until one does",
-        "healthy: database, queue_usage, failed_events, oldest_pending, unhandled_channels",
+        "healthy: database, queue_usage, failed_events, oldest_pending, blocked_keys, "
+        "unhandled_channels",
     ]
     status, out = run("pubsub_health", "--max-failed", "1", "--require-listener")
     assert status == 1

@@ -51,6 +51,8 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
         max_queue_usage: Highest healthy ``pg_notification_queue_usage()``.
         max_failed: Most failed durable events that are still healthy.
         max_pending_age: Seconds the oldest pending durable event may wait.
+        max_blocked_age: Seconds an event held back behind a failed event of
+            its ordering key may wait; None: never a failure.
         require_listener: Also require a connected ``listen_events`` process.
         channels: With ``require_listener``: one for each of these channels.
     """
@@ -59,6 +61,7 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
     max_queue_usage: float = 0.5
     max_failed: int = 0
     max_pending_age: float = 300.0
+    max_blocked_age: float | None = None
     require_listener: bool = False
     channels: tuple[str, ...] = ()
     timeout: datetime.timedelta = DEFAULT_TIMEOUT
@@ -75,6 +78,7 @@ class PubSub(HealthCheck):  # type: ignore[misc]  # django-health-check ships no
             max_queue_usage=self.max_queue_usage,
             max_failed=self.max_failed,
             max_pending_age=self.max_pending_age,
+            max_blocked_age=self.max_blocked_age,
             require_listener=self.require_listener,
             channels=self.channels,
             timeout=self.timeout.total_seconds(),

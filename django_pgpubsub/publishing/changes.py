@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from typing import TypeVar, overload
+from typing import Literal, TypeVar, overload
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -131,6 +131,7 @@ def publish_changes(
     events: Iterable[str] = ...,
     changed: Iterable[str] | None = ...,
     durable: bool = ...,
+    ordering: Literal["pk"] | None = ...,
 ) -> ModelT: ...
 
 
@@ -142,6 +143,7 @@ def publish_changes(
     events: Iterable[str] = ...,
     changed: Iterable[str] | None = ...,
     durable: bool = ...,
+    ordering: Literal["pk"] | None = ...,
 ) -> Callable[[ModelT], ModelT]: ...
 
 
@@ -152,6 +154,7 @@ def publish_changes(
     events: Iterable[str] = EVENTS,
     changed: Iterable[str] | None = None,
     durable: bool = False,
+    ordering: Literal["pk"] | None = None,
 ) -> ModelT | Callable[[ModelT], ModelT]:
     """Publish every write to a model's table, by database triggers.
 
@@ -171,6 +174,10 @@ def publish_changes(
             these columns changed, and nothing when none did.
         durable: Write an outbox row per statement and event kind instead
             (at-least-once delivery, no size limit, no splitting).
+        ordering: With ``durable=True``, ``"pk"`` writes one outbox row per
+            changed row instead, with one key in ``pks`` and the ordering key
+            ``"<app_label.model_name>:<pk>"``: each row's changes are handled
+            one at a time, in order, across listeners.
 
     Returns:
         The model, unchanged (or a decorator, when called without a model).
@@ -178,15 +185,30 @@ def publish_changes(
     Raises:
         ImproperlyConfigured: django-pgtrigger is missing, not a concrete
             model, an unknown event or field, or the model is already
-            published (by either function).
+            published (by either function), or ``ordering`` is not ``"pk"``
+            or comes without ``durable=True``.
         InvalidChannel: The channel name is unusable.
     """
     caller = sys._getframe(1).f_globals.get("__name__", "")
     if model is None:
         return lambda cls: _publish(
-            cls, caller, channel=channel, events=events, changed=changed, durable=durable
+            cls,
+            caller,
+            channel=channel,
+            events=events,
+            changed=changed,
+            durable=durable,
+            ordering=ordering,
         )
-    return _publish(model, caller, channel=channel, events=events, changed=changed, durable=durable)
+    return _publish(
+        model,
+        caller,
+        channel=channel,
+        events=events,
+        changed=changed,
+        durable=durable,
+        ordering=ordering,
+    )
 
 
 def _publish(
@@ -197,13 +219,24 @@ def _publish(
     events: Iterable[str],
     changed: Iterable[str] | None,
     durable: bool,
+    ordering: str | None,
 ) -> ModelT:
+    if ordering is not None:
+        if ordering != "pk":
+            raise ImproperlyConfigured(
+                f'publish_changes(ordering=...) takes "pk" or None, not {ordering!r}.'
+            )
+        if not durable:
+            raise ImproperlyConfigured(
+                'publish_changes(ordering="pk") needs durable=True: ordering keys order '
+                "durable events only."
+            )
     chosen, columns = _check_arguments(model, events, changed)
     concrete = model._meta.concrete_model or model
     name = validate_channel(channel if channel is not None else concrete._meta.label_lower)
     register(concrete, "publish_changes", name)
     owner = _owner(model, caller)
-    publication = Publication(concrete, name, chosen, columns, durable)
+    publication = Publication(concrete, name, chosen, columns, durable, ordering)
     pgtrigger.register(*build_triggers(publication))(owner)
     _owners[concrete] = owner
     return model

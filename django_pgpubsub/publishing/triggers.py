@@ -4,8 +4,9 @@ One statement-level AFTER trigger per event kind reads its transition table
 (``new_rows`` for inserts and updates, ``old_rows`` for deletes) and publishes
 ``{"event", "model", "pks", "count"}``. Plain events are split into
 notifications that each stay under PostgreSQL's 8000-byte limit, numbered by
-``part``/``parts``; durable events are one outbox row with no size limit.
-Nothing here can make the user's write fail because of the size of a change.
+``part``/``parts``; durable events are one outbox row with no size limit,
+or, with ``ordering="pk"``, one outbox row per changed row, whose ordering key
+names the row. Nothing here can make the user's write fail because of the size of a change.
 
 The text rendered here is frozen into the migrations that install the
 triggers (django-pgtrigger stores compiled SQL), so it may only read names
@@ -15,14 +16,22 @@ that stay valid: the context setting, the outbox table and its wake-up channel.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
+from django_pgpubsub.notify import ORDERING_KEY_MAX_BYTES
 from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
+from django_pgpubsub.publishing.bodies import (
+    CUT_AT_COMMAS,
+    DURABLE,
+    DURABLE_PER_ROW,
+    INSERT_PER_ROW,
+    NUMBER_BY_RUNNING_TOTAL,
+    ROOM,
+)
 from django_pgpubsub.publishing.context import CONTEXT_SETTING
 
 OLD_ROWS = "old_rows"
@@ -74,6 +83,8 @@ class Publication:
     events: frozenset[str]
     changed: tuple[str, ...] | None
     durable: bool
+    ordering: str | None = None
+    """``"pk"``: one outbox row per changed row, keyed by the row (durable only)."""
 
     @property
     def label(self) -> str:
@@ -123,6 +134,25 @@ class Publication:
             return f"{column}::text", widest
         return f"to_json({column})::text", None
 
+    def _ordering_key(self) -> str:
+        """The ordering key of row ``t`` as SQL: ``"<app_label.model_name>:<pk>"``.
+
+        A key whose text would pass :data:`ORDERING_KEY_MAX_BYTES` (a long
+        text primary key) is named by its MD5 instead, ``"<label>:md5:<hex>"``,
+        rather than fail the write: two keys sharing a digest would only share
+        one line.
+        """
+        prefix = f"{self.label}:"
+        pk = f"t.{_column(self.model._meta.pk)}::text"
+        room = ORDERING_KEY_MAX_BYTES - len(prefix.encode())
+        _, widest = self._key()
+        if widest is not None and widest <= room:
+            return f"{sql_text(prefix)} || {pk}"
+        return (
+            f"CASE WHEN octet_length({pk}) <= {room} THEN {sql_text(prefix)} || {pk} "
+            f"ELSE {sql_text(prefix + 'md5:')} || md5({pk}) END"
+        )
+
     def function_body(self, event: str) -> str:
         """The PL/pgSQL between BEGIN and END of ``event``'s trigger function."""
         key, widest = self._key()
@@ -136,24 +166,39 @@ ctx := NULLIF(current_setting('{CONTEXT_SETTING}', true), '');
 extra := COALESCE(',"context":' || ctx, '');
 eager := current_setting('{EAGER_SETTING}', true) = 'on';"""
         channel = sql_text(self.channel)
+        if self.ordering == "pk":
+            return start + DURABLE_PER_ROW.format(
+                insert=INSERT_PER_ROW.format(
+                    outbox=OUTBOX_TABLE,
+                    channel=channel,
+                    key=key,
+                    ordering_key=self._ordering_key(),
+                    rows=self.rows(event),
+                    pk=_column(self.model._meta.pk),
+                ),
+                channel=channel,
+                wakeup=sql_text(WAKEUP_CHANNEL),
+                eager_table=EAGER_TABLE,
+            )
         if self.durable:
-            return start + _DURABLE.format(
+            return start + DURABLE.format(
                 keys=keys,
                 channel=channel,
                 outbox=OUTBOX_TABLE,
                 wakeup=sql_text(WAKEUP_CHANNEL),
                 eager_table=EAGER_TABLE,
             )
-        room = _ROOM.format(limit=MAX_PAYLOAD_BYTES - _NUMBERS_AND_PUNCTUATION)
+        room = ROOM.format(limit=MAX_PAYLOAD_BYTES - _NUMBERS_AND_PUNCTUATION)
         if widest is not None:
-            return start + _CUT_AT_COMMAS.format(
-                keys=keys, channel=channel, room=room, widest=widest
+            return start + CUT_AT_COMMAS.format(
+                keys=keys, channel=channel, room=room, widest=widest, eager_table=EAGER_TABLE
             )
-        return start + _NUMBER_BY_RUNNING_TOTAL.format(
+        return start + NUMBER_BY_RUNNING_TOTAL.format(
             keys=keys,
             channel=channel,
             room=room,
             without_keys=sql_text(head[:-1] + ',"pks":null,"count":'),
+            eager_table=EAGER_TABLE,
         )
 
     def declare(self) -> list[tuple[str, str]]:
@@ -174,122 +219,6 @@ eager := current_setting('{EAGER_SETTING}', true) = 'on';"""
             ("parts", "integer"),
             ("eager", "boolean"),
         ]
-
-
-# Durable: one outbox row with every key (no size limit), and the wake-up
-# notification that notify(..., durable=True) sends (payload: the channel).
-_DURABLE = """
-SELECT count(*), string_agg(k, ',') INTO total, joined FROM ({keys}) AS keys;
-IF total = 0 THEN RETURN NULL; END IF;
-INSERT INTO {outbox}
-    (channel, payload, sender_pid, state, attempts, created_at, available_at, last_error)
-VALUES ({channel}, head || joined || '],"count":' || total || extra || '}}',
-        pg_backend_pid(), 'pending', 0, now(), now(), '');
-PERFORM pg_notify({wakeup}, {channel});
-IF eager THEN
-    INSERT INTO pg_temp.{eager_table} (outbox_id)
-    VALUES (currval(pg_get_serial_sequence('{outbox}', 'id')));
-END IF;
-RETURN NULL;"""
-
-# Bytes left for keys in one notification; a context that leaves too little
-# room is replaced by null rather than fail the write.
-_ROOM = """
-budget := {limit} - octet_length(head) - octet_length(extra) - widest;
-IF budget <= widest AND ctx IS NOT NULL THEN
-    extra := ',"context":null';
-    budget := {limit} - octet_length(head) - octet_length(extra) - widest;
-END IF;"""
-
-# Integer and UUID keys: their JSON has no comma and a known widest size, so
-# one aggregate reads the changed rows once, and the joined keys are cut at
-# commas. bytea, unlike text, is indexed without scanning from the start.
-_CUT_AT_COMMAS = """
-SELECT count(*), string_agg(k, ',') INTO total, joined FROM ({keys}) AS keys;
-IF total = 0 THEN RETURN NULL; END IF;
-widest := {widest};{room}
-IF octet_length(joined) <= budget THEN
-    PERFORM pg_notify({channel}, head || joined || '],"count":' || total || extra || '}}');
-    RETURN NULL;
-END IF;
-bytes := convert_to(joined, 'UTF8');
-pos := 1;
-cuts := '{{}}';
-WHILE pos <= length(bytes) LOOP
-    -- The piece from pos ends before the last comma in reach (a key is shorter
-    -- than budget, so there is one), or at the end.
-    stop := pos + budget;
-    IF stop > length(bytes) THEN
-        stop := length(bytes) + 1;
-    ELSE
-        WHILE get_byte(bytes, stop - 1) <> 44 LOOP
-            stop := stop - 1;
-        END LOOP;
-    END IF;
-    cuts := cuts || stop;
-    pos := stop + 1;
-END LOOP;
-parts := cardinality(cuts);
-pos := 1;
-FOR i IN 1..parts LOOP
-    PERFORM pg_notify({channel}, head || convert_from(substr(bytes, pos, cuts[i] - pos), 'UTF8')
-        || '],"count":' || total || extra || ',"part":' || i || ',"parts":' || parts || '}}');
-    pos := cuts[i] + 1;
-END LOOP;
-RETURN NULL;"""
-
-# Other keys (text...) may hold commas and be of any size: they are measured,
-# then a running byte count numbers the pieces. A piece holds the keys whose
-# running total falls in its window, so it passes budget by less than one key
-# (widest bytes), which the budget leaves room for.
-_NUMBER_BY_RUNNING_TOTAL = """
-SELECT max(octet_length(k)) INTO widest FROM ({keys}) AS keys;
-IF widest IS NULL THEN RETURN NULL; END IF;{room}
-IF budget <= widest THEN
-    -- Not even one key fits: say so, without keys, rather than fail the write.
-    SELECT count(*) INTO total FROM ({keys}) AS keys;
-    PERFORM pg_notify({channel}, {without_keys} || total || extra || ',"truncated":true}}');
-    RETURN NULL;
-END IF;
-SELECT array_agg(piece ORDER BY n), sum(counted) INTO pieces, total FROM (
-    SELECT n, string_agg(k, ',') AS piece, count(*) AS counted FROM (
-        SELECT k, (sum(octet_length(k) + 1) OVER (ROWS UNBOUNDED PRECEDING) - 1) / budget AS n
-        FROM ({keys}) AS keys
-    ) AS numbered GROUP BY n
-) AS grouped;
-parts := cardinality(pieces);
-IF parts = 1 THEN
-    PERFORM pg_notify({channel}, head || pieces[1] || '],"count":' || total || extra || '}}');
-    RETURN NULL;
-END IF;
-FOR i IN 1..parts LOOP
-    PERFORM pg_notify({channel}, head || pieces[i] || '],"count":' || total || extra
-        || ',"part":' || i || ',"parts":' || parts || '}}');
-END LOOP;
-RETURN NULL;"""
-
-
-def _also_eager(template: str) -> str:
-    """``template`` where each ``PERFORM pg_notify({channel}, ...)`` is followed
-    by the same payload's INSERT into :data:`EAGER_TABLE`, in eager mode only.
-
-    The payload expression is repeated rather than kept in a variable, so that
-    outside eager mode the trigger does exactly what it did before: its only
-    extra work is reading :data:`EAGER_SETTING` once per statement.
-    """
-    return re.sub(
-        r"^( *)PERFORM pg_notify\(\{channel\}, (.*?)\);$",
-        lambda match: (
-            f"{match[0]}\n{match[1]}IF eager THEN INSERT INTO pg_temp.{EAGER_TABLE} "
-            f"(channel, payload) VALUES ({{channel}}, {match[2]}); END IF;"
-        ),
-        template,
-        flags=re.MULTILINE | re.DOTALL,
-    )
-
-
-_CUT_AT_COMMAS = _also_eager(_CUT_AT_COMMAS)
-_NUMBER_BY_RUNNING_TOTAL = _also_eager(_NUMBER_BY_RUNNING_TOTAL)
 
 
 def _column(field: object) -> str:

@@ -145,3 +145,24 @@ class Code(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+@publish_changes(channel="test.changes.ordered", durable=True, ordering="pk")
+class OrderedItem(models.Model):
+    """Each changed row its own outbox row, keyed "testapp.ordereditem:<pk>"."""
+
+    name = models.CharField(max_length=40)
+    step = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@publish_changes(channel="test.changes.ordered", durable=True, ordering="pk")
+class OrderedCode(models.Model):
+    """A text primary key, which may be too long for an ordering key."""
+
+    code = models.CharField(primary_key=True, max_length=2000)
+
+    def __str__(self) -> str:
+        return self.code

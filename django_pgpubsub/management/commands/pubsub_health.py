@@ -73,6 +73,14 @@ class Command(BaseCommand):
             help="Oldest healthy pending durable event, in seconds. Default 300.",
         )
         parser.add_argument(
+            "--max-blocked-age",
+            type=number(float, 0.0),
+            default=None,
+            metavar="SECONDS",
+            help="Fail when an event held back behind a failed event of its ordering key "
+            "is older than this. Default: a blocked key is a warning line only.",
+        )
+        parser.add_argument(
             "--require-listener",
             action="store_true",
             help="Require a connected listen_events process, and one for every channel "
@@ -104,6 +112,7 @@ class Command(BaseCommand):
                 max_queue_usage=options["max_queue_usage"],
                 max_failed=options["max_failed"],
                 max_pending_age=options["max_pending_age"],
+                max_blocked_age=options["max_blocked_age"],
                 require_listener=options["require_listener"],
                 channels=options["channels"],
                 timeout=options["timeout"],
