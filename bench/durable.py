@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from django_pgpubsub.db import sql
+from django_pgpubsub.db import claim_sql, sql
 
 CHANNEL = "bench.durable"
 PARKED = "bench.parked"
@@ -115,7 +115,7 @@ def claim_ms(parked: int, claims: int) -> float:
                 "blocking": ["pending", "running"],
             }
             started = time.perf_counter()
-            cursor.execute(sql.CLAIM_SQL, params)
+            cursor.execute(claim_sql.CLAIM_SQL, params)
             rows = cursor.fetchall()
             times.append(time.perf_counter() - started)
             assert len(rows) == 100, len(rows)

@@ -29,7 +29,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from django_pgpubsub.db import sql
+from django_pgpubsub.db import claim_sql, sql
 
 CHANNEL = "bench.durable"
 PROCESSES = 4
@@ -140,7 +140,7 @@ def claim_ms(keys: int | None, backlog: int, claims: int) -> float:
         }
         with transaction.atomic(), connection.cursor() as cursor:
             started = time.perf_counter()
-            cursor.execute(sql.CLAIM_SQL, params)
+            cursor.execute(claim_sql.CLAIM_SQL, params)
             rows = cursor.fetchall()
             times.append(time.perf_counter() - started)
             transaction.set_rollback(True)

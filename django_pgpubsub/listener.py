@@ -16,9 +16,10 @@ from django.db import close_old_connections, connections
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import Reconnection
 from django_pgpubsub.channels import validate_channels
+from django_pgpubsub.db.claim_sql import HOLD_SQL
 from django_pgpubsub.db.connection import listening_options, open_connection
 from django_pgpubsub.db.drivers import DriverConnection
-from django_pgpubsub.db.sql import HOLD_SQL, WAKEUP_CHANNEL
+from django_pgpubsub.db.sql import WAKEUP_CHANNEL
 from django_pgpubsub.dispatch import run_handlers
 from django_pgpubsub.durable.outbox import Outbox
 from django_pgpubsub.events import Event
@@ -281,7 +282,7 @@ class Listener:
             connection.execute(PRESENCE_SQL, (keys,))
             if self.durable:
                 # Proves to other listeners' recovery, in pg_locks, that this
-                # listener lives: its claims carry the key (see sql.HOLD_SQL).
+                # listener lives: its claims carry the key (see claim_sql.HOLD_SQL).
                 holder_key = int.from_bytes(os.urandom(8), "big", signed=True)
                 connection.execute(HOLD_SQL, (holder_key,))
                 self._outbox.held_by(holder_key)

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify
 from django_pgpubsub.backoff import MAX_DELAY, backoff
-from django_pgpubsub.db.sql import CLAIM_SQL
+from django_pgpubsub.db.claim_sql import CLAIM_SQL
 from django_pgpubsub.durable.claim import Claimed, retry_delay, sanitize
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent

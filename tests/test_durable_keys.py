@@ -21,7 +21,8 @@ from django_pgpubsub import (
     notify,
     notify_many,
 )
-from django_pgpubsub.db.sql import CLAIM_SQL, WAKEUP_CHANNEL
+from django_pgpubsub.db.claim_sql import CLAIM_SQL
+from django_pgpubsub.db.sql import WAKEUP_CHANNEL
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import collect, nothing_arrives

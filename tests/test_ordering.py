@@ -15,7 +15,8 @@ from django.test import override_settings
 from prometheus_client import CollectorRegistry, generate_latest
 
 from django_pgpubsub import DurableEvent, Event, InvalidPayload, Registry, notify, notify_many
-from django_pgpubsub.db.sql import CLAIM_SQL, OUTBOX_TABLE
+from django_pgpubsub.db.claim_sql import CLAIM_SQL
+from django_pgpubsub.db.sql import OUTBOX_TABLE
 from django_pgpubsub.durable.claim import Claimed
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.metrics import ListenerMetrics

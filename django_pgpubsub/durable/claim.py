@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import MAX_DELAY
-from django_pgpubsub.db import sql
+from django_pgpubsub.db import claim_sql, sql
 from django_pgpubsub.db.connection import fetch_rows
 from django_pgpubsub.durable.attempt import (
     Claimed,
@@ -49,7 +49,7 @@ class Claim:
         using: The outbox's alias.
         observer: Told of each event handled.
         holder_key: The key of the advisory lock that the listener holds on
-            its listening connection while it lives (see ``sql.HOLD_SQL``);
+            its listening connection while it lives (see ``claim_sql.HOLD_SQL``);
             None: the claim has its lease alone.
         prepare: Prepare the completion statement (see ``drivers.fetch``).
     """
@@ -96,7 +96,9 @@ class Claim:
             holder=self.holder_key,
             blocking=conf.ordering_blocking_states(),
         )
-        rows = sorted(Claimed(*row) for row in fetch_rows(self.holder.using, sql.CLAIM_SQL, params))
+        rows = sorted(
+            Claimed(*row) for row in fetch_rows(self.holder.using, claim_sql.CLAIM_SQL, params)
+        )
         self.renewed = time.monotonic()
         self.waiting.extend(rows)
         self.keyed = any(row.ordering_key is not None for row in rows)
@@ -205,7 +207,7 @@ class Claim:
         if now - self.renewed > holder.lease / 3:
             self.renewed = now
             params = holder.params(ids=[row.id for row in self.waiting])
-            fetch_rows(holder.using, sql.RENEW_SQL, params)
+            fetch_rows(holder.using, claim_sql.RENEW_SQL, params)
 
     def release(self) -> None:
         """Give back the claimed events that were not started, as they were."""
@@ -214,4 +216,4 @@ class Claim:
             params = self.holder.params(ids=[row.id for row in waiting])
             waiting.clear()
             self.started = False
-            fetch_rows(self.holder.using, sql.RELEASE_SQL, params)
+            fetch_rows(self.holder.using, claim_sql.RELEASE_SQL, params)

@@ -6,15 +6,15 @@ its WAL at each commit (``synchronous_commit``, the default): a
 guarantees still holds:
 
 * the attempts of the whole group are counted in one statement that commits
-  before any handler runs (``sql.START_GROUP_SQL``); if the process dies
+  before any handler runs (``claim_sql.START_GROUP_SQL``); if the process dies
   mid-group, recovery gives each of the group's events its attempt back and
-  runs them alone from then on (``sql.RECOVER_SQL``), so an event that kills
+  runs them alone from then on (``claim_sql.RECOVER_SQL``), so an event that kills
   its process is counted, and dead-lettered, alone;
 * each event runs in a savepoint: a handler that raises, or leaves its
   transaction marked for rollback, rolls back its own event's writes only,
   and its failure is recorded in the group's transaction;
 * the handlers' writes commit together with their events' completion
-  (``sql.FINISH_GROUP_SQL``); events whose claim was taken back meanwhile
+  (``claim_sql.FINISH_GROUP_SQL``); events whose claim was taken back meanwhile
   are rolled back to their savepoint, with every event after them, which
   are given back to the claim;
 * a group ends after ``GROUP_SECONDS`` or ``GROUP_MAX`` events, whichever
@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 from django.db import DatabaseError, connections, transaction
 
 from django_pgpubsub import conf
-from django_pgpubsub.db import sql
+from django_pgpubsub.db import claim_sql
 from django_pgpubsub.db.connection import fetch_rows, transaction_untouched
 from django_pgpubsub.durable.attempt import (
     Claimed,
@@ -101,7 +101,7 @@ class Group:
         """
         holder = self.holder
         params = holder.params(ids=[row.id for row in self.rows], max_bytes=GROUP_BYTES)
-        held = fetch_rows(holder.using, sql.START_GROUP_SQL, params)
+        held = fetch_rows(holder.using, claim_sql.START_GROUP_SQL, params)
         started = {row_id: (n, payload) for row_id, n, payload in held if n is not None}
         lost = sorted({row.id for row in self.rows} - {row[0] for row in held})
         self.rows = [row for row in self.rows if row.id in started]
@@ -260,7 +260,7 @@ class Group:
             transaction.savepoint_rollback(savepoint, using)
 
     def _finish(self, *, relax: bool) -> list[int]:
-        """Run ``sql.FINISH_GROUP_SQL`` for the events before ``self.end``.
+        """Run ``claim_sql.FINISH_GROUP_SQL`` for the events before ``self.end``.
 
         Returns:
             The ids the claim no longer holds.
@@ -279,7 +279,7 @@ class Group:
             back=[e.id for e in self.events[end:] if e.id not in lost],
             relax=relax,
         )
-        [(missing, _)] = fetch_rows(holder.using, sql.FINISH_GROUP_SQL, params)
+        [(missing, _)] = fetch_rows(holder.using, claim_sql.FINISH_GROUP_SQL, params)
         return [int(row_id) for row_id in missing or ()]
 
     def _outcome(self) -> Outcome:

@@ -37,7 +37,7 @@ from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import MAX_DELAY
-from django_pgpubsub.db import sql
+from django_pgpubsub.db import claim_sql, sql
 from django_pgpubsub.db.connection import fetch_rows
 from django_pgpubsub.durable.claim import Claim
 from django_pgpubsub.observer import Observer
@@ -82,7 +82,7 @@ class Outbox:
 
     def held_by(self, holder_key: int | None) -> None:
         """Claim from now on under ``holder_key``: the advisory lock that the
-        listener took on its new listening connection (``sql.HOLD_SQL``).
+        listener took on its new listening connection (``claim_sql.HOLD_SQL``).
 
         The current claim, taken under the previous key, which no session
         holds any more, is given back.
@@ -229,7 +229,7 @@ class Outbox:
 
     def _recover(self, channels: list[str]) -> None:
         rows = self._fetch(
-            sql.RECOVER_SQL,
+            claim_sql.RECOVER_SQL,
             {
                 "channels": channels,
                 "max_attempts": conf.durable_max_attempts(),

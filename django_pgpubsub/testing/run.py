@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 
 from django_pgpubsub import conf
-from django_pgpubsub.db import sql
+from django_pgpubsub.db import claim_sql
 from django_pgpubsub.db.connection import fetch_rows
 from django_pgpubsub.events import DurableEvent, Event
 from django_pgpubsub.registry import handler_name
@@ -110,7 +110,9 @@ def _run_durable(
     max_attempts = conf.durable_max_attempts()
     first = True
     while fetch_rows(alias, eager_sql.CLAIM_ONE_SQL, params):
-        [(_, attempt, _payload)] = fetch_rows(alias, sql.START_SQL, {**params, "next": outbox_id})
+        [(_, attempt, _payload)] = fetch_rows(
+            alias, claim_sql.START_SQL, {**params, "next": outbox_id}
+        )
         event = DurableEvent(channel, payload, sender_pid, outbox_id, int(attempt))
         if first:
             first = False
@@ -121,13 +123,13 @@ def _run_durable(
             with transaction.atomic(using=alias):
                 for function in functions:
                     function(event)
-                fetch_rows(alias, sql.COMPLETE_SQL, params)
+                fetch_rows(alias, claim_sql.COMPLETE_SQL, params)
             return []
         except Exception as exc:
             error = _sanitize(traceback.format_exc())
             fetch_rows(
                 alias,
-                sql.FAIL_SQL,
+                claim_sql.FAIL_SQL,
                 {**params, "error": error, "delay": 0.0, "max_attempts": max_attempts},
             )
             if event.attempt >= max_attempts:
