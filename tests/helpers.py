@@ -9,10 +9,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+from django.core.management import call_command
 from django.db import connections
 
 from django_pgpubsub import Event, PubSub, Registry
@@ -246,3 +248,13 @@ def run_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
             return cursor2.fetchall() if cursor2.description else []
     finally:
         conn2.close()
+
+
+def health(*args: str) -> tuple[int, str]:
+    """Run ``pubsub_health ARGS`` in-process; return (exit status, stdout)."""
+    out = StringIO()
+    try:
+        call_command("pubsub_health", *args, stdout=out)
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue()
+    return 0, out.getvalue()

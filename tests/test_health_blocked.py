@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -17,18 +16,9 @@ from django_pgpubsub import Registry, notify
 from django_pgpubsub.health import check_health
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
+from tests.helpers import health
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def health(*args: str) -> tuple[int, str]:
-    """Run ``pubsub_health ARGS`` in-process; return (exit status, stdout)."""
-    out = StringIO()
-    try:
-        call_command("pubsub_health", *args, stdout=out)
-    except SystemExit as exc:
-        return int(exc.code or 0), out.getvalue()
-    return 0, out.getvalue()
 
 
 def fail_the_head_of_key_a() -> None:

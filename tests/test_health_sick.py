@@ -11,15 +11,14 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from io import StringIO
 
 import pytest
-from django.core.management import call_command
 
 from django_pgpubsub import notify
 from django_pgpubsub.health import check_health
 from django_pgpubsub.metrics import ListenerMetrics
 from django_pgpubsub.models import OutboxEvent
+from tests.helpers import health
 from tests.sickdb import (
     FreezingProxy,
     SilentServer,
@@ -31,15 +30,6 @@ from tests.sickdb import (
 from tests.test_metrics import collect
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def health(*args: str) -> tuple[int, str]:
-    out = StringIO()
-    try:
-        call_command("pubsub_health", *args, stdout=out)
-    except SystemExit as exc:
-        return int(exc.code or 0), out.getvalue()
-    return 0, out.getvalue()
 
 
 @pytest.fixture
