@@ -391,6 +391,14 @@ def durable_figures(sizes: durable.DurableSizes, rounds: int) -> list[Figure]:
             parked <= 1.3 * without,
         )
     )
+    rounds_versus = max(1, (rounds + 1) // 2)
+    for name, loop, library in durable.versus_loop(
+        os.environ["DATABASE_URL"], sizes.versus, rounds_versus, Listener
+    ):
+        # The goal of group commit: 1.5 times the loop, where commits cost.
+        target = ">= 1.5" if name.endswith("writes a row, fsync on") else ""
+        met = library >= 1.5 * loop if target else None
+        figures.append(Figure(name, "events/s", loop, library, target, met))
     return figures
 
 

@@ -37,6 +37,7 @@ class DurableSizes:
     drained: int = 10_000  # events drained from each backlog
     parked: int = 1_000_000
     claims: int = 50  # claim statements timed per case
+    versus: int = 5_000  # events per round against the one-transaction-per-event loop
 
 
 QUICK = DurableSizes(
@@ -46,6 +47,7 @@ QUICK = DurableSizes(
     drained=1_000,
     parked=20_000,
     claims=5,
+    versus=200,
 )
 
 
@@ -119,3 +121,134 @@ def claim_ms(parked: int, claims: int) -> float:
             assert len(rows) == 100, len(rows)
     _empty()
     return statistics.median(times) * 1000
+
+
+# -- one listener against the one-transaction-per-event loop, on two servers --
+
+WRITE_CHANNEL = "bench.durable.write"
+WRITTEN_TABLE_SQL = (
+    "CREATE TABLE IF NOT EXISTS bench_written (id bigserial PRIMARY KEY, value integer)"
+)
+# The stored events and their wake-up, as notify_many(durable=True) sends them.
+STORE_SQL = f"""
+WITH stored AS (
+    INSERT INTO {sql.OUTBOX_TABLE}
+        (channel, payload, sender_pid, state, attempts, created_at, available_at, last_error)
+    SELECT %s, json_build_object('id', i)::text, pg_backend_pid(), 'pending', 0, now(), now(), ''
+    FROM generate_series(1, %s) AS i
+    RETURNING channel
+)
+SELECT count(*), pg_notify('{sql.WAKEUP_CHANNEL}', min(channel)) FROM stored
+"""
+
+SERVERS = ("fsync off", "fsync on")  # the tests' fast server; PostgreSQL's defaults
+
+
+def prepare_server(url: str, env: dict[str, str]) -> None:
+    """Migrate the server at ``url`` and make the written table."""
+    import subprocess
+    import sys
+
+    import psycopg2
+
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "-v", "0"],
+        env={**env, "DATABASE_URL": url},
+        check=True,
+    )
+    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute(WRITTEN_TABLE_SQL)
+    conn.close()
+
+
+class Loop:
+    """bench.durable_loop in a subprocess: the one-transaction-per-event loop."""
+
+    def __init__(self, url: str, channel: str, count: int, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+
+        write = "write" if channel == WRITE_CHANNEL else "trivial"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.durable_loop", channel, str(count), write],
+            env={**env, "DATABASE_URL": url},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the loop exited {self.process.wait()} before it was ready")
+
+    def finish(self) -> None:
+        if self.process.wait(timeout=600):
+            raise RuntimeError(f"the loop exited {self.process.returncode}")
+
+
+def drain_rate(url: str, kind: str, channel: str, count: int, listener_class: Any) -> float:
+    """Events per second for one ``kind`` ("loop" or "library") to handle ``count``
+    events stored at once on the server at ``url``, from their commit to an
+    empty outbox."""
+    import psycopg2
+
+    from bench.__main__ import child_env
+
+    env = child_env()
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {sql.OUTBOX_TABLE}, bench_written")
+            cursor.execute(f"VACUUM ANALYZE {sql.OUTBOX_TABLE}")
+            consumer: Any = (
+                Loop(url, channel, count, env)
+                if kind == "loop"
+                else listener_class("library", channel, None, DATABASE_URL=url)
+            )
+            started = time.perf_counter()
+            cursor.execute(STORE_SQL, (channel, count))
+            while True:
+                cursor.execute(f"SELECT EXISTS (SELECT FROM {sql.OUTBOX_TABLE})")
+                [(pending,)] = cursor.fetchall()
+                if not pending:
+                    break
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            if kind != "loop":
+                consumer.process.send_signal(signal.SIGTERM)
+            consumer.finish()
+            cursor.execute("SELECT count(*) FROM bench_written")
+            [(written,)] = cursor.fetchall()
+            expected = count if channel == WRITE_CHANNEL else 0
+            assert written == expected, (kind, channel, written, expected)
+    finally:
+        conn.close()
+    return count / elapsed
+
+
+def versus_loop(
+    fast_url: str, count: int, rounds: int, listener_class: Any
+) -> list[tuple[str, float, float]]:
+    """One listener against the one-transaction-per-event loop, with a trivial
+    handler and with one that writes a row, on the fast server (``fast_url``)
+    and on a throwaway one with PostgreSQL's default durability; alternating
+    rounds, medians.
+
+    Returns:
+        ``(name, loop's events/s, library's events/s)`` per case.
+    """
+    from bench.__main__ import child_env
+    from scripts.pgtemp import TemporaryPostgres
+
+    results = []
+    with TemporaryPostgres(durable=True) as durable_server:
+        urls = dict(zip(SERVERS, (fast_url, durable_server.url), strict=True))
+        for label, url in urls.items():
+            prepare_server(url, child_env())
+            for channel, what in ((CHANNEL, "trivial"), (WRITE_CHANNEL, "writes a row")):
+                runs: dict[str, list[float]] = {"loop": [], "library": []}
+                for _ in range(rounds):
+                    for kind, rates in runs.items():
+                        rates.append(drain_rate(url, kind, channel, count, listener_class))
+                loop, library = (statistics.median(runs[kind]) for kind in ("loop", "library"))
+                results.append((f"durable {what}, {label}", loop, library))
+    return results

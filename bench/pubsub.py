@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from bench.models import WrittenRow
 from django_pgpubsub import Event, handler
 
 results: dict[str, Any] = {"latencies_ns": [], "rss": {}}
@@ -33,6 +34,12 @@ def burst(event: Event) -> None:
 @handler("bench.durable")
 def durable(event: Event) -> None:
     event.data["id"]
+
+
+@handler("bench.durable.write")
+def durable_write(event: Event) -> None:
+    """The writing durable handler: one row through the ORM."""
+    WrittenRow(value=event.data["id"]).save()
 
 
 @handler("bench.latency", "bench.dlatency")

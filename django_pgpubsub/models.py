@@ -193,6 +193,15 @@ class OutboxEvent(models.Model):
         editable=False,
         help_text="Advisory lock key held by the claiming listener while it lives.",
     )
+    alone = models.BooleanField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=(
+            "False while run in a group of events; true once such a group did "
+            "not finish: then run alone until handled."
+        ),
+    )
 
     objects = OutboxManager()
 

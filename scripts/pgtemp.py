@@ -3,8 +3,9 @@
 Nothing here is part of the library. It finds server binaries (``PG_BINDIR``,
 else the embedded ``pgserver`` package, else Debian's newest
 ``/usr/lib/postgresql/*/bin``), makes a cluster in a temporary folder, starts
-it on a free loopback port with durability switched off, and removes it all
-on stop. As root, the server runs as ``nobody``: PostgreSQL refuses to run as
+it on a free loopback port with durability switched off (unless asked for:
+``TemporaryPostgres(durable=True)``, as the durable benchmarks do), and
+removes it all on stop. As root, the server runs as ``nobody``: PostgreSQL refuses to run as
 root.
 
 Used three ways:
@@ -40,10 +41,15 @@ from types import TracebackType
 UNPRIVILEGED_USER = "nobody"
 SERVER_SETTINGS = {
     "listen_addresses": "127.0.0.1",
+    "max_connections": "200",
+}
+# Off for the tests' speed, unless a server is made with durable=True: then
+# PostgreSQL's defaults (each commit waits for its WAL flush), as production
+# runs it, for the benchmarks that must pay what every commit costs there.
+FAST_SETTINGS = {
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
-    "max_connections": "200",
 }
 
 
@@ -120,10 +126,18 @@ def _die_with_parent() -> None:
 
 
 class TemporaryPostgres:
-    """A PostgreSQL cluster in a temporary folder, started and stopped at will."""
+    """A PostgreSQL cluster in a temporary folder, started and stopped at will.
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    Args:
+        bindir: The server binaries' folder (default: :func:`find_bindir`).
+        durable: Keep PostgreSQL's default durability (fsync,
+            synchronous_commit and full_page_writes on) instead of the fast
+            settings.
+    """
+
+    def __init__(self, bindir: Path | None = None, *, durable: bool = False) -> None:
         bindir = bindir or find_bindir()
+        self.durable = durable
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
@@ -178,7 +192,8 @@ class TemporaryPostgres:
                 "initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
                 "-E", "UTF8", "--locale=C", "--no-sync",
             )  # fmt: skip
-        settings = {**SERVER_SETTINGS, "port": str(self.port)}
+        fast = {} if self.durable else FAST_SETTINGS
+        settings = {**SERVER_SETTINGS, **fast, "port": str(self.port)}
         settings["unix_socket_directories"] = str(self.datadir)
         command = [str(self.bindir / "postgres"), "-D", str(self.datadir)]
         for name, value in settings.items():

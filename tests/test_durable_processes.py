@@ -41,7 +41,8 @@ def test_a_handler_that_kills_its_process_ends_failed_and_the_rest_is_handled(
             break
         assert listener.wait() == 3, listener.output()
         crashes += 1
-    assert 1 <= crashes <= MAX_ATTEMPTS
+    # At most one more: the crash of the group of three is charged to none of them.
+    assert 1 <= crashes <= MAX_ATTEMPTS + 1
     failed = crash.get()
     assert (failed.state, failed.attempts) == ("failed", MAX_ATTEMPTS)
     assert f"Attempt {MAX_ATTEMPTS} did not finish" in failed.last_error

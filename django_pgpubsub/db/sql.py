@@ -173,7 +173,7 @@ UPDATE {OUTBOX_TABLE} AS o SET
 FROM picked, first
 WHERE o.id = picked.id
 RETURNING o.id, o.channel, o.sender_pid, o.attempts,
-    CASE WHEN o.id = first.id THEN o.payload END, o.ordering_key
+    CASE WHEN o.id = first.id THEN o.payload END, o.ordering_key, o.alone
 """
 
 # Starting an attempt: counted, and leased from now.
@@ -220,6 +220,79 @@ WITH failed AS (
 SELECT (SELECT count(*) FROM failed), {_STARTED}
 """
 
+# Group commit (migration 0009). A group is a run of a claim's events handled
+# in one transaction, each in a savepoint: either one event whose ``alone``
+# is true, or consecutive events whose ``alone`` is not.
+#
+# START_GROUP_SQL counts the attempts of a whole group in one statement that
+# commits before any of its handlers runs (the claim's first event, started
+# by CLAIM_SQL, is counted there already), and marks them ``alone = false``
+# (started in a group of several) unless they must run alone; an event in a
+# group of its own is counted as an event run alone. Its payloads are read
+# at once, so a group is cut once they pass %(max_bytes)s (its first event
+# is always in): the held events it leaves out have NULL attempts. It commits with
+# synchronous_commit off: it carries no writes of the user's, and losing it
+# in a server crash loses one count of an attempt (one more attempt than
+# DURABLE_MAX_ATTEMPTS, at most), never a delivery.
+START_GROUP_SQL = f"""
+WITH held AS (
+    SELECT id, coalesce(sum(octet_length(payload)) OVER (ORDER BY id ROWS
+        BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+    FROM {OUTBOX_TABLE}
+    WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 'running'
+), chosen AS MATERIALIZED (
+    SELECT id FROM held WHERE before < %(max_bytes)s
+), started AS (
+    UPDATE {OUTBOX_TABLE} AS o SET
+        attempts = o.attempts + (o.started_at IS NULL)::int,
+        started_at = coalesce(o.started_at, clock_timestamp()),
+        lease_expires_at = {_LEASE},
+        alone = CASE WHEN (SELECT count(*) FROM chosen) > 1 THEN coalesce(o.alone, false)
+                     ELSE o.alone END,
+        {_HOLDER}
+    FROM chosen, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+    WHERE o.id = chosen.id
+    RETURNING o.id, o.attempts, o.payload
+)
+SELECT held.id, started.attempts, started.payload
+FROM held LEFT JOIN started USING (id)
+"""
+
+# The end of a group, in its transaction, after every handler: the handled
+# events deleted, the failed ones pending after their delay (or failed after
+# the last attempt), and the started events that the group did not reach
+# (its time ran out) claimed again as not started, their attempts given back.
+# Returns the ids that the claim no longer holds (taken back by recovery):
+# the group then rolls back to the savepoint of the first of them.
+# ``relax``: synchronous_commit off for this transaction, only when no
+# handler ran SQL in it (no user's writes): losing it in a server crash
+# delivers the group's events once more, as at-least-once allows.
+FINISH_GROUP_SQL = f"""
+WITH done AS (
+    DELETE FROM {OUTBOX_TABLE}
+    WHERE id = ANY(%(done)s) AND claim_token = %(token)s AND state = 'running'
+    RETURNING id
+), failed AS (
+    UPDATE {OUTBOX_TABLE} AS o SET
+        state = CASE WHEN o.attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+        last_error = f.error,
+        available_at = clock_timestamp() + f.delay * interval '1 second',
+        {_UNCLAIM}
+    FROM unnest(%(failed)s::bigint[], %(errors)s::text[], %(delays)s::float8[])
+        AS f(id, error, delay)
+    WHERE o.id = f.id AND o.claim_token = %(token)s AND o.state = 'running'
+    RETURNING o.id
+), back AS (
+    UPDATE {OUTBOX_TABLE} SET attempts = attempts - 1, started_at = NULL
+    WHERE id = ANY(%(back)s) AND claim_token = %(token)s AND started_at IS NOT NULL
+    RETURNING id
+)
+SELECT array(
+    SELECT unnest(%(done)s::bigint[] || %(failed)s::bigint[])
+    EXCEPT SELECT id FROM done EXCEPT SELECT id FROM failed
+), (SELECT set_config('synchronous_commit', 'off', true) WHERE %(relax)s)
+"""
+
 # Whether a claim still holds a row (after an error whose outcome is unknown).
 HELD_SQL = f"SELECT count(*) FROM {OUTBOX_TABLE} WHERE id = %s AND claim_token = %s"
 
@@ -239,6 +312,10 @@ WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND started_at IS NULL
 # holder_key (by a listener older than migration 0007) have their lease alone.
 # An event not started goes back as it was; a started one has used its
 # attempt: pending after the retry delay, or failed when it was the last.
+# Except an event started in a group of events (``alone = false``, see
+# START_GROUP_SQL): which of the group killed its listener is unknown, so
+# each gets its attempt back and runs alone from now on (``alone = true``),
+# at once: the culprit is then found, and counted, as any event run alone.
 # Returns each row's id, new state, and seconds until it is due.
 RECOVER_SQL = f"""
 WITH live AS MATERIALIZED (
@@ -246,13 +323,23 @@ WITH live AS MATERIALIZED (
     WHERE locktype = 'advisory' AND objsubid = 1 AND granted
 )
 UPDATE {OUTBOX_TABLE} AS o SET
-    state = CASE WHEN o.started_at IS NOT NULL AND o.attempts >= %(max_attempts)s
+    state = CASE WHEN o.started_at IS NOT NULL AND o.alone IS NOT false
+                      AND o.attempts >= %(max_attempts)s
                  THEN 'failed' ELSE 'pending' END,
-    available_at = CASE WHEN o.started_at IS NULL THEN o.available_at
+    attempts = o.attempts - (o.started_at IS NOT NULL AND o.alone IS false)::int,
+    alone = o.alone OR o.started_at IS NOT NULL,
+    available_at = CASE WHEN o.started_at IS NULL OR o.alone IS false THEN o.available_at
         ELSE clock_timestamp() + least(
             %(max_delay)s, %(delay)s * power(2, least(greatest(o.attempts - 1, 0), 60))
         ) * interval '1 second' END,
     last_error = CASE WHEN o.started_at IS NULL THEN o.last_error
+        WHEN o.alone IS false THEN format(
+            'A group of events did not finish: its listener (pid %%s) %%s. '
+            'This event runs alone from now on; that attempt is not counted.',
+            o.claimed_pid,
+            CASE WHEN o.lease_expires_at <= clock_timestamp()
+                 THEN 'held it past its lease (DURABLE_LEASE)'
+                 ELSE 'disconnected or died' END)
         ELSE format(
             'Attempt %%s did not finish: its listener (pid %%s, %%s) %%s.',
             o.attempts, o.claimed_pid, coalesce(nullif(o.claimed_by, ''), 'no application_name'),
@@ -303,4 +390,8 @@ OUTBOX_READY_SQL = f"""
 SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL
     AND to_regprocedure('{COMPLETE_FUNCTION}') IS NOT NULL
     AND to_regclass('{ORDERING_INDEX}') IS NOT NULL
+    AND EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = to_regclass('{OUTBOX_TABLE}') AND attname = 'alone' AND NOT attisdropped
+    )
 """

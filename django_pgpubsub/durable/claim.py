@@ -1,12 +1,13 @@
 """One claim of durable events: taken in a statement that commits at once, then
-handled event by event, each in a transaction of its own.
+handled group by group, each group in a transaction of its own.
 
-A :class:`Claim` is the lease on a batch of rows; an
-:class:`~django_pgpubsub.durable.attempt.Attempt` is one event's handlers
-and completion. A claim may be handled over several turns of the listener's
-loop (see :meth:`Claim.run`'s ``deadline``): its waiting rows stay claimed,
-their leases renewed, in between. See :mod:`django_pgpubsub.durable.outbox`
-for the whole cycle and :mod:`django_pgpubsub.db.sql` for the statements.
+A :class:`Claim` is the lease on a batch of rows; a
+:class:`~django_pgpubsub.durable.group.Group` is a run of its events handled
+in one transaction, each in a savepoint. A claim may be handled over several
+turns of the listener's loop (see :meth:`Claim.run`'s ``deadline``): its
+waiting rows stay claimed, their leases renewed, in between. See
+:mod:`django_pgpubsub.durable.outbox` for the whole cycle and
+:mod:`django_pgpubsub.db.sql` for the statements.
 """
 
 from __future__ import annotations
@@ -16,21 +17,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import NamedTuple
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import MAX_DELAY
 from django_pgpubsub.db import sql
 from django_pgpubsub.db.connection import fetch_rows
 from django_pgpubsub.durable.attempt import (
-    Attempt,
+    Claimed,
     ClaimLost,
     Holder,
-    Started,
     retry_delay,
     sanitize,
 )
-from django_pgpubsub.events import DurableEvent
+from django_pgpubsub.durable.group import GROUP_MAX, Group
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler
 
@@ -38,16 +37,9 @@ logger = logging.getLogger("django_pgpubsub.durable")
 
 __all__ = ["Claim", "ClaimLost", "Claimed", "retry_delay", "sanitize"]
 
-
-class Claimed(NamedTuple):
-    """One claimed row, as the claim statement returns it."""
-
-    id: int
-    channel: str
-    sender_pid: int
-    attempts: int  # the first row's attempt started with the claim
-    payload: str | None  # the first row's only: the others' come when started
-    ordering_key: str | None = None
+# The first group's size; each group that ends for lack of time sets the
+# next one's to what it handled, each that handles all its events doubles it.
+FIRST_GROUP = 8
 
 
 class Claim:
@@ -79,9 +71,10 @@ class Claim:
         )
         self.holder_key = holder_key
         self.waiting: collections.deque[Claimed] = collections.deque()
-        self.started: Started | None = None  # waiting[0], when its attempt started
+        self.started = False  # waiting[0]'s attempt started (with the claim)
         self.renewed = time.monotonic()
         self.retry_at: float | None = None  # monotonic time of the earliest retry recorded
+        self.size = FIRST_GROUP
         # Whether the claim took events with an ordering key: handling one may
         # let its key's next event become due, which nobody is woken for.
         self.keyed = False
@@ -108,7 +101,7 @@ class Claim:
         self.waiting.extend(rows)
         self.keyed = any(row.ordering_key is not None for row in rows)
         if rows:
-            self.started = Started(rows[0].attempts, rows[0].payload or "")
+            self.started = True
         return len(rows)
 
     def run(
@@ -118,13 +111,14 @@ class Claim:
         limit: int | None,
         deadline: float,
     ) -> int:
-        """Handle the claimed events in order, until one of these comes first:
+        """Handle the claimed events in order, group by group, until one of these
+        comes first:
 
         * every one is handled;
         * ``should_stop()`` or ``limit`` events: the rest is given back;
         * ``time.monotonic()`` reaches ``deadline``: the rest stays claimed,
-          for the next call. Nothing is started for a later call: the event
-          whose attempt started (the claim's first) is handled in this one.
+          for the next call. The event whose attempt the claim started (its
+          first) is handled in this call.
 
         Returns:
             How many events were handled, successfully or not.
@@ -133,42 +127,33 @@ class Claim:
         clock = time.monotonic
         waiting = self.waiting
 
-        def following() -> int | None:
-            if len(waiting) < 2 or count == limit or clock() >= deadline or should_stop():
-                return None
-            return waiting[1].id
+        def stop() -> bool:
+            return clock() >= deadline or should_stop()
 
         try:
             while waiting:
-                if self.started is None:
+                if not self.started:
                     if count == limit or should_stop():
                         self.release()
                         return count
                     if clock() >= deadline:
                         return count
-                    self._renew_if_due()
-                    self.started = self._start(waiting[0].id)
-                    if self.started is None:
-                        lost = waiting.popleft()
-                        logger.warning("Durable event %d was claimed by another listener.", lost.id)
-                        continue
-                # The waiting ones' leases run from the claim: renewed on the
-                # way, whatever starts the events (see _renew_if_due).
                 self._renew_if_due()
-                row = waiting[0]
-                started = self.started
-                count += 1
-                event = DurableEvent(
-                    row.channel, started.payload, row.sender_pid, row.id, started.attempt
-                )
-                attempt = Attempt(self.holder, event)
-                self.started = attempt.run(handlers[row.channel], following)
-                waiting.popleft()
-                if row.ordering_key is not None and len(waiting) > 0:
-                    self._wake(row.channel)
-                if attempt.retry_in is not None:
-                    retry_at = clock() + attempt.retry_in
-                    self.retry_at = min(self.retry_at or retry_at, retry_at)
+                size = self.size if limit is None else min(self.size, limit - count)
+                group = self._group(max(size, 1))
+                outcome = group.run(handlers, stop)
+                self.started = False
+                count += len(outcome.handled)
+                ran = len(outcome.handled) + len(outcome.lost)
+                self._drop({*outcome.handled, *outcome.lost})
+                if waiting:
+                    for channel in group.keyed_channels(outcome.handled):
+                        self._wake(channel)
+                self.size = min(GROUP_MAX, ran * 2) if not outcome.back else max(ran, 1)
+                for failure in outcome.failures:
+                    if failure.event.attempt < conf.durable_max_attempts():
+                        retry_at = clock() + failure.delay
+                        self.retry_at = min(self.retry_at or retry_at, retry_at)
             return count
         except BaseException:
             # Hand back what was never started, if the database still answers;
@@ -178,6 +163,30 @@ class Claim:
             except Exception:
                 logger.debug("Cannot release the rest of a claim.", exc_info=True)
             raise
+
+    def _group(self, size: int) -> Group:
+        """The next group: the first waiting event if it must run alone, else
+        the waiting events up to ``size`` and the first that must run alone;
+        its attempts started."""
+        waiting = self.waiting
+        rows = [waiting[0]]
+        if not waiting[0].alone:
+            for row in list(waiting)[1:size]:
+                if row.alone:
+                    break
+                rows.append(row)
+        group = Group(self.holder, rows)
+        lost = set(group.start())
+        if lost:
+            logger.warning("Durable events %s were claimed by another listener.", sorted(lost))
+            self._drop(lost)
+        return group
+
+    def _drop(self, ids: set[int]) -> None:
+        """Forget the claimed events ``ids`` (handled, or lost), keeping the order."""
+        kept = [row for row in self.waiting if row.id not in ids]
+        self.waiting.clear()
+        self.waiting.extend(kept)
 
     def _wake(self, channel: str) -> None:
         """Tell the other listeners that a key's next event may be due.
@@ -204,10 +213,5 @@ class Claim:
         if waiting:
             params = self.holder.params(ids=[row.id for row in waiting])
             waiting.clear()
-            self.started = None
+            self.started = False
             fetch_rows(self.holder.using, sql.RELEASE_SQL, params)
-
-    def _start(self, row_id: int) -> Started | None:
-        params = self.holder.params(next=row_id)
-        [(_, attempt, payload)] = fetch_rows(self.holder.using, sql.START_SQL, params)
-        return Started.of(attempt, payload)

@@ -94,6 +94,21 @@ def crashes_on_crash(event: Event) -> None:
     record(event, "durable crash test")
 
 
+@handler("test.durable.crash_once")
+def logs_then_crashes_once(event: Event) -> None:
+    """Appends "pid id" to the file ``log`` at every call, then records; the event
+    whose ``crash`` is true first takes its process down (once: ``marker``)."""
+    assert isinstance(event, DurableEvent)
+    data = event.data
+    with open(data["log"], "a") as log:
+        log.write(f"{os.getpid()} {event.id}\n")
+    marker = Path(data["marker"])
+    if data.get("crash") and not marker.exists():
+        marker.touch()
+        os._exit(3)
+    record(event, "durable crash once")
+
+
 @handler("test.durable.hang")
 def hangs_the_first_time(event: Event) -> None:
     """The first attempt writes its process id to a file and hangs (to be killed)."""
