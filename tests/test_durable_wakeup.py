@@ -77,6 +77,7 @@ def test_the_probe_reads_only_the_pending_index() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 def test_three_poll_mode_processes_share_twenty_thousand_events_each_handled_once(
     test_database_url: str,
 ) -> None:
