@@ -116,18 +116,20 @@ system-deps:
 		echo "make ci needs:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-## The durable and listener tests (quick tier) as production runs them: DATABASE
+## The durable, listener and outbox tests as production runs them: DATABASE
 ## through PgBouncer in transaction pooling mode, server connections recycled
-## every second, LISTENER_DATABASE direct (tests/settings_pgbouncer.py). The
-## listeners under separate roles, directly and behind PgBouncer, are in the
-## slow tier (tests/test_durable_roles.py).
-# Tests that listen through connect() on DATABASE, or read a pooled pid, assume
-# a direct DATABASE: they are left out here.
-PGBOUNCER_TESTS := tests/test_durable_claims.py tests/test_durable_leases.py \
-	tests/test_durable_production.py -k "not prepared_only"
+## every second, LISTENER_DATABASE direct (tests/settings_pgbouncer.py; the
+## listen_events they start get the same shape). The quick tier and the slow
+## tests but the runs at scale. The listeners under separate roles, directly
+## and behind PgBouncer, are in the slow tier (tests/test_durable_roles.py).
+PGBOUNCER_TESTS := tests/test_durable.py tests/test_durable_claims.py tests/test_durable_keys.py \
+	tests/test_durable_leases.py tests/test_durable_processes.py tests/test_durable_production.py \
+	tests/test_durable_wakeup.py tests/test_wakeups.py tests/test_ordering.py \
+	tests/test_ordering_processes.py tests/test_listener.py tests/test_listener_edges.py \
+	tests/test_listen_events.py tests/test_probe.py tests/test_schedule.py
 test-pgbouncer: $(VENV)/.installed
-	$(BIN)/python -m pytest --ds=tests.settings_pgbouncer --reuse-db -m "$(QUICK)" \
-		$(PGBOUNCER_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ds=tests.settings_pgbouncer --reuse-db \
+		-m "not scale and not bench and not browser" $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 
 ci: system-deps lint docs test test-slow test-pgbouncer test-psycopg2-pg15 test-private-clone \
 	test-django-versions

@@ -6,24 +6,29 @@ import pytest
 from django.contrib.auth.management import create_permissions
 from django.contrib.contenttypes.management import create_contenttypes
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
+from django.db import connections
 from django.db.models.signals import post_migrate
 
-from django_pgpubsub import PubSub, connect
+from django_pgpubsub import PubSub, conf, connect
 from tests.helpers import ManagePy, database_url
 
 
 @pytest.fixture
 def pubsub(transactional_db: None) -> Iterator[PubSub]:
-    """A PubSub on the test database; closed after the test."""
-    with connect() as ps:
+    """A PubSub on the test database, on the listener's alias
+    (``LISTENER_DATABASE``, else ``DATABASE``): a LISTEN needs a session of its
+    own, which a transaction pooler in front of ``DATABASE`` does not keep.
+    Closed after the test."""
+    with connect(conf.listener_database()) as ps:
         yield ps
 
 
 @pytest.fixture
 def test_database_url(transactional_db: None) -> str:
-    """URL of the test database, for subprocesses."""
-    return database_url(connection.settings_dict)
+    """URL of the test database, directly (what the run's settings read as
+    ``DATABASE_URL``), for subprocesses and outside sessions: the listener's
+    alias, which is ``DATABASE``'s unless that goes through a pooler."""
+    return database_url(connections[conf.listener_database()].settings_dict)
 
 
 @pytest.fixture

@@ -158,11 +158,16 @@ def run_listener(handlers: Registry, **kwargs: Any) -> int:
 
 
 class ManagePy:
-    """A ``manage.py`` command running in a subprocess against a database URL."""
+    """A ``manage.py`` command running in a subprocess against a database URL.
 
-    def __init__(
-        self, *args: str, url: str, settings: str = "tests.settings", **extra_env: str
-    ) -> None:
+    ``url`` becomes its ``DATABASE_URL``; ``settings`` defaults to the run's own
+    settings module, so that under tests/settings_pgbouncer.py the command's
+    ``DATABASE`` goes through the run's PgBouncer (in front of the run's
+    server) and its ``LISTENER_DATABASE`` is ``url`` directly.
+    """
+
+    def __init__(self, *args: str, url: str, settings: str = "", **extra_env: str) -> None:
+        settings = settings or os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings")
         env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1", **extra_env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(

@@ -2,8 +2,11 @@
 mode (server connections recycled every second) and ``LISTENER_DATABASE``
 direct, as production runs them: ``make test-pgbouncer``.
 
-Starts the PgBouncer for the run (once: child processes inherit
-``PGBOUNCER_URL``) in front of ``DATABASE_URL``. Run pytest with
+Starts the PgBouncer for the run in front of ``DATABASE_URL``, once: child
+processes inherit its address (``PGBOUNCER_ADDRESS``), so that a
+``manage.py`` run by a test with these settings and the test database's
+direct URL as ``DATABASE_URL`` (tests/helpers.py, ``ManagePy``) is shaped as
+the test run is. Run pytest with
 ``--reuse-db``: PgBouncer keeps server connections to the test database for a
 second after the run, which would make dropping it fail; the server is
 thrown away anyway.
@@ -22,20 +25,25 @@ from tests.pgbouncer import PgBouncer
 from tests.settings import *  # noqa: F403
 from tests.settings import _url
 
-if "PGBOUNCER_URL" not in os.environ:
+if "PGBOUNCER_ADDRESS" not in os.environ:
     _bouncer = PgBouncer(_url, users=["postgres", "worker_a", "worker_b"]).start()
     atexit.register(_bouncer.stop)
-    _parts = urlsplit(_url)
-    _netloc = _parts.netloc.rsplit("@", 1)
-    _host = f"127.0.0.1:{_bouncer.port}"
-    _netloc[-1] = _host
-    os.environ["PGBOUNCER_URL"] = urlunsplit(_parts._replace(netloc="@".join(_netloc)))
+    os.environ["PGBOUNCER_ADDRESS"] = f"127.0.0.1:{_bouncer.port}"
+
+
+def _through_pgbouncer(url: str) -> str:
+    """``url`` (user, password, database) with PgBouncer's host and port."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    netloc[-1] = os.environ["PGBOUNCER_ADDRESS"]
+    return urlunsplit(parts._replace(netloc="@".join(netloc)))
+
 
 DATABASES = {
     **DATABASES,  # noqa: F405
     "default": {
         **DATABASES["default"],  # noqa: F405
-        **dj_database_url.parse(os.environ["PGBOUNCER_URL"]),
+        **dj_database_url.parse(_through_pgbouncer(_url)),
         # Django's advice for transaction poolers.
         "DISABLE_SERVER_SIDE_CURSORS": True,
     },

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import override_settings
 
-from django_pgpubsub import DurableEvent, Event, Registry, notify
+from django_pgpubsub import DurableEvent, Event, Registry, conf, notify
 from django_pgpubsub.backoff import MAX_DELAY, backoff
 from django_pgpubsub.db.claim_sql import CLAIM_SQL
 from django_pgpubsub.durable.claim import Claimed, retry_delay, sanitize
@@ -207,10 +207,13 @@ def test_a_failure_after_many_attempts_is_recorded(
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "other"])
-@pytest.mark.parametrize("listening_on", ["default", "other"])
+@pytest.mark.parametrize("listening_on", ["listener", "other"])
 def test_no_statement_is_prepared_on_either_alias(
     listening_on: str,
 ) -> None:
+    # LISTENER_DATABASE, else DATABASE: DATABASE itself in the direct test bed,
+    # the direct alias when DATABASE goes through PgBouncer (make test-pgbouncer).
+    using = conf.listener_database() if listening_on == "listener" else listening_on
     prepared: list[bool] = []
 
     def look(event: Event) -> None:
@@ -223,7 +226,7 @@ def test_no_statement_is_prepared_on_either_alias(
     for payload in ("1", "2"):
         notify("jobs", payload, durable=True)
     connection.close()  # a session that has prepared nothing yet
-    Listener(["jobs"], using=listening_on, registry=registry, max_events=2).run()
+    Listener(["jobs"], using=using, registry=registry, max_events=2).run()
     assert not OutboxEvent.objects.exists()
     # Group commit runs no statement per event, so none is worth preparing:
     # any alias may be a transaction pooler's.

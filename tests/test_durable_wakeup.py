@@ -68,16 +68,16 @@ def test_the_probe_reads_only_the_pending_index() -> None:
     notify_many([("jobs", i) for i in range(100)], durable=True)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE django_pgpubsub_outbox")
-        cursor.execute("SET enable_seqscan = off")  # what the planner picks on a big table
-        try:
-            cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + PROBE_SQL, (["jobs", "mail"],))
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("RESET enable_seqscan")
+    # SET LOCAL: a transaction pooler keeps only a transaction on one server session.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # what the planner picks on a big table
+        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + PROBE_SQL, (["jobs", "mail"],))
+        plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Only Scan using pgpubsub_outbox_pending" in plan, plan
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 def test_three_poll_mode_processes_share_twenty_thousand_events_each_handled_once(
     test_database_url: str,
 ) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import pytest
 from django.db import connection
 
-from django_pgpubsub import notify, notify_many, registry
+from django_pgpubsub import conf, notify, notify_many
 from django_pgpubsub.management.commands.listen_events import Command
+from django_pgpubsub.registry import registry
 from tests.helpers import ManagePy, wait_until
 from tests.testapp.models import Received
 
@@ -42,9 +43,10 @@ def listener_backends() -> list[int]:
 
 def test_events_on_two_channels_reach_the_right_handlers_in_order(listen_events: Start) -> None:
     process = listen_events()
-    # What tests/testapp registers, as the command counts it.
+    # Every channel of tests/testapp/pubsub.py, as this process registered them too.
     channels = registry.channels()
     handlers = sum(len(registry.handlers(channel)) for channel in channels)
+    assert "test.a" in channels
     assert f"Listening on {len(channels)} channel(s) with {handlers} handler(s)" in process.output()
     notify("test.a", "1")
     notify("test.b", "2")
@@ -74,7 +76,7 @@ def test_reconnects_after_its_backend_is_terminated(listen_events: Start) -> Non
     notify("test.a", "after")
     wait_for_rows(1)
     assert received() == [("test.a", "after", "recorder")]
-    assert "Lost the connection to 'default'" in process.output()
+    assert f"Lost the connection to '{conf.listener_database()}'" in process.output()
     assert process.process.poll() is None
 
 
@@ -155,7 +157,7 @@ def test_list_prints_channels_and_handlers(listen_events: Start) -> None:
     lines = "".join(process.stdout).splitlines()
     assert "test.b: tests.testapp.pubsub.recorder, tests.testapp.pubsub.second_for_b" in lines
     assert "test.echo: tests.testapp.pubsub.echo" in lines
-    assert len(lines) == len(registry.channels())  # one line per channel
+    assert len(lines) == len(registry.channels())
 
 
 @pytest.mark.parametrize(

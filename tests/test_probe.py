@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from django_pgpubsub import Event, Registry, notify
+from django_pgpubsub import Event, Registry, conf, notify
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.probe import Probe, presence_key, presence_lock_ids
 from tests.helpers import ListenerThread, wait_until
@@ -111,7 +111,8 @@ def test_behind_a_pooler_that_loses_notifications(caplog: pytest.LogCaptureFixtu
     the listener's queries work but its probe never comes back: it reconnects
     within two keepalive intervals, and events flow once the path delivers."""
     caplog.set_level(logging.WARNING, "django_pgpubsub")
-    default = connections["default"].settings_dict
+    # In front of the server itself, not of a pooler that DATABASE may go through.
+    default = connections[conf.listener_database()].settings_dict
     proxy = NotificationDroppingProxy(default["HOST"], int(default["PORT"]))
     connections.settings["pooled"] = {
         **default,

@@ -13,7 +13,7 @@ from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
-from django_pgpubsub import Event, Registry, connect, notify
+from django_pgpubsub import Event, Registry, conf, connect, notify
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.schedule import Schedule
@@ -107,7 +107,7 @@ def descriptors_above_1024() -> Iterator[None]:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("descriptors_above_1024")
 def test_pubsub_and_listener_work_with_descriptors_above_1024() -> None:
-    with connect() as pubsub:
+    with connect(conf.listener_database()) as pubsub:
         assert pubsub.fileno() >= 1024
         pubsub.listen("high")
         pubsub.notify("high", "1")
