@@ -1,6 +1,7 @@
-"""A loopback TCP proxy to PostgreSQL that can drop notifications: what a
-transaction pooler does to a client whose LISTEN ran on another server
-connection. Queries pass; NotificationResponse ('A') messages do not."""
+"""Loopback TCP proxies to PostgreSQL: :class:`Proxy` forwards both ways;
+:class:`NotificationDroppingProxy` drops notifications, what a transaction
+pooler does to a client whose LISTEN ran on another server connection
+(queries pass; NotificationResponse ('A') messages do not)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,12 @@ import socket
 import threading
 
 
-class NotificationDroppingProxy:
-    """Forwards 127.0.0.1:``port`` to ``(host, port)``; drops notifications while ``drop``.
-
-    Clients must connect with ``sslmode=disable`` and ``gssencmode=disable``,
-    so that every message the server sends is framed (type byte, length).
-    """
+class Proxy:
+    """Forwards 127.0.0.1:``port`` to ``(host, port)``, both ways; subclasses
+    change what passes from the server (:meth:`_from_server`)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
-        self.drop = True
-        self.dropped = 0
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._sockets: list[socket.socket] = [self._server]
@@ -40,17 +36,32 @@ class NotificationDroppingProxy:
             upstream = socket.create_connection(self.target)
             self._sockets += [client, upstream]
             threading.Thread(target=self._forward, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._filter, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._from_server, args=(upstream, client), daemon=True).start()
 
-    @staticmethod
-    def _forward(source: socket.socket, sink: socket.socket) -> None:
+    def _forward(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
-    def _filter(self, server: socket.socket, client: socket.socket) -> None:
+    def _from_server(self, server: socket.socket, client: socket.socket) -> None:
+        self._forward(server, client)
+
+
+class NotificationDroppingProxy(Proxy):
+    """Drops notifications while ``drop``.
+
+    Clients must connect with ``sslmode=disable`` and ``gssencmode=disable``,
+    so that every message the server sends is framed (type byte, length).
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.drop = True
+        self.dropped = 0
+        super().__init__(host, port)
+
+    def _from_server(self, server: socket.socket, client: socket.socket) -> None:
         pending = b""
         with contextlib.suppress(OSError):
             while data := server.recv(65536):

@@ -14,6 +14,7 @@ from django.db import connections
 
 from django_pgpubsub import connect
 from django_pgpubsub.db.sql import OUTBOX_TABLE
+from tests.pgproxy import Proxy
 
 T = TypeVar("T")
 
@@ -42,38 +43,17 @@ class SilentServer:
             sock.close()
 
 
-class FreezingProxy:
+class FreezingProxy(Proxy):
     """Forwards 127.0.0.1:``port`` to PostgreSQL until :meth:`freeze`; from then
     on nothing passes, either way, and the connections stay open: a server
     that stopped answering mid-session (no server-side timeout can fire)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
         self.frozen = threading.Event()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._server.getsockname()[1]
-        self._sockets: list[socket.socket] = [self._server]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(host, port)
 
     def freeze(self) -> None:
         self.frozen.set()
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._forward, args=(source, sink), daemon=True).start()
 
     def _forward(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
