@@ -21,8 +21,8 @@ Cases (default: the first three):
   20,000 events a round;
 * ``writes-fsync-on``: a handler that saves one row through the ORM, on a
   server with PostgreSQL's default durability (every commit waits for its
-  WAL flush), 5,000 events a round;
-* ``trivial-fsync-on``: the trivial handler on that server, 5,000 events;
+  WAL flush), 10,000 events a round;
+* ``trivial-fsync-on``: the trivial handler on that server, 10,000 events;
 * ``writes-fsync-off``: the writing handler on the fast server, 20,000.
 """
 
@@ -56,8 +56,8 @@ class Case:
 
 CASES = {
     "trivial-fsync-off": Case("trivial", durable=False, events=20_000),
-    "writes-fsync-on": Case("writes", durable=True, events=5_000),
-    "trivial-fsync-on": Case("trivial", durable=True, events=5_000),
+    "writes-fsync-on": Case("writes", durable=True, events=10_000),
+    "trivial-fsync-on": Case("trivial", durable=True, events=10_000),
     "writes-fsync-off": Case("writes", durable=False, events=20_000),
 }
 DEFAULT_CASES = ("trivial-fsync-off", "writes-fsync-on", "trivial-fsync-on")
