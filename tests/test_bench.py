@@ -95,6 +95,8 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
                 "listening",
             )
         ),
+        "layer 2-process round trip vs psycopg",
+        *(["layer 2-process round trip vs redis"] if layer.reference() == "redis" else []),
         "layer round trip vs memory",
         "layer fan-out 100 vs memory",
     ] + [
