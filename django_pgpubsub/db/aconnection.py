@@ -1,10 +1,14 @@
 """Dedicated async connections (psycopg 3 only), for AsyncPubSub and the hub.
 
 The connection's socket is watched with the event loop's ``add_reader`` for as
-long as the connection is idle. psycopg registers its own reader on the same
-socket while a statement runs (a loop allows one reader per socket), so
-:meth:`AsyncDriverConnection.execute` steps aside for the statement and
-watches again after it.
+long as the connection lives. Most statements (those without parameters, or
+whose parameters are all ``str``, such as every NOTIFY) run on libpq directly
+(:class:`~django_pgpubsub.db.direct.Statement`), woken by that same reader:
+no reader to remove and add again, no notify handler to install, no psycopg
+waiting machinery; this halves the cost of a NOTIFY. The others run through
+psycopg, which registers its own reader on the socket while they run (a loop
+allows one reader per socket), so :meth:`AsyncDriverConnection.execute` steps
+aside for them and watches again after.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 from typing import Any
 
 from django_pgpubsub.db.connection import dedicated_wrapper, require_psycopg3
+from django_pgpubsub.db.direct import Statement, direct_statement
 from django_pgpubsub.db.drivers import standby_refusal_is_lost
 from django_pgpubsub.db.notifies import Psycopg3Queue, lost_errors
 from django_pgpubsub.events import Event
@@ -35,11 +40,14 @@ class AsyncDriverConnection(Psycopg3Queue):
         self._loop = asyncio.get_running_loop()
         self._fileno: int = raw.fileno()
         self._watching = False
+        # The direct statement running, which the socket's reader wakes.
+        self._statement: Statement | None = None
+        self._finishing: asyncio.Task[None] | None = None
         self._watch()
 
     def _watch(self) -> None:
         if not self._watching and not self.raw.closed:
-            self._loop.add_reader(self._fileno, self._readable.set)
+            self._loop.add_reader(self._fileno, self._on_readable)
             self._watching = True
         # Whatever psycopg read meanwhile is in the backlog: let waiters drain it.
         self._readable.set()
@@ -49,8 +57,80 @@ class AsyncDriverConnection(Psycopg3Queue):
             self._loop.remove_reader(self._fileno)
             self._watching = False
 
+    def _on_readable(self) -> None:
+        statement = self._statement
+        if statement is not None:
+            # Its result, or a notification: the statement reads both, and
+            # wakes the waiters after it if a notification came.
+            statement.wake()
+            return
+        # Often a stale wake-up: the loop saw the socket readable just before
+        # the statement read its result. Wake the waiters only for news.
+        try:
+            self.raw.pgconn.consume_input()
+        except self._lost_errors as exc:
+            self._lost = exc
+            self._readable.set()
+            return
+        if self._keep_parsed():
+            self._readable.set()
+
+    def _keep_parsed(self) -> bool:
+        """Move the notifications libpq parsed to the backlog; whether it holds any."""
+        pgconn, encoding = self.raw.pgconn, self._encoding
+        with contextlib.suppress(*self._lost_errors):
+            while (notify := pgconn.notifies()) is not None:
+                channel, payload = notify.relname.decode(encoding), notify.extra.decode(encoding)
+                self._keep_notify(Event(channel, payload, notify.be_pid))
+        return bool(self._during_statements)
+
     async def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> list[Any]:
-        """Run one statement (one at a time); return its rows, if any."""
+        """Run one statement (one at a time); return its rows, if any.
+
+        Cancelled, the statement still runs to its end in the background (the
+        next one waits for it): the connection stays usable.
+        """
+        statement = direct_statement(self.raw, sql, params)
+        if statement is None:
+            return await self._execute_psycopg(sql, params)
+        await self._lock.acquire()
+        handed_over = False
+        try:
+            if not self.raw.closed:
+                # Again: a statement on ``raw`` itself (an application's, through
+                # AsyncPubSub.conn) removed the reader. Nearly free: no system call.
+                self._loop.add_reader(self._fileno, self._on_readable)
+                self._watching = True
+            self._statement = statement
+            try:
+                return await statement.run(self._loop, self._fileno)
+            except asyncio.CancelledError:
+                if statement.running:
+                    # Read its result in the background, still under the lock.
+                    self._finishing = self._loop.create_task(self._finish(statement))
+                    handed_over = True
+                raise
+        except self._lost_errors as exc:
+            raise self._lost_in_statement(exc) from exc
+        finally:
+            if not handed_over:
+                self._after_direct()
+
+    async def _finish(self, statement: Statement) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await statement.run(self._loop, self._fileno)
+        finally:
+            self._after_direct()
+
+    def _after_direct(self) -> None:
+        """The direct statement is over: keep what it read, wake the waiters if any."""
+        self._statement = None
+        self._lock.release()
+        if self._keep_parsed() or self.raw.closed:  # a loss: drain() reports it
+            self._readable.set()
+
+    async def _execute_psycopg(self, sql: str, params: tuple[Any, ...] | None) -> list[Any]:
         async with self._lock:
             self._unwatch()
             self.raw.add_notify_handler(self._keep)
@@ -78,9 +158,10 @@ class AsyncDriverConnection(Psycopg3Queue):
             ConnectionLost: The connection is gone and every notification
                 received before that was returned by an earlier call.
         """
-        # While a statement of another task runs, psycopg reads the socket:
-        # reading it here would take the statement's result from under psycopg,
-        # which would then wait on the socket until the next traffic.
+        # While a statement of another task runs, it reads the socket (psycopg,
+        # or a direct Statement): reading it here would take the statement's
+        # result from under it, which would then wait on the socket until the
+        # next traffic.
         events = self._read_queue(consume=not self._lock.locked())
         if self._lost is not None:
             self._unwatch()  # a closed socket stays readable: stop the busy wake-ups
