@@ -1,13 +1,29 @@
 """Durable throughput of this tree against another commit's, in alternation.
 
-Usage: ``python -m bench.against REF [--rounds N] [--runs K]``
+Usage: ``python -m bench.against REF [--case CASE]... [--events N] [--rounds N] [--runs K]``
 
-REF is checked out in a temporary git worktree. Then, K times, each side (REF,
-then this tree) runs its own one-listener durable benchmark (20,000 events)
-N times, on a fresh throwaway PostgreSQL started by its own
-``scripts/pgtemp.py``, with this interpreter (so with this virtualenv's
-driver). Prints every rate, each side's median and the ratio: how this tree
-compares with an earlier design on the same machine, in the same minutes.
+REF is checked out in a temporary git worktree. Then, K times, for each case,
+each side (REF, then this tree) runs one ``listen_events`` N times on a fresh
+throwaway PostgreSQL (this tree's ``scripts/pgtemp.py``, whatever REF's can
+start), with this interpreter (so with this virtualenv's driver and Django).
+Each round stores the case's events in one transaction and times until the
+outbox is empty. Both sides run the same handlers (``bench/against_side``,
+on ``PYTHONPATH`` after the measured tree) through their own library, so a
+tree without a writing handler, or without the table it writes, compares
+too. Prints every rate, and per case each side's median and the ratio: how
+this tree compares with an earlier design on the same machine, in the same
+minutes.
+
+Cases (default: the first three):
+
+* ``trivial-fsync-off``: a handler that writes nothing, on the tests' fast
+  server (``fsync``, ``synchronous_commit`` and ``full_page_writes`` off),
+  20,000 events a round;
+* ``writes-fsync-on``: a handler that saves one row through the ORM, on a
+  server with PostgreSQL's default durability (every commit waits for its
+  WAL flush), 10,000 events a round;
+* ``trivial-fsync-on``: the trivial handler on that server, 10,000 events;
+* ``writes-fsync-off``: the writing handler on the fast server, 20,000.
 """
 
 from __future__ import annotations
@@ -18,44 +34,53 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from scripts.pgtemp import TemporaryPostgres
+
 ROOT = Path(__file__).resolve().parent.parent
-
-# Run with a tree's root first on sys.path: that tree's library and bench.
-# Before bench/durable.py existed, the benchmark lived in bench/__main__.py.
-CHILD = """
-import os, sys
-import django
-django.setup()
-from django.core.management import call_command
-call_command("migrate", verbosity=0)
-import bench.__main__ as main
-rounds = int(sys.argv[1])
-if hasattr(main, "durable_throughput"):
-    rates = [main.durable_throughput(1, main.Sizes()) for _ in range(rounds)]
-else:
-    from bench import durable
-    rates = [durable.throughput(1, 20_000, main.Listener) for _ in range(rounds)]
-print("RATES", *rates)
-"""
+SIDE = ROOT / "bench" / "against_side"
 
 
-def rates(tree: Path, rounds: int) -> list[float]:
-    """One-listener durable events/s of ``tree``, ``rounds`` times on one server."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "PYTHONPATH": str(tree)}
-    env.pop("DATABASE_URL", None)  # each run gets a fresh server
-    result = subprocess.run(
-        [
-            *(sys.executable, str(tree / "scripts" / "pgtemp.py")),
-            *(sys.executable, "-c", CHILD, str(rounds)),
-        ],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+@dataclass(frozen=True)
+class Case:
+    handler: str  # "trivial" or "writes", as pgpubsub_against.pubsub.CHANNELS
+    durable: bool  # the server keeps PostgreSQL's default durability
+    events: int  # per round, unless --events says otherwise
+
+    def title(self, events: int) -> str:
+        what = "writes a row" if self.handler == "writes" else "trivial handler"
+        return f"{what}, fsync {'on' if self.durable else 'off'}, {events:,} events"
+
+
+CASES = {
+    "trivial-fsync-off": Case("trivial", durable=False, events=20_000),
+    "writes-fsync-on": Case("writes", durable=True, events=10_000),
+    "trivial-fsync-on": Case("trivial", durable=True, events=10_000),
+    "writes-fsync-off": Case("writes", durable=False, events=20_000),
+}
+DEFAULT_CASES = ("trivial-fsync-off", "writes-fsync-on", "trivial-fsync-on")
+
+
+def rates(tree: Path, case: Case, events: int, rounds: int) -> list[float]:
+    """One-listener durable events/s of ``tree``, ``rounds`` times on one fresh server."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pgpubsub_against.settings",
+        "PYTHONPATH": os.pathsep.join((str(tree), str(SIDE))),
+    }
+    with TemporaryPostgres(durable=case.durable) as server:
+        env["DATABASE_URL"] = server.url
+        command = ["-m", "pgpubsub_against.child", case.handler, str(events), str(rounds)]
+        result = subprocess.run(
+            [sys.executable, *command],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RATES ")]
     if result.returncode or not lines:
         raise RuntimeError(f"{tree}: exit {result.returncode}\n{result.stderr[-2000:]}")
@@ -63,11 +88,27 @@ def rates(tree: Path, rounds: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("ref", help="the commit to compare with")
-    parser.add_argument("--rounds", type=int, default=3, help="rates per run (default 3)")
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=CASES,
+        help=f"repeatable (default: {', '.join(DEFAULT_CASES)})",
+    )
+    parser.add_argument(
+        "--events", type=int, help="events per round, every case (default: the case's)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rates per run (default 2)")
     parser.add_argument("--runs", type=int, default=3, help="alternations (default 3)")
     args = parser.parse_args()
+    names: list[str] = list(dict.fromkeys(args.case or DEFAULT_CASES))
+    sizes = {name: args.events or CASES[name].events for name in names}
+    titles = {name: CASES[name].title(sizes[name]) for name in names}
+    theirs: dict[str, list[float]] = {name: [] for name in names}
+    ours: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="pgpubsub-against-") as folder:
         other = Path(folder) / "tree"
         subprocess.run(
@@ -76,22 +117,27 @@ def main() -> None:
             check=True,
         )
         try:
-            theirs: list[float] = []
-            ours: list[float] = []
-            for _ in range(args.runs):
-                theirs += rates(other, args.rounds)
-                ours += rates(ROOT, args.rounds)
-                latest = [
-                    f"{rate:,.0f}" for rate in (*theirs[-args.rounds :], *ours[-args.rounds :])
-                ]
-                print(f"{args.ref}: {latest[: args.rounds]}  this tree: {latest[args.rounds :]}")
+            for run in range(1, args.runs + 1):
+                for name in names:
+                    case, events = CASES[name], sizes[name]
+                    before = rates(other, case, events, args.rounds)
+                    now = rates(ROOT, case, events, args.rounds)
+                    theirs[name] += before
+                    ours[name] += now
+                    shown = [", ".join(f"{rate:,.0f}" for rate in side) for side in (before, now)]
+                    print(
+                        f"run {run}, {titles[name]}: {args.ref} [{shown[0]}]"
+                        f"  this tree [{shown[1]}]",
+                        flush=True,
+                    )
         finally:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=True
             )
-    before, now = statistics.median(theirs), statistics.median(ours)
-    print(f"durable, 1 listener (events/s): {args.ref} {before:,.0f}, this tree {now:,.0f}")
-    print(f"ratio {now / before:.2f}")
+    print(f"durable, 1 listener, medians of {args.runs} x {args.rounds} rounds (events/s):")
+    for name in names:
+        old, new = statistics.median(theirs[name]), statistics.median(ours[name])
+        print(f"{titles[name]}: {args.ref} {old:,.0f}, this tree {new:,.0f}, ratio {new / old:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """The Channels layer: ``group_send`` to 1, 100 and 10,000 members spread over
 4 processes, against channels_redis's pub/sub layer when it is installed and a
 ``redis-server`` can be started, else against the in-memory layer (its
-members in one process); and the per-message cost against the in-memory layer.
+members in one process); the per-message cost in one process against the
+in-memory layer; and a round trip between two processes (a ``send()`` to a
+channel of the other, which sends a message back) against two bare psycopg
+connections and channels_redis.
 
 ``python -m bench --only layer`` (``make bench BENCH_ARGS="--only layer"``), or
 on its own: ``python scripts/pgtemp.py python -m bench.layer``.
@@ -37,10 +40,13 @@ class LayerSizes:
     members: tuple[int, ...] = (1, 100, 10_000)
     sends: int = 10  # group_sends per member count
     round_trips: int = 2_000  # send/receive on one process
+    cross_trips: int = 1_000  # send to another process and its reply
     local_members: int = 1_000  # group_send fan-out inside one process
 
 
-QUICK_LAYER = LayerSizes(members=(1, 100), sends=3, round_trips=100, local_members=100)
+QUICK_LAYER = LayerSizes(
+    members=(1, 100), sends=3, round_trips=100, cross_trips=100, local_members=100
+)
 
 
 def _layer(backend: str, redis_url: str) -> Any:
@@ -207,6 +213,83 @@ def round_trip_us(backend: str, count: int) -> float:
     return asyncio.run(trips())
 
 
+def _echo_process(backend: str, redis_url: str, count: int, names: Any) -> None:
+    """Process B: sends each message of its channel back to the channel it names."""
+    layer = _layer(backend, redis_url)
+
+    async def echo() -> None:
+        channel = await layer.new_channel()
+        names.put(channel)
+        for _ in range(count + 1):  # and the warm-up
+            message = await layer.receive(channel)
+            await layer.send(message["reply"], {"type": "pong", "n": message["n"]})
+
+    asyncio.run(echo())
+
+
+def cross_round_trip_us(backend: str, count: int, redis_url: str = "") -> float:
+    """Microseconds per round trip between two processes: ``send()`` from this
+    process to a channel of another, which sends a message back (two messages,
+    each through the server)."""
+    context = multiprocessing.get_context("spawn")
+    names = context.Queue()
+    echo = context.Process(target=_echo_process, args=(backend, redis_url, count, names))
+    echo.start()
+    layer = _layer(backend, redis_url)
+
+    async def trips() -> float:
+        mine = await layer.new_channel()
+        theirs = await asyncio.to_thread(names.get, timeout=300)
+        await layer.send(theirs, {"type": "ping", "reply": mine, "n": -1})
+        await layer.receive(mine)
+        started = time.perf_counter()
+        for n in range(count):
+            await layer.send(theirs, {"type": "ping", "reply": mine, "n": n})
+            await layer.receive(mine)
+        return (time.perf_counter() - started) / count * 1e6
+
+    try:
+        return asyncio.run(trips())
+    finally:
+        echo.join(30)
+
+
+def _raw_echo_process(url: str, count: int, ready: Any) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("LISTEN ping")
+        ready.put(True)
+        for _ in range(count + 1):  # and the warm-up
+            # One at a time: a notifies() generator keeps the connection to itself.
+            [notify] = conn.notifies(stop_after=1)
+            conn.execute("SELECT pg_notify('pong', %s)", [notify.payload])
+
+
+def raw_cross_round_trip_us(count: int) -> float:
+    """:func:`cross_round_trip_us` for two bare psycopg 3 connections: what
+    PostgreSQL's NOTIFY and two processes cost, without any layer."""
+    import psycopg
+
+    url = os.environ["DATABASE_URL"]
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    echo = context.Process(target=_raw_echo_process, args=(url, count, ready))
+    echo.start()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("LISTEN pong")
+        ready.get(timeout=300)
+        conn.execute("SELECT pg_notify('ping', '-1')")
+        list(conn.notifies(stop_after=1))
+        started = time.perf_counter()
+        for n in range(count):
+            conn.execute("SELECT pg_notify('ping', %s)", [str(n)])
+            list(conn.notifies(stop_after=1))
+        spent = time.perf_counter() - started
+    echo.join(30)
+    return spent / count * 1e6
+
+
 def fanout_us(backend: str, members: int, sends: int = 5) -> float:
     """Microseconds per delivered message of a group_send to ``members`` in one process."""
     layer = _layer(backend, "")
@@ -310,6 +393,15 @@ def layer_figures(sizes: LayerSizes) -> list[dict[str, Any]]:
                     ours["listening"] == expected,
                 )
             )
+        cross = cross_round_trip_us("pgpubsub", sizes.cross_trips)
+        raw = raw_cross_round_trip_us(sizes.cross_trips)
+        print(f"layer, cross-process round trip: {cross:.0f} µs, raw psycopg {raw:.0f} µs")
+        figures.append(_figure("layer 2-process round trip vs psycopg", "µs", raw, cross, "", None))
+        if redis_url:
+            redis = cross_round_trip_us("redis", sizes.cross_trips, redis_url)
+            print(f"layer, cross-process round trip on channels_redis: {redis:.0f} µs")
+            name = "layer 2-process round trip vs redis"
+            figures.append(_figure(name, "µs", redis, cross, "", None))
     memory, trip = (
         round_trip_us("memory", sizes.round_trips),
         round_trip_us("pgpubsub", sizes.round_trips),

@@ -95,6 +95,8 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
                 "listening",
             )
         ),
+        "layer 2-process round trip vs psycopg",
+        *(["layer 2-process round trip vs redis"] if layer.reference() == "redis" else []),
         "layer round trip vs memory",
         "layer fan-out 100 vs memory",
     ] + [
@@ -110,13 +112,33 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert "writers: 2 processes" in result.stdout
 
 
-def test_bench_against_a_commit_reports_both_rates_and_their_ratio() -> None:
-    # HEAD against this tree: the worktree, both pgtemp servers, both rates.
-    result = run_bench("bench.against", "HEAD", "--runs", "1", "--rounds", "1")
-    *_, rates, ratio = result.stdout.splitlines()
-    assert rates.startswith("durable, 1 listener (events/s): HEAD "), rates
-    assert 0.2 < float(ratio.removeprefix("ratio ")) < 5  # any machine, however noisy
+def test_bench_against_a_commit_reports_both_rates_and_their_ratio_per_case() -> None:
+    # HEAD against this tree: the worktree, a fresh server per side and case
+    # (fsync off, then PostgreSQL's default durability), both rates, a ratio.
+    result = run_bench("bench.against", "HEAD", "--runs", "1", "--rounds", "1", "--events", "200")
+    *_, header, trivial_off, writes_on, trivial_on = result.stdout.splitlines()
+    assert header == "durable, 1 listener, medians of 1 x 1 rounds (events/s):"
+    for line, title in (
+        (trivial_off, "trivial handler, fsync off, 200 events"),
+        (writes_on, "writes a row, fsync on, 200 events"),
+        (trivial_on, "trivial handler, fsync on, 200 events"),
+    ):
+        assert line.startswith(f"{title}: HEAD "), line
+        ratio = float(line.rpartition(", ratio ")[2])
+        assert 0.2 < ratio < 5  # any machine, however noisy
     worktrees = subprocess.run(
         ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "pgpubsub-against-" not in worktrees.stdout  # removed
+
+
+def test_bench_against_runs_only_the_cases_asked_for() -> None:
+    result = run_bench(
+        "bench.against", "HEAD", "--runs", "1", "--rounds", "1", "--events", "200",
+        "--case", "writes-fsync-off", "--case", "trivial-fsync-off",
+    )  # fmt: skip
+    *_, header, writes_off, trivial_off = result.stdout.splitlines()
+    assert header.startswith("durable, 1 listener, medians"), header
+    assert writes_off.startswith("writes a row, fsync off, 200 events: HEAD "), writes_off
+    assert trivial_off.startswith("trivial handler, fsync off, 200 events: HEAD "), trivial_off
+    assert "fsync on" not in result.stdout

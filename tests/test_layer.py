@@ -94,7 +94,7 @@ def test_groups_deliver_to_each_member_once_with_one_notify() -> None:
             notifies = spy.events(timeout=10)
             first = await anext(notifies)
             assert first is not None
-            assert first.payload == '["room",{"type":"hi"}]'
+            assert first.payload == f'["room",{{"type":"hi"}},"{layer.process}"]'
         assert await receive(layer, a) == {"type": "hi"}
         assert await receive(layer, b) == {"type": "hi"}
         await layer.group_discard("room", b)
@@ -218,14 +218,16 @@ def test_a_message_of_any_size_goes_through_a_row_that_is_then_removed() -> None
     big = {"type": "big", "text": "é" * 20_000, "bytes": bytes(range(256)) * 40}
 
     async def scenario() -> None:
-        layer = PubSubChannelLayer()
+        # The sender is another layer, as another process would be: a layer's
+        # messages to its own channels skip PostgreSQL.
+        layer, sender = PubSubChannelLayer(), PubSubChannelLayer()
         channel = await layer.new_channel()
         await layer.group_add("room", channel)
-        await layer.send(channel, big)
-        await layer.send(channel, {"type": "small after"})
+        await sender.send(channel, big)
+        await sender.send(channel, {"type": "small after"})
         assert await receive(layer, channel) == big
         assert await receive(layer, channel) == {"type": "small after"}  # order kept
-        await layer.group_send("room", big)
+        await sender.group_send("room", big)
         assert await receive(layer, channel) == big
 
     run(scenario)
@@ -234,9 +236,9 @@ def test_a_message_of_any_size_goes_through_a_row_that_is_then_removed() -> None
     LayerMessage.objects.update(expires_at=kept.expires_at - timedelta(seconds=61))
 
     async def later() -> None:
-        layer = PubSubChannelLayer()
+        layer, sender = PubSubChannelLayer(), PubSubChannelLayer()
         channel = await layer.new_channel()
-        await layer.send(channel, big)
+        await sender.send(channel, big)
         assert await receive(layer, channel) == big
 
     run(later)
@@ -244,20 +246,29 @@ def test_a_message_of_any_size_goes_through_a_row_that_is_then_removed() -> None
 
 
 def test_inside_async_to_sync_sends_wait_for_the_commit() -> None:
+    # immediate is another layer, as another process would be: its messages go
+    # through PostgreSQL at once, and arrive before the transaction ends.
     layer, immediate = PubSubChannelLayer(), PubSubChannelLayer(immediate=True)
     channel = async_to_sync(layer.new_channel)()
     send = async_to_sync(layer.send)
+
+    def next_type() -> str:
+        return str(async_to_sync(receive)(layer, channel)["type"])
+
     with transaction.atomic():
         async_to_sync(layer.group_send)("nobody", {"type": "x"})  # usable in a transaction
         send(channel, {"type": "rolled back"})
         async_to_sync(immediate.send)(channel, {"type": "immediate"})
+        assert next_type() == "immediate"
         transaction.set_rollback(True)
     with transaction.atomic():
         send(channel, {"type": "committed", "big": "x" * 10_000})
         send(channel, {"type": "committed"})
         async_to_sync(immediate.send)(channel, {"type": "before the commit"})
-    order = [async_to_sync(layer.receive)(channel)["type"] for _ in range(4)]
-    assert order == ["immediate", "before the commit", "committed", "committed"]
+        assert next_type() == "before the commit"
+    assert [next_type() for _ in range(2)] == ["committed", "committed"]
+    async_to_sync(immediate.send)(channel, {"type": "marker"})
+    assert next_type() == "marker"  # nothing of the rolled back transaction
 
 
 def test_loops_and_threads_share_the_one_listening_connection() -> None:

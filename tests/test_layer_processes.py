@@ -18,6 +18,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub.layers import PubSubChannelLayer
 from django_pgpubsub.streams.hub import APPLICATION_NAME, get_hub
+from tests.test_layer import receive
 from tests.uvicorn_server import Uvicorn
 
 pytestmark = [
@@ -56,6 +57,13 @@ async def nothing_before(client: Client, marker: str) -> None:
     assert await next_message(client) == marker
 
 
+def own_data(layer: PubSubChannelLayer, channel: str) -> Any:
+    """The data of the next relay message of ``channel``, a channel of this process."""
+    message = async_to_sync(receive)(layer, channel)
+    assert message["type"] == "relay"
+    return message["data"]
+
+
 def hub_connections() -> list[tuple[int, str]]:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -79,12 +87,16 @@ def test_groups_and_channels_reach_websockets_in_other_processes(servers: list[U
         names = [hello["channel_name"] for _, hello in connected]
         assert len({hello["pid"] for _, hello in connected}) == 2  # both servers
 
-        # One group_send from this third process reaches every member once.
+        # One group_send from this third process reaches every member once,
+        # this process's own member too (handed over by the layer itself).
+        own = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)("everyone", own)
         group_send("everyone", {"type": "relay", "data": "to all"})
         group_send("everyone", {"type": "relay", "data": "marker"})
         for client in ws:
             assert loop.run_until_complete(next_message(client)) == "to all"
             loop.run_until_complete(nothing_before(client, "marker"))
+        assert [own_data(layer, own) for _ in range(2)] == ["to all", "marker"]
 
         # A send to one consumer's channel reaches only it, in its own process.
         async_to_sync(layer.send)(names[1], {"type": "relay", "data": "only you"})
@@ -95,6 +107,7 @@ def test_groups_and_channels_reach_websockets_in_other_processes(servers: list[U
         group_send("everyone", {"type": "relay", "data": "marker"})
         for client in ws:
             loop.run_until_complete(nothing_before(client, "marker"))
+        assert own_data(layer, own) == "marker"
 
         # Transactions: nothing on rollback; at commit, after what was sent meanwhile.
         immediate = PubSubChannelLayer(immediate=True)
@@ -107,6 +120,11 @@ def test_groups_and_channels_reach_websockets_in_other_processes(servers: list[U
         for client in ws:
             assert loop.run_until_complete(next_message(client)) == "first"
             assert loop.run_until_complete(next_message(client)) == "committed"
+        # Here "committed" came straight at the commit, "first" through PostgreSQL
+        # from another layer: each once, in either order.
+        assert sorted(own_data(layer, own) for _ in range(2)) == ["committed", "first"]
+        group_send("everyone", {"type": "relay", "data": "marker"})
+        assert own_data(layer, own) == "marker"
 
         # One listening connection per process: the two servers' (each shared
         # by its consumers, groups and EventStreamView) and this process's.

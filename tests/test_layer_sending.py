@@ -4,6 +4,7 @@ from async code (sent at once), and what it does if asgiref stops telling."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,9 +13,9 @@ from django.db import connections, transaction
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub.layers import PubSubChannelLayer
-from django_pgpubsub.streams import sending
+from django_pgpubsub.streams import runtime, sending
 from django_pgpubsub.streams.hub import get_hub
-from tests.test_layer import receive, run
+from tests.test_layer import eventually, receive, run
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -68,3 +69,36 @@ def test_if_asgiref_stops_saying_sends_still_wait_for_the_commit(
         await sync_to_async(connections.close_all)()
 
     run(from_async_code)
+
+
+def test_a_call_on_the_hubs_thread_returns_raises_and_is_cancelled_as_its_coroutine() -> None:
+    # Every send of the layer takes this hop to the hub's thread and back.
+    async def scenario() -> None:
+        async def value() -> int:
+            assert runtime.on_hub_loop()
+            return 42
+
+        async def fails() -> None:
+            raise KeyError("on the hub's thread")
+
+        started, ended = threading.Event(), []
+
+        async def waits() -> None:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                ended.append("cancelled")
+                raise
+
+        assert await runtime.call(value()) == 42
+        with pytest.raises(KeyError, match="hub's thread"):
+            await runtime.call(fails())
+        waiting = asyncio.ensure_future(runtime.call(waits()))
+        assert await asyncio.to_thread(started.wait, 10)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await eventually(lambda: ended == ["cancelled"], "the coroutine's cancellation")
+
+    run(scenario)

@@ -7,6 +7,10 @@ member, and each process hands a group's messages to its own members. A
 specific channel (``new_channel()``) names its process before the ``!``: a
 ``send()`` from anywhere is a NOTIFY on that process's channel.
 
+What a layer sends to itself skips PostgreSQL: a ``send()`` to one of its own
+channels goes straight into its inbox, and a ``group_send`` reaches its own
+members so, its NOTIFY (for the other processes) tagged so that it skips it.
+
 The pieces: :mod:`~django_pgpubsub.streams.inbox` (this process's channels and
 groups), :mod:`~django_pgpubsub.streams.taps` (what the layer LISTENs to, and
 routing what arrives), :mod:`~django_pgpubsub.streams.sending` (the NOTIFY, in
@@ -16,6 +20,7 @@ the caller's transaction).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
@@ -27,7 +32,7 @@ from django_pgpubsub import conf
 from django_pgpubsub.streams import messages, sending
 from django_pgpubsub.streams.hub import Hub, get_hub
 from django_pgpubsub.streams.inbox import Inbox
-from django_pgpubsub.streams.taps import RESYNC_TYPE, Taps, kind_of
+from django_pgpubsub.streams.taps import RESYNC_TYPE, Taps, kind_of, logger
 
 __all__ = ["RESYNC_TYPE", "PubSubChannelLayer"]
 
@@ -59,8 +64,9 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         self.using, self.prefix = using, prefix
         self.immediate, self.resync = immediate, resync
         self.process = uuid.uuid4().hex[:12]  # this process's part of new_channel() names
+        self._mine = f".{self.process}!"  # how the names of its specific channels end before "!"
         self._inbox = Inbox(self.get_capacity, expiry)
-        self._taps = Taps(prefix, self._inbox, lambda: self.hub, resync=resync)
+        self._taps = Taps(prefix, self._inbox, lambda: self.hub, origin=self.process, resync=resync)
 
     @property
     def hub(self) -> Hub:
@@ -80,15 +86,24 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Send ``message`` to ``channel`` (delivered at commit inside a transaction).
 
+        A channel of this layer gets it straight, without PostgreSQL.
+
         Raises:
             ChannelFull: ``channel`` lives in this process and holds ``capacity`` messages.
         """
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
-        if self._inbox.full(channel):
+        inbox = self._inbox
+        if inbox.full(channel):
             raise ChannelFull(channel)
-        target = self._taps.pg_name(*kind_of(channel))
-        await self._send(target, messages.encode(channel, message))
+        kind, name = kind_of(channel)
+        if kind == "p" and name.endswith(self._mine):
+            local = functools.partial(inbox.deliver, (channel,), messages.copied(message))
+            alone = functools.partial(self._statement, channel, message)
+            if await self._send(None, local, alone):
+                raise ChannelFull(channel)
+            return
+        await self._send(self._statement(channel, message))
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The next message of ``channel``. Cancelled, it forgets the channel
@@ -142,7 +157,19 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         target = self._taps.pg_name("g", group)
-        await self._send(target, messages.encode(group, message))
+        text = messages.encode(group, message)
+        inbox = self._inbox
+
+        def local() -> list[str]:  # this layer's members, who skip the NOTIFY
+            if group in inbox.groups:
+                for name in inbox.deliver_to_group(group, messages.decode(text)[1]):
+                    logger.warning("Channel %r is full: a message to it was dropped.", name)
+            return []
+
+        def alone() -> sending.Statement:  # untagged: this layer's members take it too
+            return sending.statement(target, text, self.expiry)
+
+        await self._send(sending.statement(target, text, self.expiry, self.process), local, alone)
 
     async def flush(self) -> None:
         """Forget every channel, group and message of this process, and every
@@ -164,14 +191,22 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         """
         self.require_valid_channel_name(channel)
         kind, name = kind_of(channel)
-        if kind == "p" and not name.endswith(f".{self.process}!"):
+        if kind == "p" and not name.endswith(self._mine):
             raise ValueError(
                 f"{channel!r} is a channel of another process: only the process "
                 f"whose new_channel() made it can {what}."
             )
 
-    async def _send(self, target: str, text: str) -> None:
+    def _statement(self, channel: str, message: dict[str, Any]) -> sending.Statement:
+        """What sends ``message`` to ``channel`` through PostgreSQL."""
+        target = self._taps.pg_name(*kind_of(channel))
+        return sending.statement(target, messages.encode(channel, message), self.expiry)
+
+    async def _send(
+        self,
+        sql: sending.Statement | None,
+        local: sending.Local | None = None,
+        alone: sending.Alone | None = None,
+    ) -> list[str]:
         using = self.using or conf.listener_database()
-        await sending.send(
-            get_hub(using), using, target, text, expiry=self.expiry, immediate=self.immediate
-        )
+        return await sending.send(using, sql, local, immediate=self.immediate, alone=alone)

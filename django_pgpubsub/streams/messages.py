@@ -1,8 +1,15 @@
 """What the Channels layer sends through PostgreSQL: names, encoding, storage.
 
 A message travels as a NOTIFY whose payload is the JSON array
-``[destination, message]``. Past NOTIFY's limit the array is stored in a row of
-``django_pgpubsub_layer_message`` and the payload is ``#<id>``.
+``[destination, message]``, or ``[destination, message, origin]`` for a
+``group_send`` (``origin``: the sending layer, which hands the message to its
+own members itself and skips its own NOTIFY). Past NOTIFY's limit the array is
+stored in a row of ``django_pgpubsub_layer_message`` and the payload is
+``#<id>``, or ``#<id>@<origin>``.
+
+A message for a channel of the sending layer itself never goes through
+PostgreSQL, but takes the same JSON round trip (:func:`copied`): its receiver
+gets exactly what a receiver in another process would.
 
 JSON rather than msgpack: a NOTIFY payload is text, so msgpack's binary
 output would need base64 (a third larger) before it could be sent, while
@@ -51,21 +58,57 @@ def _hook(value: dict[str, Any]) -> object:
     return value
 
 
+# Built once: json.dumps() and json.loads() with options build one per call.
+_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(object_hook=_hook)
+_PLAIN = json.JSONDecoder()
+# The bytes marker as JSON writes it: text without it needs no hook.
+_BYTES_JSON = json.dumps(_BYTES)[1:-1]
+
+
 def encode(destination: str, message: dict[str, Any]) -> str:
     """``[destination, message]`` as compact JSON.
 
     Raises:
         TypeError: A value JSON cannot hold (other than bytes).
     """
-    return json.dumps(
-        [destination, message], default=_default, ensure_ascii=False, separators=(",", ":")
-    )
+    return _ENCODER.encode([destination, message])
+
+
+def _loads(text: str) -> Any:
+    return (_DECODER if _BYTES_JSON in text else _PLAIN).decode(text)
 
 
 def decode(text: str) -> tuple[str, dict[str, Any]]:
-    """The destination and message of :func:`encode`'s text."""
-    destination, message = json.loads(text, object_hook=_hook)
-    return destination, message
+    """The destination and message of :func:`encode`'s (or :func:`tagged`'s) text."""
+    decoded = _loads(text)
+    return decoded[0], decoded[1]
+
+
+def copied(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` as a receiver decodes it once sent (tuples become lists,
+    keys strings...), without the trip through PostgreSQL.
+
+    Raises:
+        TypeError: A value JSON cannot hold (other than bytes).
+    """
+    result: dict[str, Any] = _loads(_ENCODER.encode(message))
+    return result
+
+
+def tagged(text: str, origin: str) -> str:
+    """:func:`encode`'s ``text`` with the sending layer's ``origin`` added."""
+    return f'{text[:-1]},"{origin}"]'
+
+
+def own_tags(origin: str) -> tuple[str, str]:
+    """How the payloads that ``origin`` tagged end: inline, and stored."""
+    return f',"{origin}"]', f"@{origin}"
+
+
+def stored_id(payload: str) -> int:
+    """The row id of a stored message's payload (``#<id>`` or ``#<id>@<origin>``)."""
+    return int(payload[1:].partition("@")[0])
 
 
 def fits(text: str) -> bool:
@@ -75,7 +118,7 @@ def fits(text: str) -> bool:
 
 NOTIFY = "SELECT pg_notify(%s, %s)"
 
-# Stores a message and notifies its id; first removes a few expired rows
+# Stores a message and notifies its id (and origin, if any); first removes a few expired rows
 # (SKIP LOCKED: senders never queue behind each other's clean-up).
 STORE = f"""
 WITH expired AS (
@@ -86,7 +129,7 @@ WITH expired AS (
     INSERT INTO {TABLE} (body, expires_at)
     VALUES (%s, now() + make_interval(secs => %s)) RETURNING id
 )
-SELECT pg_notify(%s, '{STORED}' || stored.id) FROM stored
+SELECT pg_notify(%s, '{STORED}' || stored.id || %s) FROM stored
 """
 
 # A message for one recipient (a specific channel) goes once it is read.

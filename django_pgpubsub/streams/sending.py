@@ -1,29 +1,43 @@
-"""How the Channels layer sends: one statement (a NOTIFY, or a stored row and
-its NOTIFY), in the caller's transaction when a sync caller waits in one.
+"""How the Channels layer sends: through PostgreSQL (a NOTIFY, or a stored row
+and its NOTIFY) for other processes, and straight into the sending layer's own
+:class:`~django_pgpubsub.streams.inbox.Inbox` for its own channels; in the
+caller's transaction when a sync caller waits in one.
 
 ``async_to_sync(layer.group_send)(...)`` runs the coroutine on another thread's
 event loop while the sync caller waits, perhaps inside ``transaction.atomic()``.
 Sent there on the hub's connection, the message would go at once; sent on the
-caller's own Django connection, the commit decides. asgiref has no public way
-to ask "does a sync thread wait for this coroutine?": its own
-``sync_to_async(thread_sensitive=True)`` asks ``AsyncToSync.executors.current``,
-and so does :func:`sync_caller_waits`. Should a future asgiref drop that
-attribute, every send takes the caller's thread (``sync_to_async``), which is
-right in both cases, only slower for async callers; tests/test_layer_sending.py
-fails first, so that the change is seen.
+caller's own Django connection, the commit decides, and a local delivery waits
+for the commit with ``transaction.on_commit`` on the caller's thread. asgiref
+has no public way to ask "does a sync thread wait for this coroutine?": its
+own ``sync_to_async(thread_sensitive=True)`` asks
+``AsyncToSync.executors.current``, and so does :func:`sync_caller_waits`.
+Should a future asgiref drop that attribute, every send takes the caller's
+thread (``sync_to_async``), which is right in both cases, only slower for
+async callers; tests/test_layer_sending.py fails first, so that the change is
+seen.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import AsyncToSync, sync_to_async
 from django.db import connections
 
 from django_pgpubsub.streams import messages
-from django_pgpubsub.streams.hub import Hub
+from django_pgpubsub.streams.hub import get_hub
+
+logger = logging.getLogger("django_pgpubsub.layers")
 
 _UNKNOWN = object()
+
+Statement = tuple[str, tuple[Any, ...]]
+# Hands a message to the sending layer's own channels; returns the full ones.
+Local = Callable[[], list[str]]
+# What sends a message through PostgreSQL alone, the layer's own channels included.
+Alone = Callable[[], Statement]
 
 
 def sync_caller_waits() -> bool | None:
@@ -35,27 +49,79 @@ def sync_caller_waits() -> bool | None:
     return getattr(executors, "current", None) is not None
 
 
-def statement(target: str, text: str, expiry: float) -> tuple[str, tuple[Any, ...]]:
+def statement(target: str, text: str, expiry: float, origin: str | None = None) -> Statement:
     """The SQL that sends ``text`` on the PostgreSQL channel ``target``: a
-    NOTIFY, or past NOTIFY's limit a stored row and the NOTIFY of its id."""
+    NOTIFY, or past NOTIFY's limit a stored row and the NOTIFY of its id;
+    tagged with ``origin`` (the sending layer) if given."""
+    if origin is not None:
+        tagged = messages.tagged(text, origin)
+        if messages.fits(tagged):
+            return messages.NOTIFY, (target, tagged)
+        return messages.STORE, (text, float(expiry), target, f"@{origin}")
     if messages.fits(text):
         return messages.NOTIFY, (target, text)
-    return messages.STORE, (text, float(expiry), target)
+    return messages.STORE, (text, float(expiry), target, "")
 
 
 async def send(
-    hub: Hub, using: str, target: str, text: str, *, expiry: float, immediate: bool
-) -> None:
-    """Send ``text`` on ``target``: on the hub's connection (at once), or, when
-    a sync caller waits and ``immediate`` is false, on the caller's Django
-    connection for ``using`` (at its commit inside a transaction)."""
-    sql, params = statement(target, text, expiry)
+    using: str,
+    sql: Statement | None,
+    local: Local | None,
+    *,
+    immediate: bool,
+    alone: Alone | None = None,
+) -> list[str]:
+    """Send a message: ``sql`` through PostgreSQL, ``local`` into this layer's
+    own channels; at once, or, when a sync caller waits and ``immediate`` is
+    false, on the caller's thread, in its transaction on ``using`` if one is
+    open (``sql`` on its connection, ``local`` at its commit).
+
+    Args:
+        using: The layer's ``DATABASES`` alias (its hub's, and the transaction's).
+        sql: What sends the message through PostgreSQL, if anything.
+        local: What hands it to this layer's own channels, if anything.
+        immediate: Send at once, even inside a transaction.
+        alone: Needed with ``local``: what sends the message through
+            PostgreSQL alone, ``local``'s channels included, for a transaction
+            that Django cannot follow to its commit (``set_autocommit(False)``).
+
+    Returns:
+        The channels that ``local`` found full (none when it waits for a commit).
+    """
     if not immediate and sync_caller_waits() is not False:
-        await sync_to_async(_execute_in_caller, thread_sensitive=True)(using, sql, params)
-    else:
-        await hub.execute(sql, params)
+        return await sync_to_async(_in_caller, thread_sensitive=True)(using, sql, local, alone)
+    if sql is not None:
+        await get_hub(using).execute(*sql)
+    return local() if local is not None else []
 
 
-def _execute_in_caller(using: str, sql: str, params: tuple[Any, ...]) -> None:
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
+def _in_caller(
+    using: str, sql: Statement | None, local: Local | None, alone: Alone | None
+) -> list[str]:
+    connection = connections[using]
+    if local is not None and not connection.in_atomic_block and not _autocommit(connection):
+        # Manual transaction management: Django has no on_commit() there, but
+        # a NOTIFY still waits for the commit; this layer's tap delivers it.
+        assert alone is not None, "a local delivery comes with its NOTIFY"
+        sql, local = alone(), None
+    if sql is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(*sql)
+    if local is None:
+        return []
+    if connection.in_atomic_block:
+        connection.on_commit(lambda: _warn_full(local()))
+        return []
+    return local()
+
+
+def _autocommit(connection: Any) -> bool:
+    """Whether ``connection`` is in autocommit mode, without connecting to learn it."""
+    if connection.connection is None:
+        return bool(connection.settings_dict["AUTOCOMMIT"])
+    return bool(connection.get_autocommit())
+
+
+def _warn_full(full: list[str]) -> None:
+    for name in full:
+        logger.warning("Channel %r is full: a message to it was dropped.", name)

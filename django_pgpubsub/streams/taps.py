@@ -57,8 +57,12 @@ class Taps:
     """The PostgreSQL channels one layer LISTENs to, kept while the
     :class:`Inbox` has channels or groups that need them."""
 
-    def __init__(self, prefix: str, inbox: Inbox, hub: Callable[[], Hub], *, resync: bool) -> None:
+    def __init__(
+        self, prefix: str, inbox: Inbox, hub: Callable[[], Hub], *, origin: str, resync: bool
+    ) -> None:
         self.prefix, self.inbox, self.hub, self.resync = prefix, inbox, hub, resync
+        # The layer's group_send NOTIFYs: its members had them from the layer itself.
+        self._own = messages.own_tags(origin)
         self._taps: dict[str, _Tap] = {}
         self._incoming: deque[tuple[_Tap, str]] = deque()
         self._pump: asyncio.Task[None] | None = None
@@ -145,12 +149,15 @@ class Taps:
             if self.resync and tap.kind != "g":  # once per channel, not per group
                 self._resync(tap)
             return
-        if self._incoming or event.payload.startswith(messages.STORED):
-            self._incoming.append((tap, event.payload))
+        payload = event.payload
+        if tap.kind == "g" and payload.endswith(self._own):
+            return
+        if self._incoming or payload.startswith(messages.STORED):
+            self._incoming.append((tap, payload))
             if self._pump is None or self._pump.done():
                 self._pump = asyncio.get_running_loop().create_task(self._read_stored())
         else:
-            self._route(tap, event.payload)
+            self._route(tap, payload)
 
     async def _read_stored(self) -> None:
         while self._incoming:
@@ -158,7 +165,7 @@ class Taps:
             if payload.startswith(messages.STORED):
                 sql = messages.TAKE if tap.kind == "p" else messages.READ
                 try:
-                    rows = await self.hub().execute(sql, (int(payload[1:]),))
+                    rows = await self.hub().execute(sql, (messages.stored_id(payload),))
                 except Exception:
                     logger.exception("The channel layer could not read a stored message.")
                     rows = []
