@@ -344,3 +344,17 @@ def test_the_unflagged_statements_of_a_listener_before_0010_ignore_the_hint(
         assert cursor.fetchone() == (False,)
         cursor.execute(sql.PROBE_UNFLAGGED_SQL, (["jobs"],))
         assert cursor.fetchone() == (True,)
+
+
+def test_publish_changes_triggers_rows_are_flagged_too() -> None:
+    """A trigger frozen into a migration names no ``behind``: the outbox's own
+    trigger sets it."""
+    from tests.testapp.models import OrderedItem
+
+    [item] = OrderedItem.objects.bulk_create([OrderedItem(name="a")])
+    OrderedItem.objects.filter(pk=item.pk).update(step=1)
+    OrderedItem.objects.filter(pk=item.pk).update(step=2)
+    rows = OutboxEvent.objects.order_by("id").values_list("ordering_key", "behind")
+    assert list(rows) == [
+        (f"testapp.ordereditem:{item.pk}", behind) for behind in (False, True, True)
+    ]
