@@ -79,8 +79,12 @@ class OutboxQuerySet(models.QuerySet["OutboxEvent"]):
             keyed = failed.filter(key__isnull=False).order_by("key", "id").distinct("key")
             chosen = failed.filter(Q(key__isnull=True) | Q(id__in=keyed.values("id")))
             woken = sorted(set(chosen.values_list("channel", flat=True)))
+            # Not known to wait behind anything (a hint; the claim checks).
             count = chosen.update(
-                state=OutboxEvent.State.PENDING, attempts=0, available_at=_now(alias)
+                state=OutboxEvent.State.PENDING,
+                attempts=0,
+                available_at=_now(alias),
+                behind=False,
             )
             _wake(alias, woken)
         return int(count)
@@ -202,6 +206,12 @@ class OutboxEvent(models.Model):
             "not finish: then run alone until handled."
         ),
     )
+    # Migration 0010: a hint kept by the outbox's triggers, never trusted alone.
+    behind = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Stored behind an earlier event of its ordering key (a hint).",
+    )
 
     objects = OutboxManager()
 
@@ -246,6 +256,19 @@ class OutboxEvent(models.Model):
                     ordering_key__isnull=False, attempts__gt=0, state__in=("pending", "failed")
                 ),
                 name="pgpubsub_outbox_key_retrying",
+            ),
+            # Migration 0010: what claims read, the pending rows not known to
+            # wait behind their key's head; and the keys that have such rows.
+            models.Index(
+                fields=["channel", "id"],
+                include=["available_at"],
+                condition=Q(state="pending", behind=False),
+                name="pgpubsub_outbox_heads",
+            ),
+            models.Index(
+                fields=["ordering_key", "id"],
+                condition=Q(behind=True),
+                name="pgpubsub_outbox_behind",
             ),
         )
         constraints = (

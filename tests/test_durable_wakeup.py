@@ -64,7 +64,7 @@ def test_in_poll_mode_writers_send_no_notify_and_the_probe_finds_the_event(
     assert not OutboxEvent.objects.exists()
 
 
-def test_the_probe_reads_only_the_pending_index() -> None:
+def test_the_probe_reads_only_the_heads_index() -> None:
     notify_many([("jobs", i) for i in range(100)], durable=True)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE django_pgpubsub_outbox")
@@ -73,7 +73,7 @@ def test_the_probe_reads_only_the_pending_index() -> None:
         cursor.execute("SET LOCAL enable_seqscan = off")  # what the planner picks on a big table
         cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + PROBE_SQL, (["jobs", "mail"],))
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "Index Only Scan using pgpubsub_outbox_pending" in plan, plan
+    assert "Index Only Scan using pgpubsub_outbox_heads" in plan, plan
 
 
 @pytest.mark.slow

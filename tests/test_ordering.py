@@ -15,6 +15,7 @@ from django.test import override_settings
 from prometheus_client import CollectorRegistry, generate_latest
 
 from django_pgpubsub import DurableEvent, Event, InvalidPayload, Registry, notify, notify_many
+from django_pgpubsub.db.behind_sql import PROMOTE_SQL
 from django_pgpubsub.db.claim_sql import CLAIM_SQL
 from django_pgpubsub.db.sql import OUTBOX_TABLE
 from django_pgpubsub.durable.claim import Claimed
@@ -50,8 +51,14 @@ def store(*items: tuple[str, str | None]) -> None:
         notify("jobs", payload, durable=True, ordering_key=ordering_key)
 
 
-def set_state(payload: str, **values: Any) -> None:
+def set_state(payload: str, blocking: list[str] = CONTINUE, **values: Any) -> None:
+    """Change an event as a listener would; a dead letter's key moves on as the
+    listener lets it (under "continue": ``blocking`` without "failed")."""
     OutboxEvent.objects.filter(payload=payload).update(**values)
+    if values.get("state") == "failed":
+        [key] = OutboxEvent.objects.filter(payload=payload).values_list("ordering_key", flat=True)
+        with connection.cursor() as cursor:
+            cursor.execute(PROMOTE_SQL, {"keys": [key], "blocking": blocking})
 
 
 def test_only_the_head_of_each_key_is_claimed_and_keys_run_in_parallel(
@@ -85,12 +92,12 @@ def test_a_dead_letter_lets_its_key_continue_by_default(test_database_url: str) 
 
 def test_a_dead_letter_blocks_its_key_until_retried_or_deleted(test_database_url: str) -> None:
     store(("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b"))
-    set_state("a1", state="failed", attempts=5)
+    set_state("a1", BLOCK, state="failed", attempts=5)
     assert claim(test_database_url, blocking=BLOCK) == ["b1"]
     assert OutboxEvent.objects.filter(payload="a1").retry() == 1
     assert claim(test_database_url, blocking=BLOCK) == ["a1"]  # first in its key's line
     OutboxEvent.objects.filter(payload="a1").delete()
-    set_state("a2", state="failed", attempts=5)
+    set_state("a2", BLOCK, state="failed", attempts=5)
     assert claim(test_database_url, blocking=BLOCK) == []
     OutboxEvent.objects.filter(payload="a2").delete()  # what purge does
     assert claim(test_database_url, blocking=BLOCK) == ["a3"]

@@ -59,3 +59,39 @@ def test_0006_builds_its_index_concurrently_outside_a_transaction() -> None:
     ]
     module = importlib.import_module("django_pgpubsub.migrations.0006_failed_index")
     assert module.Migration.atomic is False
+
+
+def test_0007_adds_a_nullable_column_and_a_function_in_one_transaction() -> None:
+    statements = sql_of("0007")
+    assert statements == [
+        "BEGIN;",
+        'ALTER TABLE "django_pgpubsub_outbox" ADD COLUMN "holder_key" bigint NULL;',
+        "COMMIT;",
+    ]
+    module = importlib.import_module("django_pgpubsub.migrations.0007_holder_key")
+    assert module.Migration.atomic is True
+    assert module.CREATE.strip().startswith("CREATE FUNCTION django_pgpubsub_complete_next(")
+    assert "DROP FUNCTION django_pgpubsub_complete(" not in module.CREATE
+
+
+def test_0008_adds_a_nullable_column_and_builds_its_indexes_concurrently() -> None:
+    statements = sql_of("0008")
+    assert "BEGIN;" not in statements
+    assert statements[0] == (
+        'ALTER TABLE "django_pgpubsub_outbox" ADD COLUMN "ordering_key" text NULL;'
+    )
+    builds = [line for line in statements if "INDEX" in line]
+    assert [line.split('"')[1] for line in builds] == [
+        "pgpubsub_outbox_key_running",
+        "pgpubsub_outbox_key_retrying",
+        "pgpubsub_outbox_ordering",
+    ]
+    assert all(line.startswith("CREATE INDEX CONCURRENTLY") for line in builds)
+
+
+def test_0009_adds_a_nullable_column_in_one_transaction() -> None:
+    assert sql_of("0009") == [
+        "BEGIN;",
+        'ALTER TABLE "django_pgpubsub_outbox" ADD COLUMN "alone" boolean NULL;',
+        "COMMIT;",
+    ]

@@ -45,19 +45,23 @@ _AT_HEAD = f"""(e.ordering_key IS NULL OR (
     )))"""
 
 # Due events of the listener's channels, oldest first. One index range scan
-# per channel (the pending index on (channel, id)), so pending rows of other
-# channels, however many, cost nothing, and a large backlog is read from its
-# head only. The claim starts the first event's attempt in the same statement,
-# and returns that event's payload alone: the others' are read when their turn
-# comes (when they are started), so a claim of large payloads is never held in
-# memory at once.
-CLAIM_SQL = f"""
+# per channel, so pending rows of other channels, however many, cost nothing,
+# and a large backlog is read from its head only. The scan reads migration
+# 0010's heads index, which leaves out the events known to wait behind their
+# key's head (``behind``): with a deep backlog over a few keys, the rows it
+# meets are the keys' heads, not every pending row probed by _AT_HEAD. The
+# flag is a hint, never trusted: _AT_HEAD still checks each row. Before
+# migration 0010 (CLAIM_UNFLAGGED_SQL), the pending index. The claim starts the
+# first event's attempt in the same statement, and returns that event's
+# payload alone: the others' are read when their turn comes (when they are
+# started), so a claim of large payloads is never held in memory at once.
+_CLAIM = f"""
 WITH picked AS (
     SELECT due.id FROM unnest(%(channels)s::text[]) AS c(channel)
     CROSS JOIN LATERAL (
         SELECT id FROM {OUTBOX_TABLE} AS e
         WHERE state = 'pending' AND channel = c.channel AND available_at <= clock_timestamp()
-            AND {_AT_HEAD}
+            {{head}} AND {_AT_HEAD}
         ORDER BY id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS due
@@ -79,6 +83,8 @@ WHERE o.id = picked.id
 RETURNING o.id, o.channel, o.sender_pid, o.attempts,
     CASE WHEN o.id = first.id THEN o.payload END, o.ordering_key, o.alone
 """
+CLAIM_SQL = _CLAIM.format(head="AND NOT e.behind")
+CLAIM_UNFLAGGED_SQL = _CLAIM.format(head="")
 
 # Starting an attempt: counted, and leased from now.
 _START = f"""
@@ -219,7 +225,7 @@ WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND started_at IS NULL
 # START_GROUP_SQL): which of the group killed its listener is unknown, so
 # each gets its attempt back and runs alone from now on (``alone = true``),
 # at once: the culprit is then found, and counted, as any event run alone.
-# Returns each row's id, new state, and seconds until it is due.
+# Returns each row's id, new state, seconds until it is due, and ordering key.
 RECOVER_SQL = f"""
 WITH live AS MATERIALIZED (
     SELECT (classid::bigint << 32) | objid::bigint AS key FROM pg_locks
@@ -256,5 +262,5 @@ WHERE o.state = 'running' AND o.channel = ANY(%(channels)s) AND (
     OR (o.holder_key IS NOT NULL AND o.holder_key NOT IN (SELECT key FROM live))
 )
 RETURNING o.id, o.state,
-    greatest(extract(epoch FROM o.available_at - clock_timestamp()), 0)::float8
+    greatest(extract(epoch FROM o.available_at - clock_timestamp()), 0)::float8, o.ordering_key
 """

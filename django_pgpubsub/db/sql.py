@@ -31,6 +31,10 @@ from __future__ import annotations
 OUTBOX_TABLE = "django_pgpubsub_outbox"
 # Migration 0008's index of keyed events, its last object.
 ORDERING_INDEX = "pgpubsub_outbox_ordering"
+# Migration 0010's indexes: claims read the first (pending rows not known to
+# be behind); the listeners' repair walks the second, its last object.
+HEADS_INDEX = "pgpubsub_outbox_heads"
+BEHIND_INDEX = "pgpubsub_outbox_behind"
 WAKEUP_CHANNEL = "django_pgpubsub.durable"
 # The completion function of migration 0007 (see claim_sql.COMPLETE_SQL).
 COMPLETE_FUNCTION = "django_pgpubsub_complete_next(bigint, uuid, double precision, bigint)"
@@ -124,17 +128,27 @@ WHERE h.ordering_key IS NOT NULL AND h.attempts > 0 AND h.state IN ('pending', '
 """
 
 # "Is anything due?", every DURABLE_PROBE_INTERVAL in poll mode: an index-only
-# scan of the pending index (available_at is an included column), so an idle
-# outbox costs a few index pages.
-PROBE_SQL = f"""
+# scan of the heads index (available_at is an included column), so an idle
+# outbox, or one whose pending events all wait behind their keys' heads,
+# costs a few index pages. Before migration 0010, the pending index.
+_PROBE = f"""
 SELECT EXISTS (
     SELECT 1 FROM {OUTBOX_TABLE}
     WHERE state = 'pending' AND channel = ANY(%s) AND available_at <= clock_timestamp()
+    {{head}}
 )
 """
+PROBE_SQL = _PROBE.format(head="AND NOT behind")
+PROBE_UNFLAGGED_SQL = _PROBE.format(head="")
 
 # Whether the outbox is migrated far enough to be swept: the table, and the
-# newest object the statements above need.
+# newest object the statements above need; and whether migration 0010 is
+# complete (its last index built and valid), so claims may skip the rows that
+# are ``behind`` (FLAGGED_SQL alone, to look again later).
+FLAGGED_SQL = f"""
+SELECT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{BEHIND_INDEX}')),
+    false)
+"""
 OUTBOX_READY_SQL = f"""
 SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL
     AND to_regprocedure('{COMPLETE_FUNCTION}') IS NOT NULL
@@ -142,5 +156,5 @@ SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL
     AND EXISTS (
         SELECT 1 FROM pg_attribute
         WHERE attrelid = to_regclass('{OUTBOX_TABLE}') AND attname = 'alone' AND NOT attisdropped
-    )
+    ), ({FLAGGED_SQL})
 """

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import MAX_DELAY
-from django_pgpubsub.db import claim_sql, sql
+from django_pgpubsub.db import behind_sql, claim_sql, sql
 from django_pgpubsub.db.connection import fetch_rows
 from django_pgpubsub.durable.attempt import (
     Claimed,
@@ -29,7 +29,7 @@ from django_pgpubsub.durable.attempt import (
     retry_delay,
     sanitize,
 )
-from django_pgpubsub.durable.group import GROUP_MAX, Group
+from django_pgpubsub.durable.group import GROUP_MAX, Failure, Group
 from django_pgpubsub.observer import Observer
 from django_pgpubsub.registry import Handler
 
@@ -52,6 +52,9 @@ class Claim:
             its listening connection while it lives (see ``claim_sql.HOLD_SQL``);
             None: the claim has its lease alone.
         prepare: Prepare the completion statement (see ``drivers.fetch``).
+        flagged: Migration 0010 is complete: claims skip the events known to
+            wait behind their key's head, and a dead letter lets its key move
+            on (see :mod:`django_pgpubsub.db.behind_sql`).
     """
 
     def __init__(
@@ -61,7 +64,9 @@ class Claim:
         *,
         holder_key: int | None = None,
         prepare: bool = False,
+        flagged: bool = False,
     ) -> None:
+        self.flagged = flagged
         self.holder = Holder(
             using=using,
             token=str(uuid.uuid4()),
@@ -96,9 +101,8 @@ class Claim:
             holder=self.holder_key,
             blocking=conf.ordering_blocking_states(),
         )
-        rows = sorted(
-            Claimed(*row) for row in fetch_rows(self.holder.using, claim_sql.CLAIM_SQL, params)
-        )
+        statement = claim_sql.CLAIM_SQL if self.flagged else claim_sql.CLAIM_UNFLAGGED_SQL
+        rows = sorted(Claimed(*row) for row in fetch_rows(self.holder.using, statement, params))
         self.renewed = time.monotonic()
         self.waiting.extend(rows)
         self.keyed = any(row.ordering_key is not None for row in rows)
@@ -148,6 +152,7 @@ class Claim:
                 count += len(outcome.handled)
                 ran = len(outcome.handled) + len(outcome.lost)
                 self._drop({*outcome.handled, *outcome.lost})
+                self._promote_dead_letters(group, outcome.failures)
                 if waiting:
                     for channel in group.keyed_channels(outcome.handled):
                         self._wake(channel)
@@ -183,6 +188,18 @@ class Claim:
             logger.warning("Durable events %s were claimed by another listener.", sorted(lost))
             self._drop(lost)
         return group
+
+    def _promote_dead_letters(self, group: Group, failures: list[Failure]) -> None:
+        """Under ``ORDERING_ON_DEAD_LETTER = "continue"``, let the keys of the
+        group's dead letters (committed now) move on to their next events."""
+        if not self.flagged or not failures or conf.ordering_on_dead_letter() != "continue":
+            return
+        last = conf.durable_max_attempts()
+        dead = {f.event.id for f in failures if f.event.attempt >= last}
+        keys = sorted({r.ordering_key for r in group.rows if r.id in dead and r.ordering_key})
+        if keys:
+            params = {"keys": keys, "blocking": conf.ordering_blocking_states()}
+            fetch_rows(self.holder.using, behind_sql.PROMOTE_SQL, params)
 
     def _drop(self, ids: set[int]) -> None:
         """Forget the claimed events ``ids`` (handled, or lost), keeping the order."""

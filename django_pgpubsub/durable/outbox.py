@@ -37,7 +37,7 @@ from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.backoff import MAX_DELAY
-from django_pgpubsub.db import claim_sql, sql
+from django_pgpubsub.db import behind_sql, claim_sql, sql
 from django_pgpubsub.db.connection import fetch_rows
 from django_pgpubsub.durable.claim import Claim
 from django_pgpubsub.observer import Observer
@@ -48,6 +48,9 @@ logger = logging.getLogger("django_pgpubsub.durable")
 
 # Seconds of durable work per turn of the listener's loop.
 TURN = 0.1
+# Ordering keys with events behind their head that one repair visits at most
+# (see behind_sql.REPAIR_SQL): a few milliseconds of index probes.
+REPAIR_KEYS = 1000
 
 
 class Outbox:
@@ -73,6 +76,8 @@ class Outbox:
         self._retry_at: float | None = None
         self._exists = False
         self._warned = False
+        self._flagged = False  # migration 0010 is complete (see behind_sql)
+        self._repaired_after = ""  # where the next repair goes on from
 
     @property
     def backlog(self) -> bool:
@@ -151,6 +156,7 @@ class Outbox:
                 return 0
             if recover:
                 self._recover(channels)
+                self._repair()
             while not should_stop() and time.monotonic() < deadline:
                 remaining = None if limit is None else limit - handled
                 claim = self._claim or self._take(channels, remaining)
@@ -181,7 +187,13 @@ class Outbox:
         self._full = False
         if size <= 0:
             return None
-        claim = Claim(self.using, self.observer, holder_key=self.holder_key, prepare=self.prepare)
+        claim = Claim(
+            self.using,
+            self.observer,
+            holder_key=self.holder_key,
+            prepare=self.prepare,
+            flagged=self._flagged,
+        )
         claimed = claim.take(channels, size)
         # A claim of keyed events is followed by another: the keys' next
         # events became due as these were handled (see Claim.keyed).
@@ -200,7 +212,10 @@ class Outbox:
         if not channels:
             return False
         try:
-            return self._table_exists() and bool(self._fetch(sql.PROBE_SQL, (channels,))[0][0])
+            if not self._table_exists():
+                return False
+            probe = sql.PROBE_SQL if self._flagged else sql.PROBE_UNFLAGGED_SQL
+            return bool(self._fetch(probe, (channels,))[0][0])
         except Exception:
             logger.exception("Cannot probe the outbox on %r now.", self.using)
             self._exists = False
@@ -211,7 +226,8 @@ class Outbox:
         """Look for the migrated outbox until it is there: migrate may run after
         the listener starts."""
         if not self._exists:
-            self._exists = bool(self._fetch(sql.OUTBOX_READY_SQL)[0][0])
+            [(ready, flagged)] = self._fetch(sql.OUTBOX_READY_SQL)
+            self._exists, self._flagged = bool(ready), bool(flagged)
             if not self._exists and not self._warned:
                 self._warned = True
                 logger.warning(
@@ -238,7 +254,8 @@ class Outbox:
             },
         )
         now = time.monotonic()
-        for row_id, state, due_in in rows:
+        dead: list[str] = []
+        for row_id, state, due_in, ordering_key in rows:
             logger.warning(
                 "Durable event %d was held by a listener that is gone or past its "
                 "DURABLE_LEASE; it is %s again.",
@@ -247,3 +264,34 @@ class Outbox:
             )
             if state == "pending":
                 self._retry(now + due_in)
+            elif ordering_key is not None:
+                dead.append(ordering_key)
+        if dead and self._flagged and conf.ordering_on_dead_letter() == "continue":
+            params = {"keys": dead, "blocking": conf.ordering_blocking_states()}
+            self._fetch(behind_sql.PROMOTE_SQL, params)
+
+    def _repair(self) -> None:
+        """Move on the ordering keys whose next event stays ``behind`` with
+        nothing before it (a lost wake-up: see :mod:`django_pgpubsub.db.behind_sql`),
+        a bounded walk of the keys at a time; the claim that follows takes them.
+
+        Before migration 0010 is complete, look again whether it is.
+        """
+        if not self._flagged:
+            self._flagged = bool(self._fetch(sql.FLAGGED_SQL)[0][0])
+            if not self._flagged:
+                return
+        params = {
+            "after": self._repaired_after,
+            "keys": REPAIR_KEYS,
+            "blocking": conf.ordering_blocking_states(),
+            "wake": conf.durable_wakeup() == "notify",
+        }
+        [(walked, last, promoted, _)] = self._fetch(behind_sql.REPAIR_SQL, params)
+        self._repaired_after = last if walked >= REPAIR_KEYS else ""
+        if promoted:
+            logger.info(
+                "%d durable event(s) with an ordering key waited behind nothing (stored "
+                "while their key's previous event was being handled); they are due now.",
+                promoted,
+            )
