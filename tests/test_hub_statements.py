@@ -78,6 +78,8 @@ def test_what_psycopg_refuses_is_refused_as_psycopg_does() -> None:
             await connection.execute("SELECT %s", ("a\x00b",))
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
             await connection.execute("SELECT %s::int", ("x",))
+        with pytest.raises(psycopg.ProgrammingError, match="placeholders"):
+            await connection.execute("SELECT %s, %s", ("one",))
         with pytest.raises(psycopg.errors.UndefinedColumn):
             await connection.execute("SELECT nope")
         assert await connection.execute("SELECT %s", ("still usable",)) == [("still usable",)]

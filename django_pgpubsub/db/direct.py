@@ -21,7 +21,7 @@ from typing import Any
 _COMMAND_OK, _TUPLES_OK, _FATAL_ERROR = 1, 2, 7
 
 # What each SQL text becomes for libpq: "%s" placeholders numbered "$1", "$2"...
-_queries: dict[tuple[str, str], bytes] = {}
+_queries: dict[tuple[str, str], tuple[bytes, int]] = {}
 
 
 def direct_statement(raw: Any, sql: str, params: tuple[Any, ...] | None) -> Statement | None:
@@ -31,11 +31,11 @@ def direct_statement(raw: Any, sql: str, params: tuple[Any, ...] | None) -> Stat
     encoding cannot hold: psycopg raises its own errors for those)."""
     encoding: str = raw.info.encoding
     key = (sql, encoding)
-    query = _queries.get(key)
+    known = _queries.get(key)
     try:
-        if query is None:
+        if known is None:
             if params is None:
-                query = sql.encode(encoding)
+                known = (sql.encode(encoding), 0)
             else:
                 parts = sql.split("%s")
                 if any("%" in part for part in parts):
@@ -43,12 +43,13 @@ def direct_statement(raw: Any, sql: str, params: tuple[Any, ...] | None) -> Stat
                 numbered = [parts[0]]
                 for number, part in enumerate(parts[1:], 1):
                     numbered.extend((f"${number}", part))
-                query = "".join(numbered).encode(encoding)
+                known = ("".join(numbered).encode(encoding), len(parts) - 1)
             if len(_queries) < 1000:  # the package's statements, not every LISTEN
-                _queries[key] = query
+                _queries[key] = known
+        query, placeholders = known
         if params is None:
             return Statement(raw, query, None)
-        if query.count(b"$") < len(params) or not all(type(p) is str for p in params):
+        if placeholders != len(params) or not all(type(p) is str for p in params):
             return None
         if any("\x00" in p for p in params):
             return None
