@@ -14,6 +14,18 @@ from tests.helpers import ManagePy, database_url
 
 
 @pytest.fixture
+def fresh_hub() -> Iterator[None]:
+    """Close this process's hub after the test, so that the next starts with
+    a new one (its connection, taps and subscriptions)."""
+    yield
+    import asyncio
+
+    from django_pgpubsub.streams.hub import get_hub
+
+    asyncio.run(get_hub().close())
+
+
+@pytest.fixture
 def pubsub(transactional_db: None) -> Iterator[PubSub]:
     """A PubSub on the test database, on the listener's alias
     (``LISTENER_DATABASE``, else ``DATABASE``): a LISTEN needs a session of its

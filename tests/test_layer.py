@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -20,17 +20,14 @@ from django_pgpubsub.models import LayerMessage
 from django_pgpubsub.streams import messages
 from django_pgpubsub.streams.hub import APPLICATION_NAME, get_hub
 
-pytestmark = [
+# The marks of every layer test module: a real database, psycopg 3, a new hub each.
+LAYER_TESTS = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not is_psycopg3, reason="the hub needs psycopg 3"),
+    pytest.mark.usefixtures("fresh_hub"),
 ]
+pytestmark = LAYER_TESTS
 T = TypeVar("T")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_hub() -> Iterator[None]:
-    yield
-    asyncio.run(get_hub().close())
 
 
 def run(scenario: Callable[[], Awaitable[T]]) -> T:

@@ -19,26 +19,15 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from django.db import transaction
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub import aconnect
 from django_pgpubsub.layers import PubSubChannelLayer
 from django_pgpubsub.models import LayerMessage
 from django_pgpubsub.streams import messages, runtime
-from django_pgpubsub.streams.hub import get_hub
 from django_pgpubsub.streams.taps import kind_of
-from tests.test_layer import MESSAGE, eventually, receive, run
+from tests.test_layer import LAYER_TESTS, MESSAGE, eventually, receive, run
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not is_psycopg3, reason="the hub needs psycopg 3"),
-]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_hub() -> Iterator[None]:
-    yield
-    asyncio.run(get_hub().close())
+pytestmark = LAYER_TESTS
 
 
 @contextlib.contextmanager

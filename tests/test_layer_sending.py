@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections, transaction
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub.layers import PubSubChannelLayer
 from django_pgpubsub.streams import runtime, sending
-from django_pgpubsub.streams.hub import get_hub
-from tests.test_layer import eventually, receive, run
+from tests.test_layer import LAYER_TESTS, eventually, receive, run
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not is_psycopg3, reason="the hub needs psycopg 3"),
-]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_hub() -> Iterator[None]:
-    yield
-    asyncio.run(get_hub().close())
+pytestmark = LAYER_TESTS
 
 
 async def probe() -> bool | None:

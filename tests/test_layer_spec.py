@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub.layers import PubSubChannelLayer
 from django_pgpubsub.streams.hub import get_hub
-from tests.test_layer import eventually, receive, run
+from tests.test_layer import LAYER_TESTS, eventually, receive, run
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not is_psycopg3, reason="the hub needs psycopg 3"),
-]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_hub() -> Iterator[None]:
-    yield
-    asyncio.run(get_hub().close())
+pytestmark = LAYER_TESTS
 
 
 def waiters(layer: PubSubChannelLayer, channel: str) -> int:
