@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
@@ -73,6 +72,8 @@ def test_str_parameters_run_on_libpq_with_psycopgs_rows_and_others_on_psycopg() 
 
 
 def test_what_psycopg_refuses_is_refused_as_psycopg_does() -> None:
+    import psycopg  # psycopg 3 alone: the psycopg2 run collects this module
+
     async def scenario(connection: AsyncDriverConnection) -> None:
         with pytest.raises(psycopg.DataError, match="NUL"):
             await connection.execute("SELECT %s", ("a\x00b",))

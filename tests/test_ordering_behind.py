@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]  # untyped: the driver
+    Database,
+)
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify, notify_many
@@ -197,15 +200,16 @@ def test_a_lost_wake_up_is_repaired_and_the_event_handled_in_bounded_time(
     """The race: an event stored in a transaction still open while its key's
     head is handled is not seen by that head's promotion, and stays behind
     with nothing before it. A listener's periodic sweep repairs it."""
-    import psycopg
-
     notify("jobs", "a1", durable=True, ordering_key="a")
     assert claim(test_database_url) == ["a1"]  # a1 runs
-    with psycopg.connect(test_database_url) as sender:  # a transaction of its own
+    sender = Database.connect(test_database_url)  # a transaction of its own
+    try:
         # Sees a1 running: behind.
-        sender.execute(sql.STORE_ORDERED_QUIET_SQL, ("jobs", "a2", None, "a"))
+        sender.cursor().execute(sql.STORE_ORDERED_QUIET_SQL, ("jobs", "a2", None, "a"))
         OutboxEvent.objects.filter(payload="a1").delete()  # a1 handled meanwhile
         sender.commit()
+    finally:
+        sender.close()
     assert flags() == {"a2": True}  # behind nothing
     assert claim(test_database_url) == []  # what the race costs, until repaired
     registry, seen = handlers(set())
