@@ -3,7 +3,6 @@ listeners; what blocks a key and what does not; real PostgreSQL."""
 
 from __future__ import annotations
 
-import random
 import re
 import uuid
 from typing import Any
@@ -17,7 +16,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from django_pgpubsub import DurableEvent, Event, InvalidPayload, Registry, notify, notify_many
 from django_pgpubsub.db.behind_sql import PROMOTE_SQL
 from django_pgpubsub.db.claim_sql import CLAIM_SQL
-from django_pgpubsub.db.sql import OUTBOX_TABLE
 from django_pgpubsub.durable.claim import Claimed
 from django_pgpubsub.listener import Listener
 from django_pgpubsub.metrics import ListenerMetrics
@@ -207,48 +205,6 @@ def test_notify_many_stores_ordering_keys_in_the_order_given(test_database_url: 
     assert list(stored)[:3] == [("a1", "a", None), ("b1", "b", None), ("a2", "a", None)]
     assert list(stored)[-2:] == [("none", None, None), ("k", None, "idem")]
     assert claim(test_database_url) == ["a1", "b1", "none", "k"]
-
-
-def test_the_claim_reads_indexes_only_over_many_keys_and_a_blocked_key() -> None:
-    """200,000 pending events over 10,000 keys, one key blocked by a retry: the
-    claim probes the keys through migration 0008's partial indexes, never a
-    scan of the outbox."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {OUTBOX_TABLE} (channel, payload, ordering_key, sender_pid, state,
-                attempts, created_at, available_at, last_error)
-            SELECT 'jobs', '', 'k' || (i % 10000), 0, 'pending', 0, now(), now(), ''
-            FROM generate_series(1, 200000) AS i
-            """
-        )
-        cursor.execute(
-            f"UPDATE {OUTBOX_TABLE} SET attempts = 1, available_at = now() + interval '1 hour' "
-            f"WHERE id = (SELECT min(id) FROM {OUTBOX_TABLE})"
-        )
-        cursor.execute(f"VACUUM ANALYZE {OUTBOX_TABLE}")
-        params = {
-            "channels": ["jobs"],
-            "limit": 100,
-            "token": str(uuid.uuid4()),
-            "lease": 60.0,
-            "holder": random.getrandbits(62),
-            "blocking": CONTINUE,
-        }
-        cursor.execute("BEGIN")
-        try:
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + CLAIM_SQL, params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("ROLLBACK")
-    assert "Seq Scan" not in plan, plan
-    assert "Index Only Scan using pgpubsub_outbox_ordering" in plan, plan
-    assert re.search(r"using pgpubsub_outbox_(key_)?running", plan), plan
-    # A few pages per claimed event (its row, its probes, its update): the
-    # blocked key's 19 later events and the other 190,000 rows are not read.
-    [first] = re.findall(r"Buffers: shared hit=(\d+)", plan)[:1]
-    assert int(first) < 5000, plan
 
 
 def test_blocked_keys_in_status_and_metrics(capsys: pytest.CaptureFixture[str]) -> None:

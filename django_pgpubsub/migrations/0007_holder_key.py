@@ -11,11 +11,9 @@ started event's payload. 0004's function stays for listeners of the previous
 release during a rolling upgrade; a later migration drops it.
 """
 
-from collections.abc import Callable
+import importlib
 
-from django.apps.registry import Apps
 from django.db import migrations, models
-from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 CREATE = """
 CREATE FUNCTION django_pgpubsub_complete_next(
@@ -43,14 +41,10 @@ $$
 DROP = "DROP FUNCTION django_pgpubsub_complete_next(bigint, uuid, double precision, bigint)"
 
 
-def on_postgresql(statement: str) -> Callable[[Apps, BaseDatabaseSchemaEditor], None]:
-    """Run ``statement`` on PostgreSQL only: other databases never sweep an outbox."""
-
-    def run(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(statement)
-
-    return run
+# 0004's helper: the statement on PostgreSQL only.
+on_postgresql = importlib.import_module(
+    "django_pgpubsub.migrations.0004_complete_function"
+).on_postgresql
 
 
 class Migration(migrations.Migration):

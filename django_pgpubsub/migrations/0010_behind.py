@@ -35,12 +35,9 @@ before, which stays correct).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
-from django.apps.registry import Apps
 from django.db import migrations, models
-from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 # 0006's operation: CONCURRENTLY on PostgreSQL, a plain CREATE INDEX elsewhere.
 AddIndexConcurrentlyOnPostgreSQL = importlib.import_module(
@@ -129,14 +126,10 @@ DROP FUNCTION django_pgpubsub_promote(text, text[]);
 """
 
 
-def on_postgresql(statement: str) -> Callable[[Apps, BaseDatabaseSchemaEditor], None]:
-    """Run ``statement`` on PostgreSQL only: other databases never sweep an outbox."""
-
-    def run(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(statement)
-
-    return run
+# 0004's helper: the statement on PostgreSQL only.
+on_postgresql = importlib.import_module(
+    "django_pgpubsub.migrations.0004_complete_function"
+).on_postgresql
 
 
 class AddFieldKeepingItsDefault(migrations.AddField):
