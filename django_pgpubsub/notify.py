@@ -127,7 +127,9 @@ def notify(
             event with the same key is pending or running.
         ordering_key: Durable events with the same ordering key run one at
             a time, in the order they were stored (id order), across every
-            listener; a failed attempt holds the key's later events back
+            listener. Storing one waits until the transactions that stored
+            earlier events of its key have committed (a lock on the key), so
+            id order is their commit order. A failed attempt holds the key's later events back
             until it succeeds or fails for good (see
             ``ORDERING_ON_DEAD_LETTER``). Events with different keys, or
             none, still run in parallel.

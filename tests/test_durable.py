@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import uuid
 from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +264,28 @@ def test_admin_lists_read_only_and_retries(settings: Any) -> None:
     assert response.status_code == 302
     row.refresh_from_db()
     assert (row.state, row.attempts) == ("pending", 0)
+
+
+def test_running_events_are_released_never_deleted_by_the_tools() -> None:
+    """Deleting a running keyed row would let its key's next event start
+    beside it: neither purge nor the admin deletes one."""
+    notify("orders", "running", durable=True, ordering_key="k")
+    OutboxEvent.objects.update(
+        state="running", claim_token=uuid.uuid4(), created_at=timezone.now().replace(year=2000)
+    )
+    call_command("durable_events", "purge", "--older-than", "1s", stdout=StringIO())
+    assert OutboxEvent.objects.get().state == "running"
+    admin = User.objects.create_superuser("admin", "a@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    url = "/admin/django_pgpubsub/outboxevent/"
+    row = OutboxEvent.objects.get()
+    assert client.post(f"{url}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    response = client.post(url, {"action": "delete_selected", "_selected_action": [row.pk]})
+    assert OutboxEvent.objects.get().state == "running"
+    assert response.status_code in (200, 302)
+    client.post(url, {"action": "release", "_selected_action": [row.pk]})
+    assert OutboxEvent.objects.get().state == "pending"
 
 
 def test_swept_after_a_reconnect(handlers: Registry, seen: list[Any]) -> None:

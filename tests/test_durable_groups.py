@@ -161,3 +161,96 @@ def test_a_crashed_groups_events_get_their_attempt_back_and_run_alone(
     # Alone, each committed in a transaction of its own.
     assert len(set(committed_by().values())) == 3
     wait_until(lambda: not OutboxEvent.objects.exists(), 10, "an empty outbox")
+
+
+@pytest.mark.parametrize("failure", ["raise", "set_rollback"])
+def test_handled_events_keep_their_on_commit_callbacks_when_a_neighbour_fails(
+    failure: str,
+) -> None:
+    """a registers a callback and runs no SQL; b writes, registers one and
+    fails; c writes; d registers one. a's and d's callbacks run, once their
+    events are completed; b's never does."""
+    ran: list[str] = []
+    completed_when_run: list[bool] = []
+    registry = Registry()
+
+    def callback(name: str, event_id: int) -> Any:
+        def call() -> None:
+            ran.append(name)
+            completed_when_run.append(not OutboxEvent.objects.filter(id=event_id).exists())
+
+        return call
+
+    def handle(event: Event) -> None:
+        assert isinstance(event, DurableEvent)
+        if event.payload in ("b", "c"):
+            create_user(event.payload)
+        if event.payload in ("a", "b", "d"):
+            transaction.on_commit(callback(event.payload, event.id))
+        if event.payload == "b":
+            if failure == "raise":
+                raise RuntimeError("b fails")
+            transaction.set_rollback(True)
+
+    registry.register(handle, "jobs")
+    queue("a", "b", "c", "d")
+    Listener(["jobs"], registry=registry, max_events=4).run()
+    assert ran == ["a", "d"]
+    assert completed_when_run == [True, True]
+    assert sorted(committed_by()) == ["c"]
+    [failed] = OutboxEvent.objects.all()
+    assert (failed.payload, failed.state, failed.attempts) == ("b", "pending", 1)
+
+
+def test_a_failed_events_callbacks_never_run_after_its_neighbours_writes() -> None:
+    """Django ties callbacks to atomic blocks, not to savepoints: those of an
+    event rolled back to its savepoint are dropped by the group."""
+    ran: list[str] = []
+    registry = Registry()
+
+    def handle(event: Event) -> None:
+        create_user(event.payload)
+        transaction.on_commit(lambda: ran.append(event.payload))
+        if event.payload == "b":
+            raise RuntimeError("b fails")
+
+    registry.register(handle, "jobs")
+    queue("a", "b", "c")
+    Listener(["jobs"], registry=registry, max_events=3).run()
+    assert ran == ["a", "c"]
+    assert sorted(committed_by()) == ["a", "c"]
+
+
+def test_a_commit_time_failure_is_charged_to_its_event_and_its_neighbours_rerun_at_once(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: a dangling
+    reference fails at COMMIT. The group's other events run again alone at
+    once (not after DURABLE_LEASE), and the culprit fails with its own error."""
+    from tests.testapp.models import Order
+
+    # A wait for the lease would time the test out.
+    settings.PGPUBSUB = {**settings.PGPUBSUB, "DURABLE_MAX_ATTEMPTS": 1, "DURABLE_LEASE": 600.0}
+    ran: list[str] = []
+    registry = Registry()
+
+    def handle(event: Event) -> None:
+        if event.payload == "bad":
+            Order.objects.create(customer_id=2_000_000_000)  # no such user
+        else:
+            create_user(event.payload)
+        transaction.on_commit(lambda: ran.append(event.payload))
+
+    registry.register(handle, "jobs")
+    good = [f"u{n}" for n in range(7)]
+    queue(*good[:3], "bad", *good[3:])
+    Listener(["jobs"], registry=registry, max_events=8).run()
+    assert sorted(committed_by()) == good
+    assert len(set(committed_by().values())) == 7  # each alone, after the failed group
+    assert sorted(ran) == good  # once each: the failed group's callbacks never ran
+    [failed] = OutboxEvent.objects.all()
+    assert (failed.payload, failed.state, failed.attempts) == ("bad", "failed", 1)
+    assert "IntegrityError" in failed.last_error
+    assert "foreign key" in failed.last_error
+    assert not Order.objects.exists()
+    assert "failed to commit" in caplog.text

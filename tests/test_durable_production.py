@@ -179,10 +179,13 @@ def test_stopping_mid_backlog_gives_back_what_was_not_started() -> None:
         handled.append(event.id)
         if len(handled) == 3:
             stop.set()
+            # Mid-group: the stop must land before the group's next event.
+            wait_until(lambda: listener.stopping, 20, "the stop requested")
 
     registry.register(handle, "jobs")
     notify_many([("jobs", str(i)) for i in range(20)], durable=True)
-    thread = ListenerThread(Listener(["jobs"], registry=registry))
+    listener = Listener(["jobs"], registry=registry)
+    thread = ListenerThread(listener)
     assert stop.wait(20)
     thread.stop()
     rows = OutboxEvent.objects.all()

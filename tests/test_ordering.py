@@ -4,12 +4,13 @@ listeners; what blocks a key and what does not; real PostgreSQL."""
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -21,7 +22,7 @@ from django_pgpubsub.listener import Listener
 from django_pgpubsub.metrics import ListenerMetrics
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.testing import eager
-from tests.helpers import run_sql
+from tests.helpers import run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -246,3 +247,82 @@ def test_one_key_is_one_line_across_channels(test_database_url: str) -> None:
     notify("other", "a1", durable=True, ordering_key="a")
     store(("a2", "a"), ("b1", "b"))
     assert claim(test_database_url) == ["b1"]  # a2 waits for a1, on another channel
+
+
+def test_a_keys_events_run_in_the_order_stored_whatever_the_commit_order(
+    test_database_url: str,
+) -> None:
+    """Writer A stores a1 and keeps its transaction open; writer B stores a2:
+    B waits for A's commit (an advisory lock on the key), so a2 is numbered,
+    committed and run after a1."""
+    a_stored, a_may_commit = threading.Event(), threading.Event()
+    b_stored = threading.Event()
+
+    def writer_a() -> None:
+        try:
+            with transaction.atomic():
+                notify("jobs", "a1", durable=True, ordering_key="a")
+                a_stored.set()
+                a_may_commit.wait(30)
+        finally:
+            connection.close()
+
+    def writer_b() -> None:
+        try:
+            with transaction.atomic():
+                notify("jobs", "a2", durable=True, ordering_key="a")
+                notify("jobs", "b1", durable=True, ordering_key="b")
+            b_stored.set()
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=writer_a)
+    first.start()
+    assert a_stored.wait(10)
+    second = threading.Thread(target=writer_b)
+    second.start()
+    wait_until(
+        lambda: bool(
+            run_sql(
+                test_database_url,
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            )
+        ),
+        10,
+        "writer B waiting for the key",
+    )
+    assert not b_stored.is_set()
+    a_may_commit.set()
+    first.join(10)
+    second.join(10)
+    assert b_stored.is_set()
+    rows = list(OutboxEvent.objects.order_by("id").values_list("payload", flat=True))
+    assert rows == ["a1", "a2", "b1"]  # numbered after the lock: in commit order
+    seen: list[str] = []
+    registry = Registry()
+    registry.register(lambda event: seen.append(event.payload), "jobs")
+    Listener(["jobs"], registry=registry, max_events=3).run()
+    assert [payload for payload in seen if payload.startswith("a")] == ["a1", "a2"]
+
+
+def test_writers_of_different_keys_never_wait_for_each_other(test_database_url: str) -> None:
+    a_stored, a_may_commit = threading.Event(), threading.Event()
+
+    def writer_a() -> None:
+        try:
+            with transaction.atomic():
+                notify("jobs", "a1", durable=True, ordering_key="a")
+                a_stored.set()
+                a_may_commit.wait(30)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=writer_a)
+    first.start()
+    try:
+        assert a_stored.wait(10)
+        store(("b1", "b"), ("u1", None))  # in autocommit: returns while A is open
+        assert claim(test_database_url) == ["b1", "u1"]
+    finally:
+        a_may_commit.set()
+        first.join(10)

@@ -202,8 +202,31 @@ SELECT array(
 ), (SELECT set_config('synchronous_commit', 'off', true) WHERE %(relax)s)
 """
 
-# Whether a claim still holds a row (after an error whose outcome is unknown).
-HELD_SQL = f"SELECT count(*) FROM {OUTBOX_TABLE} WHERE id = %s AND claim_token = %s"
+# A group whose COMMIT failed (a deferred constraint, a serialization
+# failure): which of its events caused it is unknown, so the events it ran get
+# their attempt back and run alone from now on, due at once, as after a crash
+# (RECOVER_SQL); the one that caused it fails alone, with its own error. The
+# events it did not reach are given back to the claim, as FINISH_GROUP_SQL does.
+ISOLATE_GROUP_SQL = f"""
+WITH isolated AS (
+    UPDATE {OUTBOX_TABLE} SET
+        state = 'pending',
+        attempts = attempts - 1,
+        alone = true,
+        available_at = clock_timestamp(),
+        last_error = 'The transaction of a group of events failed to commit ('
+            || %(error)s || '). This event runs alone from now on; that attempt '
+            || 'is not counted.',
+        {_UNCLAIM}
+    WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 'running'
+    RETURNING id
+), back AS (
+    UPDATE {OUTBOX_TABLE} SET attempts = attempts - 1, started_at = NULL
+    WHERE id = ANY(%(back)s) AND claim_token = %(token)s AND started_at IS NOT NULL
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM isolated), (SELECT count(*) FROM back)
+"""
 
 RENEW_SQL = f"""
 UPDATE {OUTBOX_TABLE} SET lease_expires_at = {_LEASE}

@@ -150,8 +150,11 @@ class Claim:
                 outcome = group.run(handlers, stop)
                 self.started = False
                 count += len(outcome.handled)
-                ran = len(outcome.handled) + len(outcome.lost)
-                self._drop({*outcome.handled, *outcome.lost})
+                ran = len(outcome.handled) + len(outcome.lost) + len(outcome.isolated)
+                self._drop({*outcome.handled, *outcome.lost, *outcome.isolated})
+                if outcome.isolated:
+                    # Pending again, due now: claimed at the next sweep.
+                    self.retry_at = clock()
                 self._promote_dead_letters(group, outcome.failures)
                 if waiting:
                     for channel in group.keyed_channels(outcome.handled):

@@ -21,9 +21,15 @@ guarantees still holds:
   comes first: the events it started and did not reach get their attempts
   back.
 
+* each event's ``on_commit`` callbacks run once the group commits, and are
+  dropped with its writes when it fails;
+* a COMMIT that fails (a deferred constraint) gives each event its attempt
+  back and runs it alone at once, where the failure is charged to its cause
+  (``claim_sql.ISOLATE_GROUP_SQL``).
+
 A savepoint costs a round trip: none is taken while the transaction has run
-no SQL, so handlers that write nothing cost no savepoint, and their group
-completes in one statement in autocommit.
+no SQL and holds no callback, so handlers that do neither cost no
+savepoint, and their group completes in one statement in autocommit.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class Outcome(NamedTuple):
     back: list[int]  # started, not handled: claimed again as not started
     lost: list[int]  # taken back by another listener's recovery
     failures: list[Failure]  # among handled: recorded as failed attempts
+    isolated: list[int]  # rolled back by a failed COMMIT: pending, to run alone
 
 
 class Group:
@@ -87,9 +94,12 @@ class Group:
         self.rows = list(rows)
         self.events: list[DurableEvent] = []
         self.savepoints: list[str | None] = []  # per event run: None when none was needed
+        # Per event run: how many on_commit callbacks were registered before it.
+        self.callbacks: list[int] = []
         self.done: list[int] = []  # indexes in self.events, handled without error
         self.failures: dict[int, Failure] = {}  # index -> failure
         self.lost: list[int] = []
+        self.isolated: list[int] = []
         self.end = 0  # the events before this index are completed or failed
         self.rollback_all = False
 
@@ -120,16 +130,27 @@ class Group:
             stop: Checked before each event but the first: true ends the group there.
         """
         using = self.holder.using
+        wrapper = connections[using]
         committed = False
         left = False  # the atomic block's body is over: committing
         try:
             with transaction.atomic(using=using):
                 self.end = self._handle(handlers, stop)
-                if not self.rollback_all and not transaction_untouched(using):
+                # Completed in the transaction when a handler wrote, or left
+                # on_commit callbacks, which then run once their event is
+                # completed, as they would if it had run alone.
+                if not self.rollback_all and (
+                    not transaction_untouched(using) or wrapper.run_on_commit
+                ):
                     committed = self._finish_in_transaction()
                 left = True
-        except DatabaseError:
-            raise
+        except DatabaseError as exc:
+            if not left:
+                raise
+            # COMMIT failed (a deferred constraint, a serialization failure):
+            # everything rolled back, callbacks included.
+            self._commit_failed(exc)
+            return self._outcome()
         except Exception:
             if not left:
                 raise
@@ -161,11 +182,15 @@ class Group:
         for index, event in enumerate(self.events):
             if index and (time.monotonic() - began >= GROUP_SECONDS or stop()):
                 return index
-            savepoint = None if transaction_untouched(using) else transaction.savepoint(using)
+            callbacks = len(wrapper.run_on_commit)
+            # No savepoint while nothing before this event could be lost by
+            # rolling the whole transaction back: no SQL, no callbacks.
+            untouched = callbacks == 0 and transaction_untouched(using)
+            savepoint = None if untouched else transaction.savepoint(using)
             self.savepoints.append(savepoint)
+            self.callbacks.append(callbacks)
             running: Handler | None = None
             timer = time.perf_counter()
-            callbacks = len(wrapper.run_on_commit)
             try:
                 for running in handlers[event.channel]:
                     running(event)
@@ -173,6 +198,9 @@ class Group:
                         refuse_rollback(running)
             except Exception:
                 self.failures[index] = self._failed(event, running)
+                # Django scopes callbacks to atomic blocks, not to the
+                # savepoints taken here: the failed event's are dropped here.
+                del wrapper.run_on_commit[callbacks:]
                 if savepoint is not None:
                     # (set_rollback(True) would refuse the ROLLBACK TO SAVEPOINT.)
                     transaction.set_rollback(False, using)
@@ -258,6 +286,7 @@ class Group:
                 return False
             # Undoes the events from ``first`` on, and the completion.
             transaction.savepoint_rollback(savepoint, using)
+            del connections[using].run_on_commit[self.callbacks[first] :]
 
     def _finish(self, *, relax: bool) -> list[int]:
         """Run ``claim_sql.FINISH_GROUP_SQL`` for the events before ``self.end``.
@@ -282,16 +311,54 @@ class Group:
         [(missing, _)] = fetch_rows(holder.using, claim_sql.FINISH_GROUP_SQL, params)
         return [int(row_id) for row_id in missing or ()]
 
+    def _commit_failed(self, exc: DatabaseError) -> None:
+        """The group's COMMIT failed and rolled everything back: charge an
+        event that ran alone with the error; else give every event that ran
+        its attempt back and run each alone, at once, where the one that
+        caused the failure is found and charged (as after a crash)."""
+        holder = self.holder
+        ran = self.events[: self.end]
+        if len(ran) == 1:
+            [event] = ran
+            logger.error(
+                "The transaction of durable event %d (channel %r, attempt %d) failed "
+                "to commit; its handlers' writes are rolled back.",
+                event.id,
+                event.channel,
+                event.attempt,
+                exc_info=True,
+                extra=log_fields(event),
+            )
+            self.done = []
+            error = sanitize(traceback.format_exc())
+            self.failures = {0: Failure(event, error, retry_delay(event.attempt))}
+            self.lost += self._finish(relax=False)
+            return
+        logger.warning(
+            "The transaction of a group of durable events (ids %s) failed to commit "
+            "(%s); each runs alone now, and the failure is charged to its cause.",
+            [event.id for event in ran],
+            exc,
+        )
+        params = holder.params(
+            ids=[event.id for event in ran],
+            back=[event.id for event in self.events[self.end :]],
+            error=sanitize(f"{type(exc).__name__}: {exc}".strip()),
+        )
+        fetch_rows(holder.using, claim_sql.ISOLATE_GROUP_SQL, params)
+        self.isolated = [event.id for event in ran]
+        self.failures = {}
+
     def _outcome(self) -> Outcome:
         end = self.end
-        lost = set(self.lost)
+        lost = {*self.lost, *self.isolated}
         handled = [e.id for e in self.events[:end] if e.id not in lost]
         back = [e.id for e in self.events[end:] if e.id not in lost]
         failures = [f for i, f in sorted(self.failures.items()) if i < end]
         failures = [f for f in failures if f.event.id not in lost]
         for failure in failures:
             self._log_failure(failure)
-        return Outcome(handled, back, sorted(lost), failures)
+        return Outcome(handled, back, sorted(self.lost), failures, self.isolated)
 
     def _log_failure(self, failure: Failure) -> None:
         event = failure.event
