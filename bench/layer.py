@@ -100,7 +100,7 @@ def _listening(url: str) -> int:
     """The member processes' hub connections (not this sending process's own)."""
     import psycopg
 
-    from django_pgpubsub.streams.hub import get_hub
+    from django_pgpubsub.hub.hub import get_hub
 
     own = get_hub("default").connection
     with psycopg.connect(url, autocommit=True) as conn:
@@ -134,7 +134,7 @@ def group_latency(backend: str, members: int, sends: int, redis_url: str = "") -
     listening = _listening(url) if backend == "pgpubsub" else None
     import psycopg
 
-    from django_pgpubsub.streams.messages import pg_channel
+    from django_pgpubsub.channel_layer.messages import pg_channel
 
     spy = psycopg.connect(url, autocommit=True)
     spy.execute(f'LISTEN "{pg_channel("asgi", "g", GROUP)}"')

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 
 from django_pgpubsub.publishing.changes import build_triggers
-from django_pgpubsub.publishing.registry import EVENTS
+from django_pgpubsub.publishing.published_models import EVENTS
 from django_pgpubsub.publishing.triggers import Publication
 
 TABLES = ("bench_plain", "bench_statement", "bench_row")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from django_pgpubsub.apubsub import AsyncPubSub, aconnect
-from django_pgpubsub.events import DurableEvent, Event
 from django_pgpubsub.exceptions import (
     ConnectionLost,
     InvalidChannel,
@@ -13,14 +11,16 @@ from django_pgpubsub.exceptions import (
     PayloadTooLarge,
     PubSubError,
 )
-from django_pgpubsub.notify import anotify, notify, notify_many
+from django_pgpubsub.hub.hub import subscribe
+from django_pgpubsub.hub.subscription import Subscription
+from django_pgpubsub.publishing.apubsub import AsyncPubSub, aconnect
 from django_pgpubsub.publishing.changes import publish_changes, unpublish_changes
 from django_pgpubsub.publishing.context import publish_context
+from django_pgpubsub.publishing.notify import anotify, notify, notify_many
+from django_pgpubsub.publishing.pubsub import PubSub, connect
 from django_pgpubsub.publishing.signals import publish_on_save, unpublish_on_save
-from django_pgpubsub.pubsub import PubSub, connect
-from django_pgpubsub.registry import Registry, handler, registry
-from django_pgpubsub.streams.hub import subscribe
-from django_pgpubsub.streams.subscription import Subscription
+from django_pgpubsub.vocabulary.events import DurableEvent, Event
+from django_pgpubsub.vocabulary.handlers import Registry, handler, registry
 
 try:
     __version__ = version("django-pg-pubsub")

@@ -1,11 +1,11 @@
 """Django Channels on PostgreSQL: ``CHANNEL_LAYERS`` backend
 ``"django_pgpubsub.layers.PubSubChannelLayer"`` (needs the ``channels`` extra).
 
-See :mod:`django_pgpubsub.streams.layer` for how it works.
+See :mod:`django_pgpubsub.channel_layer.layer` for how it works.
 """
 
 from __future__ import annotations
 
-from django_pgpubsub.streams.layer import RESYNC_TYPE, PubSubChannelLayer
+from django_pgpubsub.channel_layer.layer import RESYNC_TYPE, PubSubChannelLayer
 
 __all__ = ["RESYNC_TYPE", "PubSubChannelLayer"]

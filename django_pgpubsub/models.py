@@ -10,8 +10,8 @@ from django.db import connections, models, transaction
 from django.db.models import Count, Q
 
 from django_pgpubsub import conf
-from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE, WAKEUP_CHANNEL
+from django_pgpubsub.vocabulary.channel_names import validate_channels
 
 WAITING = ("pending", "running")
 

@@ -1,7 +1,7 @@
 """Server-Sent Events: ``EventStreamView`` streams channels to browsers.
 
 Every client of every ``EventStreamView`` of a process shares the hub's one
-LISTEN connection (:mod:`django_pgpubsub.streams.hub`).
+LISTEN connection (:mod:`django_pgpubsub.hub.hub`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from django.views import View
 from django_pgpubsub import conf
 from django_pgpubsub.asgi import SCOPE_KEY
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.sse import (
+from django_pgpubsub.hub.hub import get_hub
+from django_pgpubsub.hub.sse import (
     KEEPALIVE,
     EventStream,
     end_streams_at_shutdown,
     format_event,
     stopping,
 )
-from django_pgpubsub.streams.hub import get_hub
 
 __all__ = ["KEEPALIVE", "EventStream", "EventStreamView", "format_event"]
 

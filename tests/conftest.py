@@ -20,7 +20,7 @@ def fresh_hub() -> Iterator[None]:
     yield
     import asyncio
 
-    from django_pgpubsub.streams.hub import get_hub
+    from django_pgpubsub.hub.hub import get_hub
 
     asyncio.run(get_hub().close())
 

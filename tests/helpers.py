@@ -18,8 +18,8 @@ from django.core.management import call_command
 from django.db import connections
 
 from django_pgpubsub import Event, PubSub, Registry
-from django_pgpubsub.listener import Listener
-from django_pgpubsub.waiting import HasFileno, wait_readable
+from django_pgpubsub.db.waits import HasFileno, wait_readable
+from django_pgpubsub.listener.loop import Listener
 
 
 def collect(pubsub: PubSub, count: int, timeout: float = 10.0) -> list[Event]:

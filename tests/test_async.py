@@ -26,7 +26,7 @@ from django_pgpubsub import (
     anotify,
     notify,
 )
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.testing import dispatch
 from tests.helpers import ROOT, run_listener

@@ -19,13 +19,13 @@ from django_pgpubsub import (
     notify,
     notify_many,
 )
-from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.db.sql import WAKEUP_CHANNEL
-from django_pgpubsub.health import check_health
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.ops.health import check_health
 from django_pgpubsub.testing import capture_events
+from django_pgpubsub.vocabulary.channel_names import validate_channel
+from django_pgpubsub.vocabulary.payload import encode_payload
 from tests.helpers import collect
 
 NOT_STR: list[Any] = [["a"], ("a",), {"a"}, {"a": 1}, b"a", 1, 1.5, None, True, object()]

@@ -29,7 +29,7 @@ from django_pgpubsub import (
     unpublish_changes,
 )
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
+from django_pgpubsub.vocabulary.payload import MAX_PAYLOAD_BYTES
 from tests.helpers import collect, run_listener, run_sql
 from tests.testapp.models import (
     Cinema,

@@ -15,9 +15,9 @@ from django_pgpubsub import ConnectionLost, Registry, aconnect, connect, notify_
 from django_pgpubsub.db.aconnection import open_async_connection
 from django_pgpubsub.db.connection import open_connection
 from django_pgpubsub.db.drivers import DriverConnection
-from django_pgpubsub.db.notifies import ListeningConnection
-from django_pgpubsub.listener import Listener
-from django_pgpubsub.waiting import wait_readable
+from django_pgpubsub.db.listening_connection import ListeningConnection
+from django_pgpubsub.db.waits import wait_readable
+from django_pgpubsub.listener.loop import Listener
 from tests.helpers import collect, database_url, in_socket, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -28,7 +28,7 @@ from django_pgpubsub import (
     notify_many,
 )
 from django_pgpubsub.db.sql import WAKEUP_CHANNEL
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, ManagePy, collect, run_listener, wait_until
 from tests.testapp.models import Received

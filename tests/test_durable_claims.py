@@ -13,10 +13,10 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, conf, notify
-from django_pgpubsub.backoff import MAX_DELAY, backoff
 from django_pgpubsub.db.claim_sql import CLAIM_SQL
+from django_pgpubsub.db.reconnect import MAX_DELAY, backoff
 from django_pgpubsub.durable.claim import Claimed, retry_delay, sanitize
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import run_sql, wait_until
 

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django_pgpubsub import DurableEvent, Event, Registry, notify_many
 from django_pgpubsub.db.claim_sql import CLAIM_SQL, START_GROUP_SQL
 from django_pgpubsub.durable import group
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import run_sql, wait_until
 

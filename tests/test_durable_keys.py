@@ -23,7 +23,7 @@ from django_pgpubsub import (
 )
 from django_pgpubsub.db.claim_sql import CLAIM_SQL
 from django_pgpubsub.db.sql import WAKEUP_CHANNEL
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import collect, nothing_arrives
 

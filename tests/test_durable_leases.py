@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, run_sql, wait_until
 

@@ -17,7 +17,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify, notify_many
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, wait_until
 

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, database_url, run_sql, wait_until
 from tests.pgbouncer import PgBouncer

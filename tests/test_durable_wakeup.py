@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from django_pgpubsub import PubSub, Registry, notify, notify_many
 from django_pgpubsub.db.sql import PROBE_SQL, WAKEUP_CHANNEL
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, ManagePy, collect, nothing_arrives, wait_until
 from tests.testapp.models import Received

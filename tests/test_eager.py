@@ -238,7 +238,7 @@ class Outside(TestCase):
         with connection.cursor() as cursor:
             cursor.execute(EAGER_SETTING_SQL)
             assert cursor.fetchone() == ("",)
-        assert importlib.import_module("django_pgpubsub.notify").eager_hook is None
+        assert importlib.import_module("django_pgpubsub.publishing.notify").eager_hook is None
 
 
 class MoreThanPostgres(TestCase):

@@ -16,9 +16,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_pgpubsub import Registry, connect, notify
-from django_pgpubsub.health import check_health
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
+from django_pgpubsub.ops.health import check_health
 from tests.helpers import ListenerThread, ManagePy, health, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

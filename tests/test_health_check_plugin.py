@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory
 
 from django_pgpubsub import Registry, notify
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread
 

@@ -15,9 +15,9 @@ from datetime import timedelta
 import pytest
 
 from django_pgpubsub import notify
-from django_pgpubsub.health import check_health
-from django_pgpubsub.metrics import ListenerMetrics
 from django_pgpubsub.models import OutboxEvent
+from django_pgpubsub.ops.health import check_health
+from django_pgpubsub.ops.metrics import ListenerMetrics
 from tests.helpers import health
 from tests.sickdb import (
     FreezingProxy,

@@ -17,8 +17,8 @@ from django.test import Client
 from django_pgpubsub import AsyncPubSub, Event, InvalidChannel, aconnect, subscribe
 from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_connection
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.streams.hub import Hub, get_hub
-from django_pgpubsub.streams.subscription import RESYNC_CHANNEL
+from django_pgpubsub.hub.hub import Hub, get_hub
+from django_pgpubsub.hub.subscription import RESYNC_CHANNEL
 from django_pgpubsub.views import EventStream
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ import pytest
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_connection
-from django_pgpubsub.events import Event
+from django_pgpubsub.vocabulary.events import Event
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -15,10 +15,10 @@ from django.db import connection, transaction
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_pgpubsub import aconnect
+from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.hub.hub import APPLICATION_NAME, get_hub
 from django_pgpubsub.layers import RESYNC_TYPE, PubSubChannelLayer
 from django_pgpubsub.models import LayerMessage
-from django_pgpubsub.streams import messages
-from django_pgpubsub.streams.hub import APPLICATION_NAME, get_hub
 
 # The marks of every layer test module: a real database, psycopg 3, a new hub each.
 LAYER_TESTS = [

@@ -21,10 +21,11 @@ from channels.exceptions import ChannelFull
 from django.db import transaction
 
 from django_pgpubsub import aconnect
+from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.channel_layer.subscriptions import kind_of
+from django_pgpubsub.hub import runtime
 from django_pgpubsub.layers import PubSubChannelLayer
 from django_pgpubsub.models import LayerMessage
-from django_pgpubsub.streams import messages, runtime
-from django_pgpubsub.streams.taps import kind_of
 from tests.test_layer import LAYER_TESTS, MESSAGE, eventually, receive, run
 
 pytestmark = LAYER_TESTS

@@ -16,8 +16,8 @@ from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
+from django_pgpubsub.hub.hub import APPLICATION_NAME, get_hub
 from django_pgpubsub.layers import PubSubChannelLayer
-from django_pgpubsub.streams.hub import APPLICATION_NAME, get_hub
 from tests.test_layer import receive
 from tests.uvicorn_server import Uvicorn
 

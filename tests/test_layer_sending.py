@@ -10,8 +10,9 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections, transaction
 
+from django_pgpubsub.channel_layer import sending
+from django_pgpubsub.hub import runtime
 from django_pgpubsub.layers import PubSubChannelLayer
-from django_pgpubsub.streams import runtime, sending
 from tests.test_layer import LAYER_TESTS, eventually, receive, run
 
 pytestmark = LAYER_TESTS

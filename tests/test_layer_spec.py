@@ -11,8 +11,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 
+from django_pgpubsub.hub.hub import get_hub
 from django_pgpubsub.layers import PubSubChannelLayer
-from django_pgpubsub.streams.hub import get_hub
 from tests.test_layer import LAYER_TESTS, eventually, receive, run
 
 pytestmark = LAYER_TESTS

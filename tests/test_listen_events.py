@@ -11,7 +11,7 @@ from django.db import connection
 
 from django_pgpubsub import conf, notify, notify_many
 from django_pgpubsub.management.commands.listen_events import Command
-from django_pgpubsub.registry import registry
+from django_pgpubsub.vocabulary.handlers import registry
 from tests.helpers import ManagePy, wait_until
 from tests.testapp.models import Received
 

@@ -12,7 +12,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.test import override_settings
 
 from django_pgpubsub import ConnectionLost, Event, Registry, conf, notify
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from tests.helpers import ListenerThread, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.db import connection, connections
 
 from django_pgpubsub import Event, Registry, notify, notify_many
-from django_pgpubsub.listener import Listener
-from django_pgpubsub.shutdown import stop_on_signals
+from django_pgpubsub.listener.loop import Listener
+from django_pgpubsub.listener.shutdown import stop_on_signals
 from tests.helpers import ListenerThread, in_socket, wait_until
 from tests.testapp.models import Received
 

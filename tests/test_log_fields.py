@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from django_pgpubsub import Event, Registry, notify
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.management.commands.listen_events import show_logs
 
 pytestmark = pytest.mark.django_db(transaction=True)

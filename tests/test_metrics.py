@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_pgpubsub import Event, Registry, notify
 from django_pgpubsub.db.sql import OUTBOX_TABLE
-from django_pgpubsub.listener import Listener
-from django_pgpubsub.metrics import GAUGES_SQL, ListenerMetrics, serve
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
+from django_pgpubsub.ops.metrics import GAUGES_SQL, ListenerMetrics, serve
 from tests.helpers import ManagePy, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

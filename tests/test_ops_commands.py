@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_pgpubsub import Registry, notify
-from django_pgpubsub.health import FAILED_SQL, PENDING_CHANNELS_SQL, check_health
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
+from django_pgpubsub.ops.health import FAILED_SQL, PENDING_CHANNELS_SQL, check_health
 from tests.helpers import ListenerThread, ManagePy
 from tests.test_metrics import big_outbox, explain, outbox_scans
 

@@ -15,12 +15,12 @@ from django.test import override_settings
 from prometheus_client import CollectorRegistry, generate_latest
 
 from django_pgpubsub import DurableEvent, Event, InvalidPayload, Registry, notify, notify_many
-from django_pgpubsub.db.behind_sql import PROMOTE_SQL
 from django_pgpubsub.db.claim_sql import CLAIM_SQL
+from django_pgpubsub.db.ordering_sql import PROMOTE_SQL
 from django_pgpubsub.durable.claim import Claimed
-from django_pgpubsub.listener import Listener
-from django_pgpubsub.metrics import ListenerMetrics
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
+from django_pgpubsub.ops.metrics import ListenerMetrics
 from django_pgpubsub.testing import eager
 from tests.helpers import run_sql, wait_until
 

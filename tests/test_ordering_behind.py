@@ -18,13 +18,13 @@ from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]  
 from django.test import override_settings
 
 from django_pgpubsub import DurableEvent, Event, Registry, notify, notify_many
-from django_pgpubsub.db import behind_sql, claim_sql, sql
+from django_pgpubsub.db import claim_sql, ordering_sql, sql
 from django_pgpubsub.durable import outbox as outbox_module
 from django_pgpubsub.durable.claim import Claim
 from django_pgpubsub.durable.outbox import Outbox
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.observer import Observer
+from django_pgpubsub.vocabulary.observer import Observer
 from tests.helpers import ListenerThread, run_sql, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -239,7 +239,7 @@ def test_the_repair_walks_the_keys_a_bounded_number_at_a_time(
     assert [len(w) for w in walks] == [2, 4, 5]
     with connection.cursor() as cursor:
         cursor.execute(
-            behind_sql.REPAIR_SQL, {"after": "", "keys": 10, "blocking": CONTINUE, "wake": False}
+            ordering_sql.REPAIR_SQL, {"after": "", "keys": 10, "blocking": CONTINUE, "wake": False}
         )
         assert cursor.fetchone() == (0, None, 0, 0)
 

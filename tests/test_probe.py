@@ -11,8 +11,8 @@ from django.db import connections
 from django.test import override_settings
 
 from django_pgpubsub import Event, Registry, conf, notify
-from django_pgpubsub.listener import Listener
-from django_pgpubsub.probe import Probe, presence_key, presence_lock_ids
+from django_pgpubsub.listener.liveness import Probe, presence_key, presence_lock_ids
+from django_pgpubsub.listener.loop import Listener
 from tests.helpers import ListenerThread, wait_until
 from tests.pgproxy import NotificationDroppingProxy
 
@@ -85,12 +85,14 @@ def test_an_idle_listener_probes_without_dispatching_the_probes() -> None:
 
 def test_probe_state() -> None:
     probe = Probe(timeout=10.0)
-    assert probe.start(42) == "django_pgpubsub.probe.42"
+    assert probe.start(42) == "django_pgpubsub.listener.liveness.42"
     assert not probe.waiting
     probe.sent()
     assert probe.waiting
     probe.check()  # not yet overdue
-    others = probe.receive([Event("a", "", 1), Event("django_pgpubsub.probe.42", "", 42)])
+    others = probe.receive(
+        [Event("a", "", 1), Event("django_pgpubsub.listener.liveness.42", "", 42)]
+    )
     assert [event.channel for event in others] == ["a"]
     assert not probe.waiting
 

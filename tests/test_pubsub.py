@@ -17,7 +17,7 @@ from django_pgpubsub import (
     connect,
     notify,
 )
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from tests.helpers import ListenerThread, collect, nothing_arrives, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

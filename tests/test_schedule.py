@@ -14,9 +14,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_pgpubsub import Event, Registry, conf, connect, notify
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
+from django_pgpubsub.listener.schedule import Schedule
 from django_pgpubsub.models import OutboxEvent
-from django_pgpubsub.schedule import Schedule
 from tests.helpers import ListenerThread, wait_until
 
 

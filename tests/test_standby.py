@@ -12,7 +12,7 @@ from django.db import connections
 
 from django_pgpubsub import ConnectionLost, Registry
 from django_pgpubsub.db.connection import open_connection
-from django_pgpubsub.listener import Listener
+from django_pgpubsub.listener.loop import Listener
 from scripts.pgtemp import TemporaryPostgres
 from tests.helpers import ListenerThread, run_sql, wait_until
 

@@ -14,8 +14,8 @@ from django_pgpubsub import (
     PayloadTooLarge,
     PubSubError,
 )
-from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.vocabulary.channel_names import validate_channel
+from django_pgpubsub.vocabulary.payload import encode_payload
 
 
 def test_event_data_is_json_or_the_raw_string() -> None:

@@ -12,8 +12,7 @@ from django.test import override_settings
 
 from django_pgpubsub import conf
 from django_pgpubsub.checks import check_settings
-from django_pgpubsub.metrics import ListenerMetrics
-from django_pgpubsub.metrics_server import serve
+from django_pgpubsub.ops.metrics import ListenerMetrics, serve
 from django_pgpubsub.views import EventStreamView
 
 HOSTILE_QUERY = urllib.parse.quote("<img src=x onerror=alert(1)>")

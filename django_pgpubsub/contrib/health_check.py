@@ -2,7 +2,7 @@
 
 django-health-check 4 (Django 5.2+) has no plugin registry: list the check
 in a ``HealthCheckView``'s checks, with the options of
-:func:`django_pgpubsub.health.check_health`::
+:func:`django_pgpubsub.ops.health.check_health`::
 
     path("ht/", HealthCheckView.as_view(checks=[
         "health_check.checks.Database",
@@ -25,7 +25,7 @@ from django.apps import AppConfig
 from django.core.exceptions import ImproperlyConfigured
 from health_check.exceptions import ServiceUnavailable
 
-from django_pgpubsub.health import check_health
+from django_pgpubsub.ops.health import check_health
 
 # django-health-check 4's default budget of a check, which waits a second
 # longer for the check's own timeout to report.

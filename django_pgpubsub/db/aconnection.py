@@ -3,7 +3,7 @@
 The connection's socket is watched with the event loop's ``add_reader`` for as
 long as the connection lives. Most statements (those without parameters, or
 whose parameters are all ``str``, such as every NOTIFY) run on libpq directly
-(:class:`~django_pgpubsub.db.direct.Statement`), woken by that same reader:
+(:class:`~django_pgpubsub.db.libpq_statements.Statement`), woken by that same reader:
 no reader to remove and add again, no notify handler to install, no psycopg
 waiting machinery; this halves the cost of a NOTIFY. The others run through
 psycopg, which registers its own reader on the socket while they run (a loop
@@ -18,12 +18,12 @@ import contextlib
 from typing import Any
 
 from django_pgpubsub.db.connection import dedicated_wrapper, require_psycopg3
-from django_pgpubsub.db.direct import Statement, direct_statement
 from django_pgpubsub.db.drivers import standby_refusal_is_lost
-from django_pgpubsub.db.notifies import Psycopg3Queue, lost_errors
-from django_pgpubsub.events import Event
+from django_pgpubsub.db.libpq_statements import Statement, direct_statement
+from django_pgpubsub.db.listening_connection import Psycopg3Queue, lost_errors
+from django_pgpubsub.db.waits import wait_event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.waiting import wait_event
+from django_pgpubsub.vocabulary.events import Event
 
 
 class AsyncDriverConnection(Psycopg3Queue):

@@ -25,7 +25,7 @@ from django_pgpubsub.db.drivers import (
     Psycopg3Connection,
     fetch,
 )
-from django_pgpubsub.db.notifies import lost_errors
+from django_pgpubsub.db.listening_connection import lost_errors
 from django_pgpubsub.exceptions import ConnectionLost
 
 

@@ -16,12 +16,12 @@ from typing import Any
 
 from django.db.backends.postgresql.psycopg_any import errors, is_psycopg3
 
-from django_pgpubsub.db.notifies import (
+from django_pgpubsub.db.listening_connection import (
     ListeningConnection,
     Psycopg3Queue,
 )
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.vocabulary.events import Event
 
 # SQLSTATE 25006 (read_only_sql_transaction): "cannot execute LISTEN during
 # recovery" from a hot standby, where a reconnect may land after a failover.
@@ -119,7 +119,7 @@ class Psycopg2Connection(DriverConnection):
 
 
 class Psycopg3Connection(Psycopg3Queue, DriverConnection):
-    """psycopg 3, sync: see :class:`~django_pgpubsub.db.notifies.Psycopg3Queue`."""
+    """psycopg 3, sync: see :class:`~django_pgpubsub.db.listening_connection.Psycopg3Queue`."""
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
         self.raw.add_notify_handler(self._keep)

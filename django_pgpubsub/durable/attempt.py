@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgpubsub import conf
-from django_pgpubsub.backoff import backoff
-from django_pgpubsub.observer import Observer
-from django_pgpubsub.registry import Handler, handler_name
+from django_pgpubsub.db.reconnect import backoff
+from django_pgpubsub.vocabulary.handlers import Handler, handler_name
+from django_pgpubsub.vocabulary.observer import Observer
 
 logger = logging.getLogger("django_pgpubsub.durable")
 

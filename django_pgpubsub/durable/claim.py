@@ -19,9 +19,9 @@ import uuid
 from collections.abc import Callable
 
 from django_pgpubsub import conf
-from django_pgpubsub.backoff import MAX_DELAY
-from django_pgpubsub.db import behind_sql, claim_sql, sql
+from django_pgpubsub.db import claim_sql, ordering_sql, sql
 from django_pgpubsub.db.connection import fetch_rows
+from django_pgpubsub.db.reconnect import MAX_DELAY
 from django_pgpubsub.durable.attempt import (
     Claimed,
     ClaimLost,
@@ -30,8 +30,8 @@ from django_pgpubsub.durable.attempt import (
     sanitize,
 )
 from django_pgpubsub.durable.group import GROUP_MAX, Failure, Group
-from django_pgpubsub.observer import Observer
-from django_pgpubsub.registry import Handler
+from django_pgpubsub.vocabulary.handlers import Handler
+from django_pgpubsub.vocabulary.observer import Observer
 
 logger = logging.getLogger("django_pgpubsub.durable")
 
@@ -54,7 +54,7 @@ class Claim:
         prepare: Prepare the completion statement (see ``drivers.fetch``).
         flagged: Migration 0010 is complete: claims skip the events known to
             wait behind their key's head, and a dead letter lets its key move
-            on (see :mod:`django_pgpubsub.db.behind_sql`).
+            on (see :mod:`django_pgpubsub.db.ordering_sql`).
     """
 
     def __init__(
@@ -202,7 +202,7 @@ class Claim:
         keys = sorted({r.ordering_key for r in group.rows if r.id in dead and r.ordering_key})
         if keys:
             params = {"keys": keys, "blocking": conf.ordering_blocking_states()}
-            fetch_rows(self.holder.using, behind_sql.PROMOTE_SQL, params)
+            fetch_rows(self.holder.using, ordering_sql.PROMOTE_SQL, params)
 
     def _drop(self, ids: set[int]) -> None:
         """Forget the claimed events ``ids`` (handled, or lost), keeping the order."""

@@ -53,8 +53,8 @@ from django_pgpubsub.durable.attempt import (
     retry_delay,
     sanitize,
 )
-from django_pgpubsub.events import DurableEvent, log_fields
-from django_pgpubsub.registry import Handler, handler_name
+from django_pgpubsub.vocabulary.events import DurableEvent, log_fields
+from django_pgpubsub.vocabulary.handlers import Handler, handler_name
 
 logger = logging.getLogger("django_pgpubsub.durable")
 

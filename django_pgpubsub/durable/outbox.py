@@ -36,12 +36,12 @@ from typing import Any
 from django.db import connections
 
 from django_pgpubsub import conf
-from django_pgpubsub.backoff import MAX_DELAY
-from django_pgpubsub.db import behind_sql, claim_sql, sql
+from django_pgpubsub.db import claim_sql, ordering_sql, sql
 from django_pgpubsub.db.connection import fetch_rows
+from django_pgpubsub.db.reconnect import MAX_DELAY
 from django_pgpubsub.durable.claim import Claim
-from django_pgpubsub.observer import Observer
-from django_pgpubsub.registry import Handler
+from django_pgpubsub.vocabulary.handlers import Handler
+from django_pgpubsub.vocabulary.observer import Observer
 
 logger = logging.getLogger("django_pgpubsub.durable")
 
@@ -49,7 +49,7 @@ logger = logging.getLogger("django_pgpubsub.durable")
 # Seconds of durable work per turn of the listener's loop.
 TURN = 0.1
 # Ordering keys with events behind their head that one repair visits at most
-# (see behind_sql.REPAIR_SQL): a few milliseconds of index probes.
+# (see ordering_sql.REPAIR_SQL): a few milliseconds of index probes.
 REPAIR_KEYS = 1000
 
 
@@ -76,7 +76,7 @@ class Outbox:
         self._retry_at: float | None = None
         self._exists = False
         self._warned = False
-        self._flagged = False  # migration 0010 is complete (see behind_sql)
+        self._flagged = False  # migration 0010 is complete (see ordering_sql)
         self._repaired_after = ""  # where the next repair goes on from
 
     @property
@@ -268,11 +268,11 @@ class Outbox:
                 dead.append(ordering_key)
         if dead and self._flagged and conf.ordering_on_dead_letter() == "continue":
             params = {"keys": dead, "blocking": conf.ordering_blocking_states()}
-            self._fetch(behind_sql.PROMOTE_SQL, params)
+            self._fetch(ordering_sql.PROMOTE_SQL, params)
 
     def _repair(self) -> None:
         """Move on the ordering keys whose next event stays ``behind`` with
-        nothing before it (a lost wake-up: see :mod:`django_pgpubsub.db.behind_sql`),
+        nothing before it (a lost wake-up: see :mod:`django_pgpubsub.db.ordering_sql`),
         a bounded walk of the keys at a time; the claim that follows takes them.
 
         Before migration 0010 is complete, look again whether it is.
@@ -287,7 +287,7 @@ class Outbox:
             "blocking": conf.ordering_blocking_states(),
             "wake": conf.durable_wakeup() == "notify",
         }
-        [(walked, last, promoted, _)] = self._fetch(behind_sql.REPAIR_SQL, params)
+        [(walked, last, promoted, _)] = self._fetch(ordering_sql.REPAIR_SQL, params)
         self._repaired_after = last if walked >= REPAIR_KEYS else ""
         if promoted:
             logger.info(

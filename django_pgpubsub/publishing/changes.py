@@ -18,9 +18,14 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.publishing.registry import EVENTS, check_arguments, register, unregister
+from django_pgpubsub.publishing.published_models import (
+    EVENTS,
+    check_arguments,
+    register,
+    unregister,
+)
 from django_pgpubsub.publishing.triggers import Publication
+from django_pgpubsub.vocabulary.channel_names import validate_channel
 
 try:
     import pgtrigger

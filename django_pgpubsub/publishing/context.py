@@ -18,7 +18,7 @@ from django.db import connections, transaction
 
 from django_pgpubsub import conf
 from django_pgpubsub.exceptions import PayloadTooLarge
-from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.vocabulary.payload import encode_payload
 
 CONTEXT_SETTING = "pgpubsub.context"
 """The PostgreSQL setting the triggers read (JSON text; empty when unset)."""

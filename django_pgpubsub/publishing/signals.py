@@ -12,11 +12,16 @@ from django.db.models.signals import class_prepared, post_delete, post_save
 from django.dispatch import receiver
 from django.utils.encoding import is_protected_type
 
-from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.exceptions import InvalidPayload
-from django_pgpubsub.notify import notify
 from django_pgpubsub.publishing.context import current_context
-from django_pgpubsub.publishing.registry import EVENTS, check_arguments, register, unregister
+from django_pgpubsub.publishing.notify import notify
+from django_pgpubsub.publishing.published_models import (
+    EVENTS,
+    check_arguments,
+    register,
+    unregister,
+)
+from django_pgpubsub.vocabulary.channel_names import validate_channel
 
 logger = logging.getLogger("django_pgpubsub.publishing")
 

@@ -22,8 +22,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
-from django_pgpubsub.notify import ORDERING_KEY_MAX_BYTES
-from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
 from django_pgpubsub.publishing.bodies import (
     CUT_AT_COMMAS,
     DURABLE,
@@ -33,6 +31,8 @@ from django_pgpubsub.publishing.bodies import (
     ROOM,
 )
 from django_pgpubsub.publishing.context import CONTEXT_SETTING
+from django_pgpubsub.publishing.notify import ORDERING_KEY_MAX_BYTES
+from django_pgpubsub.vocabulary.payload import MAX_PAYLOAD_BYTES
 
 OLD_ROWS = "old_rows"
 NEW_ROWS = "new_rows"

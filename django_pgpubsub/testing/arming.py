@@ -5,7 +5,7 @@ Arming a connection creates the session's temporary table of events and sets
 ``TestCase``, its rollback undoes both). Then:
 
 - ``notify()`` and ``notify_many()`` call :func:`on_notify` (the one hook in
-  :mod:`django_pgpubsub.notify`), which writes what they sent into the table;
+  :mod:`django_pgpubsub.publishing.notify`), which writes what they sent into the table;
 - the ``publish_changes`` triggers write theirs while the setting is on;
 - after every statement on the connection, an ``execute_wrapper`` looks for
   rows newer than those already covered, and registers an ``on_commit``
@@ -36,7 +36,7 @@ from django_pgpubsub.testing.recorder import recorders
 from django_pgpubsub.testing.run import Drain
 
 # The module, not the function that django_pgpubsub re-exports under its name.
-notify_module = importlib.import_module("django_pgpubsub.notify")
+notify_module = importlib.import_module("django_pgpubsub.publishing.notify")
 
 _STATE = "_django_pgpubsub_eager"
 _INERROR = 3  # libpq's PQTRANS_INERROR, in both drivers' transaction_status

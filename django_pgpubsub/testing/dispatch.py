@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.events import DurableEvent, Event
-from django_pgpubsub.payload import encode_payload
-from django_pgpubsub.registry import Registry, registry
+from django_pgpubsub.vocabulary.channel_names import validate_channel
+from django_pgpubsub.vocabulary.events import DurableEvent, Event
+from django_pgpubsub.vocabulary.handlers import Registry, registry
+from django_pgpubsub.vocabulary.payload import encode_payload
 
 _ids = itertools.count(1)
 
@@ -30,7 +30,7 @@ def dispatch(
     Args:
         channel: The channel; or a whole :class:`~django_pgpubsub.Event` (or
             :class:`~django_pgpubsub.DurableEvent`), passed as it is.
-        payload: Encoded as :func:`~django_pgpubsub.notify` would encode it.
+        payload: Encoded as :func:`~django_pgpubsub.publishing.notify` would encode it.
         handlers: The registry; default the global one.
         durable: Build a :class:`~django_pgpubsub.DurableEvent` (also when
             ``id`` is given), as a durable handler receives.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django_pgpubsub.events import Event
+from django_pgpubsub.vocabulary.events import Event
 
 _MISSING: Any = object()
 

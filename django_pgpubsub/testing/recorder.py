@@ -5,9 +5,9 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from django_pgpubsub.events import Event
-from django_pgpubsub.registry import Registry
 from django_pgpubsub.testing.published import Published
+from django_pgpubsub.vocabulary.events import Event
+from django_pgpubsub.vocabulary.handlers import Registry
 
 
 @dataclass(eq=False)

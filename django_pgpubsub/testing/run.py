@@ -20,10 +20,10 @@ from django.db import transaction
 from django_pgpubsub import conf
 from django_pgpubsub.db import claim_sql
 from django_pgpubsub.db.connection import fetch_rows
-from django_pgpubsub.events import DurableEvent, Event
-from django_pgpubsub.registry import handler_name
 from django_pgpubsub.testing import sql as eager_sql
 from django_pgpubsub.testing.recorder import Recorder, recorders, runner
+from django_pgpubsub.vocabulary.events import DurableEvent, Event
+from django_pgpubsub.vocabulary.handlers import handler_name
 
 logger = logging.getLogger("django_pgpubsub.testing")
 

@@ -7,7 +7,7 @@ import asyncio
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from django_pgpubsub.streams.hub import get_hub
+from django_pgpubsub.hub.hub import get_hub
 from django_pgpubsub.views import EventStreamView
 
 

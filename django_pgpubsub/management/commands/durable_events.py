@@ -14,8 +14,8 @@ from django.db import DatabaseError
 from django_pgpubsub import conf
 from django_pgpubsub.db.connection import database_wrapper
 from django_pgpubsub.exceptions import InvalidChannel
-from django_pgpubsub.health import unhandled_channels
 from django_pgpubsub.models import OutboxEvent
+from django_pgpubsub.ops.health import unhandled_channels
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 

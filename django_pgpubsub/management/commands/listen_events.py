@@ -12,12 +12,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django_pgpubsub import conf
 from django_pgpubsub.db.connection import database_wrapper
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
-from django_pgpubsub.listener import Listener
-from django_pgpubsub.metrics import ListenerMetrics, serve
-from django_pgpubsub.metrics_server import DEFAULT_ADDRESS
-from django_pgpubsub.observer import EventLog, Observer, Observers
-from django_pgpubsub.registry import handler_name, registry
-from django_pgpubsub.shutdown import stop_on_signals
+from django_pgpubsub.listener.loop import Listener
+from django_pgpubsub.listener.shutdown import stop_on_signals
+from django_pgpubsub.ops.metrics import DEFAULT_ADDRESS, ListenerMetrics, serve
+from django_pgpubsub.vocabulary.handlers import handler_name, registry
+from django_pgpubsub.vocabulary.observer import EventLog, Observer, Observers
 
 HOW_TO_REGISTER = (
     "Register a handler in <app>/pubsub.py of an installed app:\n\n"

@@ -11,9 +11,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_pgpubsub.bounded import DEFAULT_TIMEOUT
 from django_pgpubsub.exceptions import InvalidChannel
-from django_pgpubsub.health import check_health
+from django_pgpubsub.ops.health import check_health
+from django_pgpubsub.ops.reads import DEFAULT_TIMEOUT
 
 
 def number(

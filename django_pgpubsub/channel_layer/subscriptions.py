@@ -14,12 +14,13 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from django_pgpubsub.events import Event
+from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.channel_layer.inbox import Inbox
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.streams import messages, runtime
-from django_pgpubsub.streams.hub import Hub
-from django_pgpubsub.streams.inbox import Inbox
-from django_pgpubsub.streams.subscription import RESYNC_CHANNEL, Subscription
+from django_pgpubsub.hub import runtime
+from django_pgpubsub.hub.hub import Hub
+from django_pgpubsub.hub.subscription import RESYNC_CHANNEL, Subscription
+from django_pgpubsub.vocabulary.events import Event
 
 logger = logging.getLogger("django_pgpubsub.layers")
 

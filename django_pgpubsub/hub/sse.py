@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
 
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.streams.subscription import Subscription, resync_event
+from django_pgpubsub.hub.subscription import Subscription, resync_event
+from django_pgpubsub.vocabulary.events import Event
 
 KEEPALIVE = b": keepalive\n\n"
 #: Sent first: sets ``EventSource.lastEventId``, which a browser sends back

@@ -8,9 +8,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.streams.subscription import Subscription
+from django_pgpubsub.hub.subscription import Subscription
+from django_pgpubsub.vocabulary.events import Event
 
 logger = logging.getLogger("django_pgpubsub.hub")
 

@@ -1,6 +1,6 @@
 """How the Channels layer sends: through PostgreSQL (a NOTIFY, or a stored row
 and its NOTIFY) for other processes, and straight into the sending layer's own
-:class:`~django_pgpubsub.streams.inbox.Inbox` for its own channels; in the
+:class:`~django_pgpubsub.channel_layer.inbox.Inbox` for its own channels; in the
 caller's transaction when a sync caller waits in one.
 
 ``async_to_sync(layer.group_send)(...)`` runs the coroutine on another thread's
@@ -26,8 +26,8 @@ from typing import Any
 from asgiref.sync import AsyncToSync, sync_to_async
 from django.db import connections
 
-from django_pgpubsub.streams import messages
-from django_pgpubsub.streams.hub import get_hub
+from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.hub.hub import get_hub
 
 logger = logging.getLogger("django_pgpubsub.layers")
 

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync, iscoroutinefunction
 
-from django_pgpubsub.channels import validate_channel
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import InvalidChannel
+from django_pgpubsub.vocabulary.channel_names import validate_channel
+from django_pgpubsub.vocabulary.events import Event
 
 Handler = Callable[[Event], Any]
 HandlerT = TypeVar("HandlerT", bound=Handler)

@@ -24,7 +24,7 @@ import hashlib
 import json
 from typing import Any
 
-from django_pgpubsub.payload import MAX_PAYLOAD_BYTES
+from django_pgpubsub.vocabulary.payload import MAX_PAYLOAD_BYTES
 
 TABLE = "django_pgpubsub_layer_message"
 STORED = "#"

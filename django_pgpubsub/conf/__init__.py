@@ -17,7 +17,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from django_pgpubsub.setting_kinds import (
+from django_pgpubsub.conf.kinds import (
     CACHE,
     DECLARED,
     Alias,

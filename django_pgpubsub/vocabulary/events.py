@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from django_pgpubsub.payload import decode_payload
+from django_pgpubsub.vocabulary.payload import decode_payload
 
 _UNDECODED: Any = object()
 

@@ -8,9 +8,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import overload
 
-from django_pgpubsub.events import Event
+from django_pgpubsub.db.waits import wait_event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.waiting import wait_event
+from django_pgpubsub.vocabulary.events import Event
 
 RESYNC_CHANNEL = "pgpubsub.resync"
 

@@ -14,7 +14,7 @@ logger = logging.getLogger("django_pgpubsub.listener")
 
 
 class Stoppable(Protocol):
-    """What can be stopped gracefully, as a :class:`~django_pgpubsub.listener.Listener`."""
+    """What can be stopped gracefully, as a :class:`~django_pgpubsub.listener.loop.Listener`."""
 
     @property
     def stopping(self) -> bool: ...

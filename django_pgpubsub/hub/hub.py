@@ -6,7 +6,7 @@ Before PostgreSQL 19 every listening backend is woken by every NOTIFY, and a
 connection per browser tab soon exhausts ``max_connections``: so a process
 listens once, and fans events out to its subscribers' bounded queues.
 
-The hubs run on a thread of their own (:mod:`~django_pgpubsub.streams.runtime`);
+The hubs run on a thread of their own (:mod:`~django_pgpubsub.hub.runtime`);
 every change of their state happens there.
 """
 
@@ -22,14 +22,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from django_pgpubsub import conf
-from django_pgpubsub.backoff import Reconnection
-from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_connection
 from django_pgpubsub.db.connection import listening_options, require_psycopg3
+from django_pgpubsub.db.reconnect import Reconnection
 from django_pgpubsub.exceptions import ConnectionLost, InvalidChannel
-from django_pgpubsub.streams import fanout, runtime
-from django_pgpubsub.streams.listening import Listening
-from django_pgpubsub.streams.subscription import Subscription, resync_event
+from django_pgpubsub.hub import fanout, runtime
+from django_pgpubsub.hub.listen_rounds import Listening
+from django_pgpubsub.hub.subscription import Subscription, resync_event
+from django_pgpubsub.vocabulary.channel_names import validate_channel
 
 logger = logging.getLogger("django_pgpubsub.hub")
 
@@ -40,7 +40,7 @@ class Hub:
     """The one LISTEN connection of this process to one database.
 
     Channels are LISTENed while a subscriber wants them and UNLISTENed when the
-    last one leaves, by rounds (:mod:`~django_pgpubsub.streams.listening`). The
+    last one leaves, by rounds (:mod:`~django_pgpubsub.hub.listen_rounds`). The
     connection is opened by the first subscriber and kept; when it breaks, the
     hub reconnects with the listener's backoff (``RECONNECT_*`` settings) and
     sends every subscriber a resync event.

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import time
 
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.vocabulary.events import Event
 
 # How listen_events' connections show in pg_stat_activity, for pubsub_health.
 APPLICATION_NAME = "django_pgpubsub listener"
-PROBE_CHANNEL_PREFIX = "django_pgpubsub.probe."
+PROBE_CHANNEL_PREFIX = "django_pgpubsub.listener.liveness."
 PROBE_SQL = "SELECT pg_notify(%s, '')"
 PRESENCE_SQL = "SELECT count(pg_advisory_lock_shared(key)) FROM unnest(%s::bigint[]) AS key"
 

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
-from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.db.connection import open_connection
 from django_pgpubsub.db.drivers import DriverConnection
 from django_pgpubsub.db.sql import NOTIFY_SQL
-from django_pgpubsub.events import Event
-from django_pgpubsub.payload import encode_payload
-from django_pgpubsub.waiting import wait_readable
+from django_pgpubsub.db.waits import wait_readable
+from django_pgpubsub.vocabulary.channel_names import validate_channel
+from django_pgpubsub.vocabulary.events import Event
+from django_pgpubsub.vocabulary.payload import encode_payload
 
 
 class Listening(Protocol):

@@ -9,11 +9,11 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
 from django_pgpubsub import conf
-from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.db import sql
 from django_pgpubsub.db.connection import execute_in_transaction, require_psycopg3
 from django_pgpubsub.exceptions import InvalidPayload
-from django_pgpubsub.payload import encode_payload
+from django_pgpubsub.vocabulary.channel_names import validate_channel
+from django_pgpubsub.vocabulary.payload import encode_payload
 
 EagerHook = Callable[[str | None, list[str], list[str], int | None], None]
 eager_hook: EagerHook | None = None

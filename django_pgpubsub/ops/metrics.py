@@ -1,11 +1,5 @@
-"""Prometheus metrics of a listener: ``listen_events --metrics-port PORT``.
-
-Needs ``prometheus_client`` (the ``[metrics]`` extra). The counters live in
-plain Python objects that only the listener's thread writes, and become
-Prometheus metric families when scraped: counting an event costs one clock
-read, a call and two increments, with no lock. The durable outbox gauges and the
-queue usage come from one query, run when scraped, at most every
-``REFRESH_INTERVAL`` seconds.
+"""Prometheus metrics of a listener (``listen_events --metrics-port``) and
+their HTTP server; needs the ``[metrics]`` extra.
 """
 
 from __future__ import annotations
@@ -15,17 +9,81 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from types import ModuleType
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
 from django_pgpubsub import conf
-from django_pgpubsub.bounded import BoundedReader, run_bounded, validate_timeout
 from django_pgpubsub.db.connection import database_wrapper
 from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE
-from django_pgpubsub.metrics_server import MetricsServer, prometheus, serve
-from django_pgpubsub.observer import Observer
-from django_pgpubsub.registry import Handler, handler_name
+from django_pgpubsub.ops.reads import BoundedReader, run_bounded, validate_timeout
+from django_pgpubsub.vocabulary.handlers import Handler, handler_name
+from django_pgpubsub.vocabulary.observer import Observer
+
+#: Where the metrics server listens unless told otherwise: this host only.
+DEFAULT_ADDRESS = "127.0.0.1"
+
+MISSING_EXTRA = (
+    "listen_events --metrics-port needs prometheus_client, which is not installed: "
+    "pip install 'django-pg-pubsub[metrics]'."
+)
+
+
+def prometheus() -> ModuleType:
+    """The ``prometheus_client`` module.
+
+    Raises:
+        ImproperlyConfigured: It is not installed (the ``[metrics]`` extra).
+    """
+    try:
+        import prometheus_client  # noqa: PLC0415 - an optional dependency, needed only here
+        import prometheus_client.core  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImproperlyConfigured(MISSING_EXTRA) from exc
+    return prometheus_client
+
+
+class MetricsServer:
+    """The HTTP server of :func:`serve`, in its daemon thread."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    @property
+    def url(self) -> str:
+        """``http://ADDRESS:PORT/metrics`` (the actual port, also when 0 was asked)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving, without waiting: the server notices within half a second.
+
+        Waiting would delay the exit of ``listen_events --max-events`` by as much.
+        """
+        threading.Thread(target=self._stop, name="pgpubsub-metrics-stop", daemon=True).start()
+
+    def _stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve(metrics: Any, port: int, address: str = DEFAULT_ADDRESS) -> MetricsServer:
+    """Serve ``metrics`` (a collector: a ``ListenerMetrics``) on
+    ``http://ADDRESS:PORT/metrics`` from a daemon thread.
+
+    Only these metrics: a registry of its own, so nothing else in the process
+    (nor ``PROMETHEUS_MULTIPROC_DIR``) changes what is served. On the loopback
+    interface unless ``address`` says otherwise: the metrics name channels
+    and handlers, which are nobody else's business.
+    """
+    client = prometheus()
+    registry = client.CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    server, _thread = client.start_http_server(port, addr=address, registry=registry)
+    return MetricsServer(server)
+
 
 logger = logging.getLogger("django_pgpubsub.metrics")
 

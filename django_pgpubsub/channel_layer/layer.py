@@ -11,9 +11,9 @@ What a layer sends to itself skips PostgreSQL: a ``send()`` to one of its own
 channels goes straight into its inbox, and a ``group_send`` reaches its own
 members so, its NOTIFY (for the other processes) tagged so that it skips it.
 
-The pieces: :mod:`~django_pgpubsub.streams.inbox` (this process's channels and
-groups), :mod:`~django_pgpubsub.streams.taps` (what the layer LISTENs to, and
-routing what arrives), :mod:`~django_pgpubsub.streams.sending` (the NOTIFY, in
+The pieces: :mod:`~django_pgpubsub.channel_layer.inbox` (this process's channels and
+groups), :mod:`~django_pgpubsub.channel_layer.subscriptions` (what the layer LISTENs to, and
+routing what arrives), :mod:`~django_pgpubsub.channel_layer.sending` (the NOTIFY, in
 the caller's transaction).
 """
 
@@ -29,10 +29,10 @@ from channels.layers import BaseChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
 from django_pgpubsub import conf
-from django_pgpubsub.streams import messages, sending
-from django_pgpubsub.streams.hub import Hub, get_hub
-from django_pgpubsub.streams.inbox import Inbox
-from django_pgpubsub.streams.taps import RESYNC_TYPE, Taps, kind_of, logger
+from django_pgpubsub.channel_layer import messages, sending
+from django_pgpubsub.channel_layer.inbox import Inbox
+from django_pgpubsub.channel_layer.subscriptions import RESYNC_TYPE, Taps, kind_of, logger
+from django_pgpubsub.hub.hub import Hub, get_hub
 
 __all__ = ["RESYNC_TYPE", "PubSubChannelLayer"]
 

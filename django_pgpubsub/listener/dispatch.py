@@ -6,9 +6,9 @@ import logging
 import time
 from typing import Protocol
 
-from django_pgpubsub.events import Event, log_fields
-from django_pgpubsub.observer import Observer
-from django_pgpubsub.registry import Handler, handler_name
+from django_pgpubsub.vocabulary.events import Event, log_fields
+from django_pgpubsub.vocabulary.handlers import Handler, handler_name
+from django_pgpubsub.vocabulary.observer import Observer
 
 # Handler errors are the listener's to report: users configure this logger.
 logger = logging.getLogger("django_pgpubsub.listener")

@@ -14,21 +14,27 @@ from collections.abc import Callable, Iterable
 from django.db import close_old_connections, connections
 
 from django_pgpubsub import conf
-from django_pgpubsub.backoff import Reconnection
-from django_pgpubsub.channels import validate_channels
 from django_pgpubsub.db.claim_sql import HOLD_SQL
 from django_pgpubsub.db.connection import listening_options, open_connection
 from django_pgpubsub.db.drivers import DriverConnection
+from django_pgpubsub.db.reconnect import Reconnection
 from django_pgpubsub.db.sql import WAKEUP_CHANNEL
-from django_pgpubsub.dispatch import run_handlers
+from django_pgpubsub.db.waits import wait_readable
 from django_pgpubsub.durable.outbox import Outbox
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.observer import Observer
-from django_pgpubsub.probe import APPLICATION_NAME, PRESENCE_SQL, PROBE_SQL, Probe, presence_key
-from django_pgpubsub.registry import Handler, Registry, registry
-from django_pgpubsub.schedule import Periodic, Schedule
-from django_pgpubsub.waiting import wait_readable
+from django_pgpubsub.listener.dispatch import run_handlers
+from django_pgpubsub.listener.liveness import (
+    APPLICATION_NAME,
+    PRESENCE_SQL,
+    PROBE_SQL,
+    Probe,
+    presence_key,
+)
+from django_pgpubsub.listener.schedule import Periodic, Schedule
+from django_pgpubsub.vocabulary.channel_names import validate_channels
+from django_pgpubsub.vocabulary.events import Event
+from django_pgpubsub.vocabulary.handlers import Handler, Registry, registry
+from django_pgpubsub.vocabulary.observer import Observer
 
 logger = logging.getLogger("django_pgpubsub.listener")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from django.db.backends.postgresql.psycopg_any import errors, sql
 
-from django_pgpubsub.events import Event
 from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.vocabulary.events import Event
 
 logger = logging.getLogger("django_pgpubsub.connection")
 

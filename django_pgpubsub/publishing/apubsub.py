@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator, Generator
 from types import TracebackType
 from typing import Any, overload
 
-from django_pgpubsub.channels import validate_channel
 from django_pgpubsub.db.aconnection import AsyncDriverConnection, open_async_connection
 from django_pgpubsub.db.sql import NOTIFY_SQL
-from django_pgpubsub.events import Event
-from django_pgpubsub.payload import encode_payload
-from django_pgpubsub.pubsub import PubSubBase
+from django_pgpubsub.publishing.pubsub import PubSubBase
+from django_pgpubsub.vocabulary.channel_names import validate_channel
+from django_pgpubsub.vocabulary.events import Event
+from django_pgpubsub.vocabulary.payload import encode_payload
 
 
 class AsyncPubSub(PubSubBase[AsyncDriverConnection]):

@@ -1,44 +1,183 @@
-"""Health checks for orchestrators: ``manage.py pubsub_health`` and the
-django-health-check plugin run these.
-
-Each check reads one thing from PostgreSQL (no table is written): whether the
-database answers, how full the notification queue is, the durable outbox's
-failed and oldest pending events, the ordering keys blocked by a failed
-attempt, and which ``listen_events`` processes are
-connected (by ``application_name``) and for which channels (by the advisory
-locks each listener holds, see :mod:`django_pgpubsub.probe`).
+"""Health checks for orchestrators, run by ``manage.py pubsub_health`` and the
+django-health-check plugin: each reads one thing from PostgreSQL, bounded,
+and gives a :class:`CheckResult` in a :class:`HealthReport`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import DatabaseError
 
 from django_pgpubsub import conf
-from django_pgpubsub.bounded import (
+from django_pgpubsub.db.connection import database_wrapper
+from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE
+from django_pgpubsub.listener.liveness import APPLICATION_NAME, presence_lock_ids
+from django_pgpubsub.ops.reads import (
     DEFAULT_TIMEOUT,
     BoundedReader,
     TimedOut,
     run_bounded,
     validate_timeout,
 )
-from django_pgpubsub.channels import validate_channels
-from django_pgpubsub.db.connection import database_wrapper
-from django_pgpubsub.db.sql import BLOCKED_KEYS_SQL, OUTBOX_TABLE
-from django_pgpubsub.health_listeners import listeners_check, presence
-from django_pgpubsub.health_report import (
-    CheckResult,
-    HealthReport,
-    blocked_keys_check,
-    failed_events_check,
-    oldest_pending_check,
-    queue_usage_check,
-    unhandled_channels_check,
-)
-from django_pgpubsub.probe import presence_lock_ids
+from django_pgpubsub.vocabulary.channel_names import validate_channels
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check.
+
+    Attributes:
+        ok: Whether it passed.
+        value: What was measured (JSON-serialisable).
+        detail: What was measured and against what limit, in words.
+        warning: Passed, but ``detail`` says what deserves a look.
+    """
+
+    ok: bool
+    value: Any
+    detail: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Every check's result, by name, in the order they ran."""
+
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        """True when every check passed."""
+        return all(check.ok for check in self.checks.values())
+
+    def failures(self) -> list[str]:
+        """One line per failed check: ``name: detail``."""
+        return [f"{name}: {check.detail}" for name, check in self.checks.items() if not check.ok]
+
+    def warnings(self) -> list[str]:
+        """One line per passed check with a warning: ``warning: name: detail``."""
+        return [
+            f"warning: {name}: {check.detail}"
+            for name, check in self.checks.items()
+            if check.ok and check.warning
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"healthy": bool, "checks": {name: {"ok", "value", "detail"}}}``."""
+        return {
+            "healthy": self.healthy,
+            "checks": {
+                name: {"ok": check.ok, "value": check.value, "detail": check.detail}
+                for name, check in self.checks.items()
+            },
+        }
+
+
+def queue_usage_check(usage: float, limit: float) -> CheckResult:
+    text = f"notification queue {usage:.2%} full"
+    if usage > limit:
+        return CheckResult(False, usage, f"{text}, above the limit of {limit:.2%}")
+    return CheckResult(True, usage, f"{text} (limit {limit:.2%})")
+
+
+def failed_events_check(failed: int, limit: int) -> CheckResult:
+    if failed > limit:
+        return CheckResult(
+            False,
+            failed,
+            f"{failed} failed durable event(s), {failed - limit} more than the {limit} "
+            "allowed; see `manage.py durable_events`",
+        )
+    return CheckResult(True, failed, f"{failed} failed durable event(s) (limit {limit})")
+
+
+def oldest_pending_check(age: float | None, limit: float) -> CheckResult:
+    if age is None:
+        return CheckResult(True, None, "no pending durable event")
+    if age > limit:
+        return CheckResult(
+            False,
+            age,
+            f"the oldest pending durable event is {age:.0f} s old, {age - limit:.0f} s "
+            f"over the limit of {limit:g} s",
+        )
+    return CheckResult(True, age, f"the oldest pending durable event is {age:.0f} s old")
+
+
+def unhandled_channels_check(channels: list[str], require_listener: bool) -> CheckResult:
+    if not channels:
+        return CheckResult(True, [], "every channel with pending durable events has a listener")
+    detail = (
+        f"pending durable events on channel(s) {channels} that no running listen_events "
+        "handles: they wait until one does"
+    )
+    return CheckResult(not require_listener, channels, detail, warning=True)
+
+
+def blocked_keys_check(keys: int, oldest: float | None, limit: float | None) -> CheckResult:
+    """Ordering keys held back by a failed attempt: a warning, or a failure once
+    the oldest event waiting behind one is older than ``limit`` seconds."""
+    value = {"keys": keys, "oldest_seconds": oldest}
+    if not keys or oldest is None:
+        return CheckResult(True, value, "no ordering key is blocked by a failed attempt")
+    detail = (
+        f"{keys} ordering key(s) blocked by a failed attempt; the oldest event held back "
+        f"waits for {oldest:.0f} s"
+    )
+    if limit is not None and oldest > limit:
+        return CheckResult(False, value, f"{detail}, over the limit of {limit:g} s")
+    return CheckResult(True, value, f"{detail}; see `manage.py durable_events`", warning=True)
+
+
+LISTENERS_SQL = """
+SELECT count(*) FROM pg_stat_activity
+WHERE application_name = %s AND datname = current_database()
+"""
+
+CHANNEL_LISTENERS_SQL = """
+SELECT count(DISTINCT a.pid) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+WHERE a.application_name = %s AND a.datname = current_database()
+  AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.classid::bigint = %s AND l.objid::bigint = %s
+"""
+
+# The presence locks held in this database (pg_locks: readable by every role).
+PRESENCE_LOCKS_SQL = """
+SELECT DISTINCT l.classid::bigint, l.objid::bigint FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def presence(reader: BoundedReader) -> set[tuple[int, int]]:
+    return {(int(classid), int(objid)) for classid, objid in reader.fetch(PRESENCE_LOCKS_SQL)}
+
+
+def listeners_check(reader: BoundedReader, alias: str, channels: list[str]) -> CheckResult:
+    if not channels:
+        [(count,)] = reader.fetch(LISTENERS_SQL, (APPLICATION_NAME,))
+        count = int(count)
+        if not count:
+            return CheckResult(
+                False, 0, f"no listen_events process is connected to {alias!r}'s database"
+            )
+        return CheckResult(True, count, f"{count} listen_events process(es) connected")
+    counts: dict[str, int] = {}
+    for channel in channels:
+        classid, objid = presence_lock_ids(channel)
+        [(count,)] = reader.fetch(CHANNEL_LISTENERS_SQL, (APPLICATION_NAME, classid, objid))
+        counts[channel] = int(count)
+    missing = [channel for channel, count in counts.items() if not count]
+    if missing:
+        return CheckResult(
+            False, counts, f"no listen_events process listens on channel(s) {missing}"
+        )
+    return CheckResult(True, counts, f"every channel has a listener: {counts}")
+
 
 QUEUE_SQL = "SELECT pg_notification_queue_usage(), to_regclass(%s) IS NOT NULL"
 
@@ -79,7 +218,7 @@ def check_health(
 
     On a dedicated connection, each statement in its own read-only
     transaction, everything within ``timeout`` seconds (see
-    :mod:`django_pgpubsub.bounded`): a check that cannot finish in time, on a
+    :mod:`django_pgpubsub.ops.reads`): a check that cannot finish in time, on a
     silent server or a locked table, fails with a line that says so.
 
     Args:
@@ -253,7 +392,7 @@ def unhandled_channels(using: str | None = None, *, timeout: float = DEFAULT_TIM
     Raises:
         ImproperlyConfigured: ``using`` is not a PostgreSQL alias.
         DatabaseError: The database could not tell within ``timeout`` seconds
-            (:class:`~django_pgpubsub.bounded.TimedOut`), or failed.
+            (:class:`~django_pgpubsub.ops.reads.TimedOut`), or failed.
     """
     alias = using or conf.database()
     database_wrapper(alias)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 
-from django_pgpubsub.registry import Handler, handler_name
+from django_pgpubsub.vocabulary.handlers import Handler, handler_name
 
 
 class Observer:
