@@ -113,6 +113,7 @@ def claim_ms(parked: int, claims: int) -> float:
                 "lease": 60,
                 "holder": None,
                 "blocking": ["pending", "running"],
+                "only": None,
             }
             started = time.perf_counter()
             cursor.execute(claim_sql.CLAIM_SQL, params)

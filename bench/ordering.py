@@ -16,9 +16,8 @@ outbox's ``holder_key`` while the round runs, show how evenly the keys end
 up spread.
 
 The claim figures: one claim's time with a deep backlog (``backlog`` events
-pending over 1, 10 and 1,000 keys), ``CLAIM_SQL`` (which skips the events
-stored behind their key's head, migration 0010) against
-``CLAIM_UNFLAGGED_SQL`` (the claim before it) on the same rows.
+pending over 1, 10 and 1,000 keys), ``CLAIM_SQL``, which skips the events
+stored behind their key's head.
 """
 
 from __future__ import annotations
@@ -126,13 +125,10 @@ FROM generate_series(1, %(count)s) AS i
 """
 
 
-def claim_ms(
-    keys: int | None, backlog: int, claims: int, statement: str = claim_sql.CLAIM_SQL
-) -> float:
+def claim_ms(keys: int | None, backlog: int, claims: int) -> float:
     """Median milliseconds of one claim (of up to 100 events, rolled back) with
     ``backlog`` events pending over ``keys`` keys: ``CLAIM_SQL``, which skips
-    the events stored behind their key's head (migration 0010), or
-    ``CLAIM_UNFLAGGED_SQL``, the claim before it, which probes each pending row."""
+    the events stored behind their key's head."""
     _empty()
     with connection.cursor() as cursor:
         cursor.execute(FILL_SQL, {"channel": CHANNEL, "keys": keys or 0, "count": backlog})
@@ -146,10 +142,11 @@ def claim_ms(
             "lease": 60,
             "holder": None,
             "blocking": ["pending", "running"],
+            "only": None,
         }
         with transaction.atomic(), connection.cursor() as cursor:
             started = time.perf_counter()
-            cursor.execute(statement, params)
+            cursor.execute(claim_sql.CLAIM_SQL, params)
             rows = cursor.fetchall()
             times.append(time.perf_counter() - started)
             transaction.set_rollback(True)
@@ -211,15 +208,13 @@ def ordering_figures(sizes: OrderingSizes, listener_class: Any) -> list[dict[str
             "library": none,
         }
     )
-    # Against the claim that ignores the hint (the claim before migration
-    # 0010), on the same rows.
     for keys in CASES[1:]:
         assert keys is not None
         figures.append(
             {
                 "name": f"ordering claim, {sizes.backlog:,} pending, {keys:,} key(s)",
                 "unit": "ms",
-                "raw": claim_ms(keys, sizes.backlog, sizes.claims, claim_sql.CLAIM_UNFLAGGED_SQL),
+                "raw": None,
                 "library": claim_ms(keys, sizes.backlog, sizes.claims),
             }
         )

@@ -206,7 +206,7 @@ class OutboxEvent(models.Model):
             "not finish: then run alone until handled."
         ),
     )
-    # Migration 0010: a hint kept by the outbox's triggers, never trusted alone.
+    # A hint kept by the outbox's triggers, never trusted alone.
     behind = models.BooleanField(
         default=False,
         editable=False,
@@ -235,7 +235,7 @@ class OutboxEvent(models.Model):
             models.Index(
                 fields=["channel"], condition=Q(state="failed"), name="pgpubsub_outbox_failed"
             ),
-            # Ordering keys (migration 0008), on keyed rows only: is an earlier
+            # Ordering keys, on keyed rows only: is an earlier
             # event of the key waiting (the claim's probe, index-only)...
             models.Index(
                 fields=["ordering_key", "id"],
@@ -257,7 +257,7 @@ class OutboxEvent(models.Model):
                 ),
                 name="pgpubsub_outbox_key_retrying",
             ),
-            # Migration 0010: what claims read, the pending rows not known to
+            # What claims read, the pending rows not known to
             # wait behind their key's head; and the keys that have such rows.
             models.Index(
                 fields=["channel", "id"],

@@ -34,6 +34,7 @@ def claim_elsewhere(url: str, channel: str, limit: int) -> list[Claimed]:
         "lease": 60.0,
         "holder": random.getrandbits(63),
         "blocking": ["pending", "running"],
+        "only": None,
     }
     rows = [Claimed(*row) for row in run_sql(url, CLAIM_SQL, params)]  # type: ignore[arg-type]
     [pid] = set(OutboxEvent.objects.filter(state="running").values_list("claimed_pid", flat=True))
@@ -219,7 +220,7 @@ def test_no_statement_is_prepared_on_either_alias(
     def look(event: Event) -> None:
         with connection.cursor() as cursor:  # the session that completes events
             cursor.execute("SELECT statement FROM pg_prepared_statements")
-            prepared.append(any("django_pgpubsub_complete" in row[0] for row in cursor))
+            prepared.append(any("django_pgpubsub_outbox" in row[0] for row in cursor))
 
     registry = Registry()
     registry.register(look, "jobs")

@@ -140,6 +140,7 @@ def test_a_crashed_groups_events_get_their_attempt_back_and_run_alone(
         "lease": 60.0,
         "holder": random.getrandbits(63),
         "blocking": ["pending", "running"],
+        "only": None,
         "next": None,
     }
     ids = [row[0] for row in run_sql(test_database_url, CLAIM_SQL, params)]  # type: ignore[arg-type]

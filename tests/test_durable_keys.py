@@ -140,6 +140,7 @@ def claim(channel: str) -> int:
             "lease": 60.0,
             "holder": None,
             "blocking": ["pending", "running"],
+            "only": None,
         }
         cursor.execute(CLAIM_SQL, params)
         cursor.execute("SELECT pg_backend_pid()")

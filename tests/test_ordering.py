@@ -40,6 +40,7 @@ def claim(url: str, limit: int = 10, blocking: list[str] = CONTINUE) -> list[str
         "lease": 60.0,
         "holder": None,
         "blocking": blocking,
+        "only": None,
     }
     rows = [Claimed(*row) for row in run_sql(url, CLAIM_SQL, params)]  # type: ignore[arg-type]
     return [OutboxEvent.objects.get(id=row.id).payload for row in sorted(rows)]

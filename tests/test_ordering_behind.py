@@ -1,4 +1,4 @@
-"""Migration 0010's ``behind`` hint of keyed durable events: who sets it, who
+"""The ``behind`` hint of keyed durable events: who sets it, who
 clears it, the lost wake-up and its repair; real PostgreSQL, two connections
 where the race needs them."""
 
@@ -48,6 +48,7 @@ def claim(
         "lease": 60.0,
         "holder": None,
         "blocking": blocking,
+        "only": None,
     }
     ids = sorted(row[0] for row in run_sql(url, statement, params))  # type: ignore[arg-type]
     return [OutboxEvent.objects.get(id=i).payload for i in ids]
@@ -123,7 +124,7 @@ def handlers(failing: set[str]) -> tuple[Registry, list[str]]:
 
 
 def run_one_claim(registry: Registry) -> None:
-    claimed = Claim("default", Observer(), flagged=True)
+    claimed = Claim("default", Observer())
     assert claimed.take(["jobs"], 10)
     claimed.run({"jobs": registry.handlers("jobs")}, lambda: False, None, math.inf)
 
@@ -272,6 +273,7 @@ def explain_claim(pending: int, keys: int, *, blocked: bool = False) -> tuple[st
             "lease": 60.0,
             "holder": None,
             "blocking": CONTINUE,
+            "only": None,
         }
         cursor.execute("BEGIN")
         try:
@@ -288,7 +290,7 @@ def explain_claim(pending: int, keys: int, *, blocked: bool = False) -> tuple[st
 def test_a_deep_backlog_over_few_keys_costs_the_claim_a_few_pages(keys: int) -> None:
     """100,000 pending events over 1 or 10 keys: the claim meets the keys'
     heads only (the rest are behind), and probes each through the ordering
-    index. Before migration 0010 it probed every pending row (100,000+ pages)."""
+    index. Without the hint it would probe every pending row (100,000+ pages)."""
     plan, buffers = explain_claim(100_000, keys)
     assert "Index Scan using pgpubsub_outbox_heads" in plan, plan
     assert "Seq Scan" not in plan, plan
@@ -298,7 +300,7 @@ def test_a_deep_backlog_over_few_keys_costs_the_claim_a_few_pages(keys: int) -> 
 
 def test_the_claim_reads_a_few_pages_over_many_keys_and_a_blocked_key() -> None:
     """200,000 pending events over 10,000 keys, one key blocked by a retry: the
-    claim reads the heads index and probes the keys through migration 0008's
+    claim reads the heads index and probes the keys through the ordering
     partial indexes, never a scan of the outbox. A few pages per claimed event
     (its row, its probes, its update): the blocked key's 19 later events and
     the other 190,000 rows are not read."""
@@ -317,44 +319,6 @@ def test_the_claim_reads_a_few_pages_over_a_million_events_ten_thousand_keys() -
     plan, buffers = explain_claim(1_000_000, 10_000, blocked=True)
     assert "Seq Scan" not in plan, plan
     assert buffers < 5000, plan
-
-
-def test_0010_adds_a_column_with_a_default_kept_and_builds_its_indexes_concurrently() -> None:
-    from tests.test_upgrading import sql_of
-
-    statements = sql_of("0010")
-    assert "BEGIN;" not in statements
-    assert statements[0] == (
-        'ALTER TABLE "django_pgpubsub_outbox" ADD COLUMN "behind" boolean DEFAULT false NOT NULL;'
-    )
-    assert not [line for line in statements if "DROP DEFAULT" in line]
-    builds = [line for line in statements if "INDEX" in line]
-    assert [line.split('"')[1] for line in builds] == [
-        "pgpubsub_outbox_heads",
-        "pgpubsub_outbox_behind",
-    ]
-    assert all(line.startswith("CREATE INDEX CONCURRENTLY") for line in builds)
-    with connection.cursor() as cursor:
-        cursor.execute(sql.OUTBOX_READY_SQL)
-        assert cursor.fetchone() == (True, True)
-
-
-def test_the_unflagged_statements_of_a_listener_before_0010_ignore_the_hint(
-    test_database_url: str,
-) -> None:
-    """Until migration 0010's last index exists, listeners claim as before:
-    an event flagged behind by mistake is still claimed at its key's head."""
-    notify_many([("jobs", p, None, "a") for p in ("a1", "a2")], durable=True)
-    OutboxEvent.objects.filter(payload="a1").update(behind=True)
-    assert claim(test_database_url) == []
-    assert claim(test_database_url, claim_sql.CLAIM_UNFLAGGED_SQL) == ["a1"]
-    with connection.cursor() as cursor:
-        # a1 runs now, a2 is behind it: nothing is due, which only the
-        # flagged probe can tell.
-        cursor.execute(sql.PROBE_SQL, (["jobs"],))
-        assert cursor.fetchone() == (False,)
-        cursor.execute(sql.PROBE_UNFLAGGED_SQL, (["jobs"],))
-        assert cursor.fetchone() == (True,)
 
 
 def test_publish_changes_triggers_rows_are_flagged_too() -> None:

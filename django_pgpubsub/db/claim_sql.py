@@ -1,5 +1,5 @@
-"""The statements of a listener's claims on the outbox: claim, start, group,
-complete, fail, renew, release, recover. Sending is in :mod:`django_pgpubsub.db.sql`."""
+"""The statements of a listener's claims on the outbox: claim, start and
+finish a group, isolate, renew, release, recover. Sending is in :mod:`django_pgpubsub.db.sql`."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ _UNCLAIM = """
 # earlier event waiting for its retry time blocks its own key only, and the
 # key's later events never jump ahead of it. And no event of its key is
 # running, so a dead letter retried by an operator (a lower id) never runs
-# beside the key's current head. Both probes read migration 0008's small
-# indexes on keyed rows; events without a key skip them. One claim takes at
+# beside the key's current head. Both probes read the small indexes on
+# keyed rows; events without a key skip them. One claim takes at
 # most one event per key: the second one's predecessor is pending in its
 # snapshot. Two claims cannot both start a key's events: a head is locked by
 # the first (SKIP LOCKED), and its successors see it pending or running until
@@ -46,22 +46,22 @@ _AT_HEAD = f"""(e.ordering_key IS NULL OR (
 
 # Due events of the listener's channels, oldest first. One index range scan
 # per channel, so pending rows of other channels, however many, cost nothing,
-# and a large backlog is read from its head only. The scan reads migration
-# 0010's heads index, which leaves out the events known to wait behind their
-# key's head (``behind``): with a deep backlog over a few keys, the rows it
-# meets are the keys' heads, not every pending row probed by _AT_HEAD. The
-# flag is a hint, never trusted: _AT_HEAD still checks each row. Before
-# migration 0010 (CLAIM_UNFLAGGED_SQL), the pending index. The claim starts the
+# and a large backlog is read from its head only. The scan reads the heads
+# index, which leaves out the events known to wait behind their key's head
+# (``behind``): with a deep backlog over a few keys, the rows it meets are the
+# keys' heads, not every pending row probed by _AT_HEAD. The flag is a hint,
+# never trusted: _AT_HEAD still checks each row. The claim starts the
 # first event's attempt in the same statement, and returns that event's
 # payload alone: the others' are read when their turn comes (when they are
 # started), so a claim of large payloads is never held in memory at once.
-_CLAIM = f"""
+CLAIM_SQL = f"""
 WITH picked AS (
     SELECT due.id FROM unnest(%(channels)s::text[]) AS c(channel)
     CROSS JOIN LATERAL (
         SELECT id FROM {OUTBOX_TABLE} AS e
         WHERE state = 'pending' AND channel = c.channel AND available_at <= clock_timestamp()
-            {{head}} AND {_AT_HEAD}
+            AND NOT e.behind AND {_AT_HEAD}
+            AND (%(only)s::bigint[] IS NULL OR e.id = ANY(%(only)s::bigint[]))
         ORDER BY id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS due
@@ -83,53 +83,8 @@ WHERE o.id = picked.id
 RETURNING o.id, o.channel, o.sender_pid, o.attempts,
     CASE WHEN o.id = first.id THEN o.payload END, o.ordering_key, o.alone
 """
-CLAIM_SQL = _CLAIM.format(head="AND NOT e.behind")
-CLAIM_UNFLAGGED_SQL = _CLAIM.format(head="")
 
-# Starting an attempt: counted, and leased from now.
-_START = f"""
-UPDATE {OUTBOX_TABLE} SET
-    attempts = attempts + 1,
-    started_at = clock_timestamp(),
-    lease_expires_at = {_LEASE},
-    {_HOLDER}
-WHERE id = %(next)s AND claim_token = %(token)s AND state = 'running' AND started_at IS NULL
-RETURNING attempts, payload
-"""
-
-# The attempt number and payload of the started event; NULLs when it was not.
-_STARTED = "(SELECT attempts FROM started), (SELECT payload FROM started)"
-
-START_SQL = f"WITH started AS ({_START}) SELECT 1, {_STARTED}"
-
-# Completion, in the event's own transaction after its handlers. It also
-# starts the next event of the claim, which saves a round trip per event; if
-# this transaction rolls back, so does that start, and the next event is
-# started on its own. Its body (migration 0004) is _START after a DELETE of
-# the completed row; as a PL/pgSQL function its plans are kept for the
-# session, which halves the cost of the statement that runs once per event.
-# Migration 0007's version also returns the started event's payload.
-COMPLETE_SQL = """
-SELECT completed::int, next_attempt, next_payload
-FROM django_pgpubsub_complete_next(%(id)s, %(token)s, %(lease)s, %(next)s)
-"""
-
-# A failed attempt (in autocommit, after the handlers' transaction rolled
-# back): pending again after a delay counted from now, or failed for good.
-FAIL_SQL = f"""
-WITH failed AS (
-    UPDATE {OUTBOX_TABLE} SET
-        state = CASE WHEN attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
-        last_error = %(error)s,
-        available_at = clock_timestamp() + %(delay)s * interval '1 second',
-        {_UNCLAIM}
-    WHERE id = %(id)s AND claim_token = %(token)s
-    RETURNING 1
-), started AS ({_START})
-SELECT (SELECT count(*) FROM failed), {_STARTED}
-"""
-
-# Group commit (migration 0009). A group is a run of a claim's events handled
+# Group commit. A group is a run of a claim's events handled
 # in one transaction, each in a savepoint: either one event whose ``alone``
 # is true, or consecutive events whose ``alone`` is not.
 #
@@ -241,7 +196,7 @@ WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND started_at IS NULL
 
 # Claims whose holder's session is gone (its advisory lock, see HOLD_SQL, is
 # no longer in pg_locks), or whose lease ran out. Rows claimed without a
-# holder_key (by a listener older than migration 0007) have their lease alone.
+# holder_key (a claim made without a holder) have their lease alone.
 # An event not started goes back as it was; a started one has used its
 # attempt: pending after the retry delay, or failed when it was the last.
 # Except an event started in a group of events (``alone = false``, see

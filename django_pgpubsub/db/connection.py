@@ -213,18 +213,15 @@ def open_connection(
     return driver_class(wrapper.connection, wrapper.alias)
 
 
-def fetch_rows(
-    using: str, statement: str, params: Any = None, *, prepare: bool = False
-) -> list[tuple[Any, ...]]:
-    """Run one statement on Django's connection for ``using``; return its rows.
+def fetch_rows(using: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run one of the outbox's bookkeeping statements on Django's connection
+    for ``using``; return its rows.
 
-    The driver's own cursor, with Django's translation of errors: a listener
-    runs one of these per durable event, and Django's cursor wrapper (which
-    would only add query logging and ``execute_wrapper`` hooks to the outbox's
-    bookkeeping) costs about a tenth of that statement's time. ``prepare``:
-    see :func:`django_pgpubsub.db.drivers.fetch`.
+    The driver's own cursor, with Django's translation of errors: Django's
+    cursor wrapper would only add query logging and ``execute_wrapper`` hooks
+    to the package's own statements, at about a tenth of their time.
     """
     connection = connections[using]
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        return fetch(connection.connection, statement, params, prepare=prepare)
+        return fetch(connection.connection, statement, params)

@@ -7,14 +7,11 @@ the rest of the package talks to a :class:`DriverConnection`.
 from __future__ import annotations
 
 import contextlib
-import re
-import sys
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.backends.postgresql.psycopg_any import errors, is_psycopg3
+from django.db.backends.postgresql.psycopg_any import errors
 
 from django_pgpubsub.db.listening_connection import (
     ListeningConnection,
@@ -132,7 +129,7 @@ class Psycopg3Connection(Psycopg3Queue, DriverConnection):
         return self._read_queue(consume=True)
 
 
-def fetch(raw_connection: Any, statement: str, params: Any, *, prepare: bool) -> list[Any]:
+def fetch(raw_connection: Any, statement: str, params: Any) -> list[Any]:
     """Run ``statement`` on a driver connection; return its rows (none: ``[]``).
 
     Args:
@@ -140,61 +137,10 @@ def fetch(raw_connection: Any, statement: str, params: Any, *, prepare: bool) ->
             ``connection`` attribute).
         statement: SQL with ``%s`` or ``%(name)s`` placeholders.
         params: Its parameters.
-        prepare: Prepare the statement on the server once per connection
-            (psycopg 3: bound and prepared by the protocol; psycopg2: SQL's
-            ``PREPARE``, then ``EXECUTE``), so it is parsed and planned once.
-            Only for a connection that reaches PostgreSQL directly or through
-            a session pooler: a transaction pooler may run the next statement
-            on another server connection, which lacks it.
     """
-    if prepare and not is_psycopg3:
-        statement, params = _prepared_psycopg2(raw_connection, statement, params)
-    elif prepare:
-        import psycopg  # noqa: PLC0415
-
-        threshold = raw_connection.prepare_threshold
-        # None (Django's default, for transaction poolers) makes psycopg ignore
-        # prepare=True; a threshold never reached honours it and still
-        # prepares nothing else.
-        raw_connection.prepare_threshold = sys.maxsize if threshold is None else threshold
-        try:
-            with psycopg.Cursor(raw_connection) as cursor:
-                cursor.execute(statement, params, prepare=True)
-                return cursor.fetchall() if cursor.description else []
-        finally:
-            raw_connection.prepare_threshold = threshold
     with raw_connection.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.fetchall() if cursor.description else []
-
-
-# What was prepared on each psycopg2 connection: statement -> (its EXECUTE,
-# the names of its parameters in order). PREPARE outlives a rollback; a
-# connection that closes drops out by itself.
-_psycopg2_prepared: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, list[str]]]] = (
-    weakref.WeakKeyDictionary()
-)
-_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
-
-
-def _prepared_psycopg2(
-    raw_connection: Any, statement: str, params: dict[str, Any]
-) -> tuple[str, list[Any]]:
-    """``EXECUTE`` of ``statement`` (``%(name)s`` placeholders) and its
-    parameters, prepared with SQL's ``PREPARE`` on this connection first if
-    need be."""
-    prepared = _psycopg2_prepared.setdefault(raw_connection, {})
-    known = prepared.get(statement)
-    if known is None:
-        name = f"django_pgpubsub_{len(prepared)}"
-        keys = _NAMED_PARAMETER.findall(statement)
-        numbered = iter(range(1, len(keys) + 1))
-        body = _NAMED_PARAMETER.sub(lambda _: f"${next(numbered)}", statement)
-        with raw_connection.cursor() as cursor:
-            cursor.execute(f"PREPARE {name} AS {body}")
-        known = prepared[statement] = (f"EXECUTE {name}({', '.join(['%s'] * len(keys))})", keys)
-    execute, keys = known
-    return execute, [params[key] for key in keys]
 
 
 @contextlib.contextmanager

@@ -1,11 +1,11 @@
-"""The statements that keep migration 0010's ``behind`` hint of keyed events.
+"""The statements that keep the ``behind`` hint of keyed events.
 
 ``behind`` is true when an event is known to wait behind an earlier event of
 its ordering key: claims skip those rows through the heads index (see
 ``claim_sql.CLAIM_SQL``), and still check every row they take, so ordering
 never depends on the flag. The outbox's triggers set it when a keyed row is
 stored and clear it on the key's next row when a keyed row is deleted
-(migration 0010). What the database cannot know is done here:
+(migration 0001). What the database cannot know is done here:
 
 * a dead letter under ``ORDERING_ON_DEAD_LETTER = "continue"`` lets its key
   move on: :data:`PROMOTE_SQL`, once the failure is committed;
@@ -22,7 +22,7 @@ from django_pgpubsub.db.sql import OUTBOX_TABLE, WAKEUP_CHANNEL
 # Each key's first row that is behind, made a head unless an earlier event of
 # its key is in one of the %(blocking)s states. Returns how many were promoted.
 PROMOTE_SQL = """
-SELECT count(django_pgpubsub_promote(k, %(blocking)s::text[]))
+SELECT count(django_pgpubsub_promote_v1(k, %(blocking)s::text[]))
 FROM (SELECT DISTINCT k FROM unnest(%(keys)s::text[]) AS t(k)) AS keys
 """
 
@@ -45,7 +45,7 @@ WITH RECURSIVE walk(k) AS (
 ), keys AS MATERIALIZED (
     SELECT k FROM walk WHERE k IS NOT NULL LIMIT %(keys)s
 ), promoted AS MATERIALIZED (
-    SELECT django_pgpubsub_promote(k, %(blocking)s::text[]) AS channel FROM keys
+    SELECT django_pgpubsub_promote_v1(k, %(blocking)s::text[]) AS channel FROM keys
 )
 SELECT (SELECT count(*) FROM keys),
     (SELECT max(k) FROM keys),

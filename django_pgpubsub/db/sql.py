@@ -29,24 +29,17 @@ can hand the lock to another client, and the lock ends with the session.
 from __future__ import annotations
 
 OUTBOX_TABLE = "django_pgpubsub_outbox"
-# Migration 0008's index of keyed events, its last object.
-ORDERING_INDEX = "pgpubsub_outbox_ordering"
-# Migration 0010's indexes: claims read the first (pending rows not known to
-# be behind); the listeners' repair walks the second, its last object.
+# The index claims read: pending rows not known to wait behind their key's head.
 HEADS_INDEX = "pgpubsub_outbox_heads"
-BEHIND_INDEX = "pgpubsub_outbox_behind"
 WAKEUP_CHANNEL = "django_pgpubsub.durable"
-# The completion function of migration 0007 (see claim_sql.COMPLETE_SQL).
-COMPLETE_FUNCTION = "django_pgpubsub_complete_next(bigint, uuid, double precision, bigint)"
 
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 # unnest() of two arrays walks them side by side, in order: one round trip.
 NOTIFY_MANY_SQL = "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
 
-# The columns of migration 0001, which other writers (triggers) may name
-# alone: every column added later has a default or is nullable. ordering_key
-# (migration 0008) is named only by a store that has one, so senders without
-# ordering keys keep working on an outbox not migrated yet (a rolling deploy).
+# The columns every writer names (the triggers of publish_changes too): the
+# others have a default or are nullable. ordering_key is named only by a
+# store that has one.
 _COLUMNS = (
     "channel, payload, key, sender_pid, state, attempts, created_at, available_at, last_error"
 )
@@ -113,8 +106,8 @@ WAKE_SQL = f"SELECT 1 FROM pg_notify('{WAKEUP_CHANNEL}', %s)"
 # for its retry, or failed for good under ORDERING_ON_DEAD_LETTER = "block":
 # the %(blockers)s states) with later events of its key waiting behind it. Their
 # count, and the age of the oldest event held back (NULL when none). Read
-# through migration 0008's indexes: the few retrying keyed rows, then one
-# probe of each one's key.
+# through the ordering indexes: the few retrying keyed rows, then one probe of
+# each one's key.
 BLOCKED_KEYS_SQL = f"""
 SELECT count(DISTINCT h.ordering_key), extract(epoch FROM now() - min(b.created_at))::float8
 FROM {OUTBOX_TABLE} AS h
@@ -130,31 +123,14 @@ WHERE h.ordering_key IS NOT NULL AND h.attempts > 0 AND h.state IN ('pending', '
 # "Is anything due?", every DURABLE_PROBE_INTERVAL in poll mode: an index-only
 # scan of the heads index (available_at is an included column), so an idle
 # outbox, or one whose pending events all wait behind their keys' heads,
-# costs a few index pages. Before migration 0010, the pending index.
-_PROBE = f"""
+# costs a few index pages.
+PROBE_SQL = f"""
 SELECT EXISTS (
     SELECT 1 FROM {OUTBOX_TABLE}
     WHERE state = 'pending' AND channel = ANY(%s) AND available_at <= clock_timestamp()
-    {{head}}
+        AND NOT behind
 )
 """
-PROBE_SQL = _PROBE.format(head="AND NOT behind")
-PROBE_UNFLAGGED_SQL = _PROBE.format(head="")
 
-# Whether the outbox is migrated far enough to be swept: the table, and the
-# newest object the statements above need; and whether migration 0010 is
-# complete (its last index built and valid), so claims may skip the rows that
-# are ``behind`` (FLAGGED_SQL alone, to look again later).
-FLAGGED_SQL = f"""
-SELECT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{BEHIND_INDEX}')),
-    false)
-"""
-OUTBOX_READY_SQL = f"""
-SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL
-    AND to_regprocedure('{COMPLETE_FUNCTION}') IS NOT NULL
-    AND to_regclass('{ORDERING_INDEX}') IS NOT NULL
-    AND EXISTS (
-        SELECT 1 FROM pg_attribute
-        WHERE attrelid = to_regclass('{OUTBOX_TABLE}') AND attname = 'alone' AND NOT attisdropped
-    ), ({FLAGGED_SQL})
-"""
+# Whether the outbox is there to be swept (migrate may run after a listener starts).
+OUTBOX_READY_SQL = f"SELECT to_regclass('{OUTBOX_TABLE}') IS NOT NULL"

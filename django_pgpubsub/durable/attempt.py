@@ -21,24 +21,8 @@ from django_pgpubsub.vocabulary.observer import Observer
 logger = logging.getLogger("django_pgpubsub.durable")
 
 
-class ClaimLost(Exception):
-    """The event's claim was taken back while its handlers ran."""
-
-
 class RollbackRequested(Exception):
     """A handler left its transaction marked for rollback (``needs_rollback``)."""
-
-
-class Started(NamedTuple):
-    """An event whose attempt was started: its attempt number and its payload."""
-
-    attempt: int
-    payload: str
-
-    @classmethod
-    def of(cls, attempt: int | None, payload: str | None) -> Started | None:
-        """From a statement's columns, which are NULL when nothing was started."""
-        return None if attempt is None else cls(int(attempt), payload or "")
 
 
 class Claimed(NamedTuple):
@@ -50,7 +34,7 @@ class Claimed(NamedTuple):
     attempts: int  # the first row's attempt started with the claim
     payload: str | None  # the first row's only: the others' come when started
     ordering_key: str | None = None
-    alone: bool | None = None  # run in a group of its own (see migration 0009)
+    alone: bool | None = None  # run in a group of its own (see claim_sql.RECOVER_SQL)
 
 
 class Holder(NamedTuple):
@@ -59,12 +43,13 @@ class Holder(NamedTuple):
     using: str
     token: str
     lease: float
-    prepare: bool  # the completion statement; see drivers.fetch
     observer: Observer
+    # Eager mode: a failed attempt is due again at once, not after its backoff.
+    retry_at_once: bool = False
 
     def params(self, **values: Any) -> dict[str, Any]:
         """The statements' parameters: the token, the lease, and ``values``."""
-        return {"token": self.token, "lease": self.lease, "next": None, **values}
+        return {"token": self.token, "lease": self.lease, **values}
 
 
 def sanitize(text: str) -> str:

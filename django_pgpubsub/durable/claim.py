@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from django_pgpubsub.db.connection import fetch_rows
 from django_pgpubsub.db.reconnect import MAX_DELAY
 from django_pgpubsub.durable.attempt import (
     Claimed,
-    ClaimLost,
     Holder,
     retry_delay,
     sanitize,
@@ -35,7 +35,7 @@ from django_pgpubsub.vocabulary.observer import Observer
 
 logger = logging.getLogger("django_pgpubsub.durable")
 
-__all__ = ["Claim", "ClaimLost", "Claimed", "retry_delay", "sanitize"]
+__all__ = ["Claim", "Claimed", "retry_delay", "sanitize"]
 
 # The first group's size; each group that ends for lack of time sets the
 # next one's to what it handled, each that handles all its events doubles it.
@@ -51,10 +51,9 @@ class Claim:
         holder_key: The key of the advisory lock that the listener holds on
             its listening connection while it lives (see ``claim_sql.HOLD_SQL``);
             None: the claim has its lease alone.
-        prepare: Prepare the completion statement (see ``drivers.fetch``).
-        flagged: Migration 0010 is complete: claims skip the events known to
-            wait behind their key's head, and a dead letter lets its key move
-            on (see :mod:`django_pgpubsub.db.ordering_sql`).
+        only: Claim among these ids only (eager mode: the events a
+            transaction stored); None: any due event of the channels.
+        retry_at_once: A failed attempt is due again at once (eager mode).
     """
 
     def __init__(
@@ -63,17 +62,19 @@ class Claim:
         observer: Observer,
         *,
         holder_key: int | None = None,
-        prepare: bool = False,
-        flagged: bool = False,
+        only: list[int] | None = None,
+        retry_at_once: bool = False,
     ) -> None:
-        self.flagged = flagged
         self.holder = Holder(
             using=using,
             token=str(uuid.uuid4()),
             lease=min(conf.durable_lease(), MAX_DELAY),
-            prepare=prepare,
             observer=observer,
+            retry_at_once=retry_at_once,
         )
+        self.only = only
+        # The failures of last attempts (dead letters), as they come.
+        self.dead: list[Failure] = []
         self.holder_key = holder_key
         self.waiting: collections.deque[Claimed] = collections.deque()
         self.started = False  # waiting[0]'s attempt started (with the claim)
@@ -100,9 +101,11 @@ class Claim:
             limit=size,
             holder=self.holder_key,
             blocking=conf.ordering_blocking_states(),
+            only=self.only,
         )
-        statement = claim_sql.CLAIM_SQL if self.flagged else claim_sql.CLAIM_UNFLAGGED_SQL
-        rows = sorted(Claimed(*row) for row in fetch_rows(self.holder.using, statement, params))
+        rows = sorted(
+            Claimed(*row) for row in fetch_rows(self.holder.using, claim_sql.CLAIM_SQL, params)
+        )
         self.renewed = time.monotonic()
         self.waiting.extend(rows)
         self.keyed = any(row.ordering_key is not None for row in rows)
@@ -161,7 +164,9 @@ class Claim:
                         self._wake(channel)
                 self.size = min(GROUP_MAX, ran * 2) if not outcome.back else max(ran, 1)
                 for failure in outcome.failures:
-                    if failure.event.attempt < conf.durable_max_attempts():
+                    if failure.event.attempt >= conf.durable_max_attempts():
+                        self.dead.append(failure)
+                    else:
                         retry_at = clock() + failure.delay
                         self.retry_at = min(self.retry_at or retry_at, retry_at)
             return count
@@ -195,7 +200,7 @@ class Claim:
     def _promote_dead_letters(self, group: Group, failures: list[Failure]) -> None:
         """Under ``ORDERING_ON_DEAD_LETTER = "continue"``, let the keys of the
         group's dead letters (committed now) move on to their next events."""
-        if not self.flagged or not failures or conf.ordering_on_dead_letter() != "continue":
+        if not failures or conf.ordering_on_dead_letter() != "continue":
             return
         last = conf.durable_max_attempts()
         dead = {f.event.id for f in failures if f.event.attempt >= last}
@@ -237,3 +242,25 @@ class Claim:
             waiting.clear()
             self.started = False
             fetch_rows(self.holder.using, claim_sql.RELEASE_SQL, params)
+
+
+def run_now(using: str, ids: list[int], handlers: dict[str, tuple[Handler, ...]]) -> list[Failure]:
+    """Handle the durable events ``ids`` now, in this thread, as a listener
+    would: the same claims, groups, attempts and refusals, ordering keys
+    included. Eager mode's durable cycle: a failed attempt is retried at
+    once, until the event succeeds or fails its last attempt; an event that
+    a listener would not take now (its key's line is held) stays pending.
+
+    Returns:
+        The failures of last attempts (the events left ``failed``).
+    """
+    channels = sorted(channel for channel, functions in handlers.items() if functions)
+    if not channels or not ids:
+        return []
+    claim = Claim(using, Observer(), only=ids, retry_at_once=True)
+    # Each turn handles or fails at least one event, while any is due.
+    for _ in range(len(ids) * (conf.durable_max_attempts() + 1)):
+        if not claim.take(channels, len(ids)):
+            break
+        claim.run(handlers, lambda: False, None, math.inf)
+    return claim.dead

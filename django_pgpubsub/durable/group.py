@@ -35,6 +35,7 @@ savepoint, and their group completes in one statement in autocommit.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -74,6 +75,7 @@ class Failure(NamedTuple):
     event: DurableEvent
     error: str
     delay: float
+    exception: BaseException | None = None
 
 
 class Outcome(NamedTuple):
@@ -258,7 +260,8 @@ class Group:
             event.attempt,
             extra={**log_fields(event), "handler": name},
         )
-        return Failure(event, sanitize(error), retry_delay(event.attempt))
+        delay = 0.0 if self.holder.retry_at_once else retry_delay(event.attempt)
+        return Failure(event, sanitize(error), delay, sys.exc_info()[1])
 
     # -- the completion -------------------------------------------------------
 

@@ -56,19 +56,13 @@ REPAIR_KEYS = 1000
 class Outbox:
     """The outbox of one database, as a listener sweeps it."""
 
-    def __init__(
-        self, using: str, observer: Observer | None = None, *, prepare: bool = False
-    ) -> None:
+    def __init__(self, using: str, observer: Observer | None = None) -> None:
         """
         Args:
             using: The outbox's ``DATABASES`` alias.
             observer: Told of each event handled.
-            prepare: Prepare the statement run once per event (see
-                :func:`django_pgpubsub.db.drivers.fetch`): only when ``using``
-                reaches PostgreSQL directly or through a session pooler.
         """
         self.using = using
-        self.prepare = prepare
         self.observer = observer or Observer()
         self.holder_key: int | None = None
         self._claim: Claim | None = None
@@ -76,7 +70,6 @@ class Outbox:
         self._retry_at: float | None = None
         self._exists = False
         self._warned = False
-        self._flagged = False  # migration 0010 is complete (see ordering_sql)
         self._repaired_after = ""  # where the next repair goes on from
 
     @property
@@ -191,8 +184,6 @@ class Outbox:
             self.using,
             self.observer,
             holder_key=self.holder_key,
-            prepare=self.prepare,
-            flagged=self._flagged,
         )
         claimed = claim.take(channels, size)
         # A claim of keyed events is followed by another: the keys' next
@@ -214,8 +205,7 @@ class Outbox:
         try:
             if not self._table_exists():
                 return False
-            probe = sql.PROBE_SQL if self._flagged else sql.PROBE_UNFLAGGED_SQL
-            return bool(self._fetch(probe, (channels,))[0][0])
+            return bool(self._fetch(sql.PROBE_SQL, (channels,))[0][0])
         except Exception:
             logger.exception("Cannot probe the outbox on %r now.", self.using)
             self._exists = False
@@ -226,12 +216,12 @@ class Outbox:
         """Look for the migrated outbox until it is there: migrate may run after
         the listener starts."""
         if not self._exists:
-            [(ready, flagged)] = self._fetch(sql.OUTBOX_READY_SQL)
-            self._exists, self._flagged = bool(ready), bool(flagged)
+            [(ready,)] = self._fetch(sql.OUTBOX_READY_SQL)
+            self._exists = bool(ready)
             if not self._exists and not self._warned:
                 self._warned = True
                 logger.warning(
-                    "No outbox table on %r, or it lacks migrations: durable events are "
+                    "No outbox table on %r: durable events are "
                     "not handled until `manage.py migrate django_pgpubsub` completes.",
                     self.using,
                 )
@@ -266,7 +256,7 @@ class Outbox:
                 self._retry(now + due_in)
             elif ordering_key is not None:
                 dead.append(ordering_key)
-        if dead and self._flagged and conf.ordering_on_dead_letter() == "continue":
+        if dead and conf.ordering_on_dead_letter() == "continue":
             params = {"keys": dead, "blocking": conf.ordering_blocking_states()}
             self._fetch(ordering_sql.PROMOTE_SQL, params)
 
@@ -274,13 +264,7 @@ class Outbox:
         """Move on the ordering keys whose next event stays ``behind`` with
         nothing before it (a lost wake-up: see :mod:`django_pgpubsub.db.ordering_sql`),
         a bounded walk of the keys at a time; the claim that follows takes them.
-
-        Before migration 0010 is complete, look again whether it is.
         """
-        if not self._flagged:
-            self._flagged = bool(self._fetch(sql.FLAGGED_SQL)[0][0])
-            if not self._flagged:
-                return
         params = {
             "after": self._repaired_after,
             "keys": REPAIR_KEYS,

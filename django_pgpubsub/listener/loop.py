@@ -85,11 +85,7 @@ class Listener:
         self.on_connect = on_connect
         self.durable = durable
         self.observer = observer or Observer()
-        outbox = conf.database()
-        # The alias a listener LISTENs on reaches PostgreSQL directly or through
-        # a session pooler (LISTEN needs that), where prepared statements work;
-        # another alias may go through a transaction pooler, where they do not.
-        self._outbox = Outbox(outbox, self.observer, prepare=outbox == self.using)
+        self._outbox = Outbox(conf.database(), self.observer)
         self._table: dict[str, tuple[Handler, ...]] = {}
         self.dispatched = 0
         self.connection: DriverConnection | None = None

@@ -30,7 +30,7 @@ def _check_key(key: object) -> str:
     return key
 
 
-# Bytes: a key is compared and indexed (migration 0008's B-tree indexes take
+# Bytes: a key is compared and indexed (the ordering keys' B-tree indexes take
 # entries up to about 2700 bytes); no real key needs more.
 ORDERING_KEY_MAX_BYTES = 1024
 

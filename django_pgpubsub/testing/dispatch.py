@@ -30,7 +30,7 @@ def dispatch(
     Args:
         channel: The channel; or a whole :class:`~django_pgpubsub.Event` (or
             :class:`~django_pgpubsub.DurableEvent`), passed as it is.
-        payload: Encoded as :func:`~django_pgpubsub.publishing.notify` would encode it.
+        payload: Encoded as :func:`~django_pgpubsub.notify` would encode it.
         handlers: The registry; default the global one.
         durable: Build a :class:`~django_pgpubsub.DurableEvent` (also when
             ``id`` is given), as a durable handler receives.

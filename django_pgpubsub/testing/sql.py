@@ -7,9 +7,8 @@ eager hook) and by the ``publish_changes`` triggers (while the
 outbox row. Being a table, it follows the transaction: a rolled-back
 savepoint takes its rows with it. At commit they are taken back, oldest first.
 
-A durable event is then handled with the listener's own statements
-(:mod:`django_pgpubsub.db.sql`: ``START_SQL``, ``COMPLETE_SQL``,
-``FAIL_SQL``), once this module's :data:`CLAIM_ONE_SQL` has claimed it.
+Durable events are then handled by the listener's own cycle
+(:func:`django_pgpubsub.durable.claim.run_now`).
 """
 
 from __future__ import annotations
@@ -57,21 +56,11 @@ DELETE FROM pg_temp.{EAGER_TABLE} WHERE n <= %s
 RETURNING n, channel, payload, outbox_id, pid
 """
 
-# A claim of one event by id, as CLAIM_SQL makes of many (not started yet).
-CLAIM_ONE_SQL = f"""
-UPDATE {OUTBOX_TABLE} SET
-    state = 'running',
-    claim_token = %(token)s,
-    claimed_pid = pg_backend_pid(),
-    claimed_at = clock_timestamp(),
-    claimed_by = current_setting('application_name'),
-    lease_expires_at = clock_timestamp() + %(lease)s * interval '1 second'
-WHERE id = %(id)s AND state = 'pending'
-RETURNING channel, payload, sender_pid, attempts
+# The durable events stored, as they are now (in id order).
+OUTBOX_ROWS_SQL = f"""
+SELECT id, channel, payload, sender_pid, attempts FROM {OUTBOX_TABLE}
+WHERE id = ANY(%s::bigint[]) ORDER BY id
 """
-
-# How an event was left: its state and last error, or no row once handled.
-OUTBOX_ROW_SQL = f"SELECT channel, payload, sender_pid, attempts FROM {OUTBOX_TABLE} WHERE id = %s"
 
 COUNT_CHANNELS_SQL = f"""
 SELECT count(*) FROM pg_temp.{EAGER_TABLE} AS e
