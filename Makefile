@@ -20,7 +20,7 @@ SLOW := slow or bench or browser
 # driver (the benchmark and browser tiers, the example project, the copy of
 # pgserver, the durable run at scale).
 PSYCOPG2_SKIP := -m "not bench and not browser and not scale" \
-	--ignore=tests/test_example_project.py --ignore=tests/test_fresh_machines.py
+	--ignore=tests/project/test_example_project.py --ignore=tests/project/test_fresh_machines.py
 
 .PHONY: test test-slow lint docs example bench ci system-deps test-psycopg2-pg15 test-private-clone \
 	test-django-versions test-pgbouncer clean
@@ -79,7 +79,7 @@ test-private-clone:
 	set -e; dir=$$(mktemp -d /root/pgpubsub-ci.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
 	chmod 700 "$$dir"; git clone --quiet . "$$dir/clone"; \
 	$(MAKE) -C "$$dir/clone" test \
-		PYTEST_ARGS="-q tests/test_conf.py tests/test_readme.py tests/test_testing_helpers.py"; \
+		PYTEST_ARGS="-q tests/conf/test_conf.py tests/project/test_readme.py tests/testing/test_testing_helpers.py"; \
 	cd "$$dir/clone" && .venv/bin/python scripts/pgtemp.py .venv/bin/python -c \
 		"import os, psycopg; psycopg.connect(os.environ['DATABASE_URL']).close(); print('pgtemp.py (make example, make bench): server reached')"
 
@@ -88,14 +88,14 @@ test-private-clone:
 ## with psycopg 3 (the psycopg2 run cannot stream), the event streams, the hub
 ## and cancel_on_disconnect(), slow tests included. One virtualenv, Django
 ## switched in place (quicker than a virtualenv each).
-DJANGO42_STREAMS := tests/test_asgi.py tests/test_async.py tests/test_hub.py tests/test_sse.py
+DJANGO42_STREAMS := tests/hub/test_asgi.py tests/publishing/test_async.py tests/hub/test_hub.py tests/hub/test_sse.py
 test-django-versions:
 	$(MAKE) .venv-django-versions/.installed VENV=.venv-django-versions EXTRAS=$(TEST_EXTRAS) \
 		PINS=Django~=5.0.0
 	for version in 5.0.0 5.1.0; do \
 		.venv-django-versions/bin/pip install --quiet --disable-pip-version-check Django~=$$version && \
 		.venv-django-versions/bin/python -m django --version && \
-		.venv-django-versions/bin/python -m pytest -q -m "$(QUICK)" tests/test_notify.py || exit 1; \
+		.venv-django-versions/bin/python -m pytest -q -m "$(QUICK)" tests/publishing/test_notify.py || exit 1; \
 	done
 	.venv-django-versions/bin/pip install --quiet --disable-pip-version-check Django~=4.2.0
 	.venv-django-versions/bin/python -m django --version
@@ -121,12 +121,12 @@ system-deps:
 ## every second, LISTENER_DATABASE direct (tests/settings_pgbouncer.py; the
 ## listen_events they start get the same shape). The quick tier and the slow
 ## tests but the runs at scale. The listeners under separate roles, directly
-## and behind PgBouncer, are in the slow tier (tests/test_durable_roles.py).
-PGBOUNCER_TESTS := tests/test_durable.py tests/test_durable_claims.py tests/test_durable_keys.py \
-	tests/test_durable_leases.py tests/test_durable_processes.py tests/test_durable_production.py \
-	tests/test_durable_wakeup.py tests/test_wakeups.py tests/test_ordering.py \
-	tests/test_ordering_processes.py tests/test_listener.py tests/test_listener_edges.py \
-	tests/test_listen_events.py tests/test_probe.py tests/test_schedule.py
+## and behind PgBouncer, are in the slow tier (tests/durable/test_durable_roles.py).
+PGBOUNCER_TESTS := tests/durable/test_durable.py tests/durable/test_durable_claims.py tests/durable/test_durable_keys.py \
+	tests/durable/test_durable_leases.py tests/durable/test_durable_processes.py tests/durable/test_durable_production.py \
+	tests/durable/test_durable_wakeup.py tests/durable/test_wakeups.py tests/durable/test_ordering.py \
+	tests/durable/test_ordering_processes.py tests/listener/test_listener.py tests/listener/test_listener_edges.py \
+	tests/listener/test_listen_events.py tests/listener/test_liveness.py tests/listener/test_schedule.py
 test-pgbouncer: $(VENV)/.installed
 	$(BIN)/python -m pytest --ds=tests.settings_pgbouncer --reuse-db \
 		-m "not scale and not bench and not browser" $(PGBOUNCER_TESTS) $(PYTEST_ARGS)

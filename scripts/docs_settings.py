@@ -1,7 +1,7 @@
 """Render the docs' Settings page from the declarations in ``django_pgpubsub.conf``.
 
 ``python scripts/docs_settings.py`` prints it; ``--write`` writes it to
-docs/settings.rst. ``tests/test_conf.py`` fails while the two differ.
+docs/settings.rst. ``tests/conf/test_conf.py`` fails while the two differ.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.contrib.auth.management import create_permissions
@@ -9,8 +10,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.db.models.signals import post_migrate
 
-from django_pgpubsub import PubSub, conf, connect
-from tests.helpers import ManagePy, database_url
+from django_pgpubsub import PubSub, Registry, conf, connect
+from django_pgpubsub.listener.loop import Listener
+from tests.helpers import ListenerThread, ManagePy, database_url
 
 
 @pytest.fixture
@@ -23,6 +25,32 @@ def fresh_hub() -> Iterator[None]:
     from django_pgpubsub.hub.hub import get_hub
 
     asyncio.run(get_hub().close())
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """A registry of the test's own handlers, empty: nothing leaks between tests."""
+    return Registry()
+
+
+@pytest.fixture
+def running_listener(
+    transactional_db: None, registry: Registry
+) -> Iterator[Callable[..., ListenerThread]]:
+    """Start a :class:`Listener` of ``channels`` in a thread (the test's
+    ``registry`` unless told otherwise), wait until it listens; stopped after
+    the test."""
+    started: list[ListenerThread] = []
+
+    def start(channels: list[str], **options: Any) -> ListenerThread:
+        options.setdefault("registry", registry)
+        thread = ListenerThread(Listener(channels, **options)).wait_connected()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
 
 
 @pytest.fixture
@@ -61,7 +89,7 @@ def listen_events(test_database_url: str) -> Iterator[Callable[..., ManagePy]]:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None) -> None:
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
     """The test databases, without rebuilding content types and permissions
     after every transactional test.
 
@@ -69,11 +97,22 @@ def django_db_setup(django_db_setup: None) -> None:
     whose handlers recreate every content type and permission: some fifty
     queries per database per test, a third of the quick tier's time. No test
     needs permission rows; content types are created when first asked for.
+
+    At the end, the hubs the tests left open are closed: each keeps a session
+    on a test database (its thread reconnects by itself), which Django could
+    not drop then.
     """
     post_migrate.disconnect(
         create_permissions, dispatch_uid="django.contrib.auth.management.create_permissions"
     )
     post_migrate.disconnect(create_contenttypes)
+    yield
+    import asyncio
+
+    from django_pgpubsub.hub import hub
+
+    for open_hub in list(hub._hubs.values()):
+        asyncio.run(open_hub.close())
 
 
 @pytest.fixture(autouse=True)

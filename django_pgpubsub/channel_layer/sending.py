@@ -13,7 +13,7 @@ own ``sync_to_async(thread_sensitive=True)`` asks
 ``AsyncToSync.executors.current``, and so does :func:`sync_caller_waits`.
 Should a future asgiref drop that attribute, every send takes the caller's
 thread (``sync_to_async``), which is right in both cases, only slower for
-async callers; tests/test_layer_sending.py fails first, so that the change is
+async callers; tests/channel_layer/test_layer_sending.py fails first, so that the change is
 seen.
 """
 
