@@ -195,8 +195,9 @@ def publish_changes(
         InvalidChannel: The channel name is unusable.
     """
     caller = sys._getframe(1).f_globals.get("__name__", "")
-    if model is None:
-        return lambda cls: _publish(
+
+    def publish(cls: ModelT) -> ModelT:
+        return _publish(
             cls,
             caller,
             channel=channel,
@@ -205,15 +206,8 @@ def publish_changes(
             durable=durable,
             ordering=ordering,
         )
-    return _publish(
-        model,
-        caller,
-        channel=channel,
-        events=events,
-        changed=changed,
-        durable=durable,
-        ordering=ordering,
-    )
+
+    return publish if model is None else publish(model)
 
 
 def _publish(
