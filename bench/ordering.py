@@ -31,8 +31,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
+from django_pgpubsub import notify
 from django_pgpubsub.db import claim_sql, sql
 
 CHANNEL = "bench.durable"
@@ -125,6 +126,39 @@ FROM generate_series(1, %(count)s) AS i
 """
 
 
+WRITERS = 4
+
+
+def store_rate(keys: int | None, events: int) -> float:
+    """Durable events stored per second by ``WRITERS`` threads, one event per
+    transaction: without a key, or over ``keys`` keys (writer n uses key n
+    modulo ``keys``)."""
+    _empty()
+    per_writer = max(events // WRITERS, 1)
+    start = threading.Barrier(WRITERS + 1)
+
+    def write(n: int) -> None:
+        key = None if keys is None else f"w{n % keys}"
+        try:
+            start.wait()
+            for i in range(per_writer):
+                with transaction.atomic():
+                    notify(CHANNEL, str(i), durable=True, ordering_key=key)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    _empty()
+    return per_writer * WRITERS / elapsed
+
+
 def claim_ms(keys: int | None, backlog: int, claims: int) -> float:
     """Median milliseconds of one claim (of up to 100 events, rolled back) with
     ``backlog`` events pending over ``keys`` keys: ``CLAIM_SQL``, which skips
@@ -197,6 +231,18 @@ def ordering_figures(sizes: OrderingSizes, listener_class: Any) -> list[dict[str
                 "unit": "%",
                 "raw": None,
                 "library": 100 * statistics.median(busiest[keys]),
+            }
+        )
+    # Storing: each keyed event takes its key's lock, so writers of one key
+    # wait for each other's commits; writers of distinct keys do not.
+    unkeyed = store_rate(None, sizes.events)
+    for keys, label in ((WRITERS, "distinct keys"), (1, "one key")):
+        figures.append(
+            {
+                "name": f"storing keyed events, {WRITERS} writers, {label} vs no key",
+                "unit": "events/s",
+                "raw": unkeyed,
+                "library": store_rate(keys, sizes.events),
             }
         )
     none = claim_ms(None, sizes.backlog, sizes.claims)

@@ -16,7 +16,7 @@ from django.db import models
 EVENTS = ("created", "updated", "deleted")
 
 
-class Published(NamedTuple):
+class Publisher(NamedTuple):
     """How a table is published."""
 
     function: str
@@ -25,14 +25,14 @@ class Published(NamedTuple):
 
 
 # By concrete model: a proxy and its concrete model share one table.
-_published: dict[type[models.Model], Published] = {}
+_published: dict[type[models.Model], Publisher] = {}
 
 
 def _table(model: type[models.Model]) -> type[models.Model]:
     return model._meta.concrete_model or model
 
 
-def published(model: type[models.Model]) -> Published | None:
+def published(model: type[models.Model]) -> Publisher | None:
     """How ``model``'s table is published, if it is."""
     return _published.get(_table(model))
 
@@ -55,7 +55,7 @@ def register(model: type[models.Model], function: str, channel: str) -> None:
             f"{label} is published by {existing.function}(); publishing it with {function}() "
             "too would send each write twice. Choose one."
         )
-    _published[_table(model)] = Published(function, channel)
+    _published[_table(model)] = Publisher(function, channel)
 
 
 def unregister(model: type[models.Model], function: str) -> bool:

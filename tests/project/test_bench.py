@@ -69,6 +69,8 @@ def test_bench_quick_run_writes_every_figure(tmp_path: Path) -> None:
         "ordering, busiest share, 1 key(s)",
         "ordering, busiest share, 10 key(s)",
         "ordering, busiest share, 1,000 key(s)",
+        "storing keyed events, 4 writers, distinct keys vs no key",
+        "storing keyed events, 4 writers, one key vs no key",
         "ordering claim, 2,000 pending, no keys",
         "ordering claim, 2,000 pending, 1 key(s)",
         "ordering claim, 2,000 pending, 10 key(s)",
