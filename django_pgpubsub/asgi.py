@@ -1,12 +1,5 @@
-"""ASGI: cancel a response when its client disconnects, on Django 4.2 as on 5.
-
-Django 5.0's ``ASGIHandler`` listens for ``http.disconnect`` while it builds
-and streams a response, and cancels it when the client leaves: an
-``EventStreamView`` stream then releases its hub subscription at once.
-Django 4.2's handler never calls ``receive()`` again once it has the request
-body, and ASGI servers such as uvicorn silently drop what is sent to a closed
-connection, so a stream whose client left lives until the server stops.
-:func:`cancel_on_disconnect` adds the missing half around the application.
+"""ASGI: :func:`cancel_on_disconnect` cancels a response when its client disconnects, which
+Django 5 does itself and Django 4.2 does not: ``cancel_on_disconnect(get_asgi_application())``.
 """
 
 from __future__ import annotations

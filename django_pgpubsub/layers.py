@@ -1,7 +1,5 @@
 """Django Channels on PostgreSQL: ``CHANNEL_LAYERS`` backend
 ``"django_pgpubsub.layers.PubSubChannelLayer"`` (needs the ``channels`` extra).
-
-See :mod:`django_pgpubsub.channel_layer.layer` for how it works.
 """
 
 from __future__ import annotations

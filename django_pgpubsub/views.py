@@ -1,7 +1,5 @@
-"""Server-Sent Events: ``EventStreamView`` streams channels to browsers.
-
-Every client of every ``EventStreamView`` of a process shares the hub's one
-LISTEN connection (:mod:`django_pgpubsub.hub.hub`).
+"""Server-Sent Events: ``EventStreamView.as_view(channels=[...])`` streams channels to
+browsers, every client of a process on the hub's one LISTEN connection.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Channels layer's parts (its path is ``django_pgpubsub.layers``).
+"""The Channels layer's parts.
 
-Internal: import the public names from ``django_pgpubsub``.
+Internal: its public path is ``django_pgpubsub.layers``.
 """

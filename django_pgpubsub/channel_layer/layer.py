@@ -1,20 +1,5 @@
-"""A Django Channels layer on the hub: one LISTEN connection per process, one
-NOTIFY per ``group_send``, delivered at commit inside a transaction.
-
-Membership is process-local, as in channels_redis's ``RedisPubSubChannelLayer``:
-a group is one PostgreSQL channel, LISTENed by every process that holds a
-member, and each process hands a group's messages to its own members. A
-specific channel (``new_channel()``) names its process before the ``!``: a
-``send()`` from anywhere is a NOTIFY on that process's channel.
-
-What a layer sends to itself skips PostgreSQL: a ``send()`` to one of its own
-channels goes straight into its inbox, and a ``group_send`` reaches its own
-members so, its NOTIFY (for the other processes) tagged so that it skips it.
-
-The pieces: :mod:`~django_pgpubsub.channel_layer.inbox` (this process's channels and
-groups), :mod:`~django_pgpubsub.channel_layer.subscriptions` (what the layer LISTENs to, and
-routing what arrives), :mod:`~django_pgpubsub.channel_layer.sending` (the NOTIFY, in
-the caller's transaction).
+"""The Channels layer (:class:`PubSubChannelLayer`) on the hub: a group or a process is a
+PostgreSQL channel, membership is process-local, and what a layer sends itself skips PostgreSQL.
 """
 
 from __future__ import annotations

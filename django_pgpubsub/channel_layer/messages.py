@@ -1,20 +1,5 @@
-"""What the Channels layer sends through PostgreSQL: names, encoding, storage.
-
-A message travels as a NOTIFY whose payload is the JSON array
-``[destination, message]``, or ``[destination, message, origin]`` for a
-``group_send`` (``origin``: the sending layer, which hands the message to its
-own members itself and skips its own NOTIFY). Past NOTIFY's limit the array is
-stored in a row of ``django_pgpubsub_layer_message`` and the payload is
-``#<id>``, or ``#<id>@<origin>``.
-
-A message for a channel of the sending layer itself never goes through
-PostgreSQL, but takes the same JSON round trip (:func:`copied`): its receiver
-gets exactly what a receiver in another process would.
-
-JSON rather than msgpack: a NOTIFY payload is text, so msgpack's binary
-output would need base64 (a third larger) before it could be sent, while
-Channels messages are mostly text, which JSON keeps as it is. ``bytes`` values
-(a websocket's binary frames) travel as ``{"\\u0000b": "<base64>"}``.
+"""What the Channels layer sends through PostgreSQL: channel names, the JSON encoding, and the
+row that holds a message too large for a NOTIFY.
 """
 
 from __future__ import annotations

@@ -1,20 +1,5 @@
-"""How the Channels layer sends: through PostgreSQL (a NOTIFY, or a stored row
-and its NOTIFY) for other processes, and straight into the sending layer's own
-:class:`~django_pgpubsub.channel_layer.inbox.Inbox` for its own channels; in the
-caller's transaction when a sync caller waits in one.
-
-``async_to_sync(layer.group_send)(...)`` runs the coroutine on another thread's
-event loop while the sync caller waits, perhaps inside ``transaction.atomic()``.
-Sent there on the hub's connection, the message would go at once; sent on the
-caller's own Django connection, the commit decides, and a local delivery waits
-for the commit with ``transaction.on_commit`` on the caller's thread. asgiref
-has no public way to ask "does a sync thread wait for this coroutine?": its
-own ``sync_to_async(thread_sensitive=True)`` asks
-``AsyncToSync.executors.current``, and so does :func:`sync_caller_waits`.
-Should a future asgiref drop that attribute, every send takes the caller's
-thread (``sync_to_async``), which is right in both cases, only slower for
-async callers; tests/channel_layer/test_layer_sending.py fails first, so that the change is
-seen.
+"""How the Channels layer sends: through PostgreSQL for other processes, straight into its own
+inbox for its own channels, in a sync caller's transaction when the caller waits in one.
 """
 
 from __future__ import annotations

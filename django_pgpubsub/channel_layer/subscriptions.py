@@ -1,10 +1,5 @@
-"""The Channels layer's side of the hub: which PostgreSQL channels it LISTENs
-to (its taps), and what it does with their notifications.
-
-A tap is one hub subscription per PostgreSQL channel: a group's (kind ``g``),
-a process's specific channels (``p``, the part of a name up to ``!``) or a
-normal channel (``c``). Everything here that changes the taps runs on the
-hub's thread; notifications are routed there too, into the :class:`Inbox`.
+"""The Channels layer's side of the hub: the PostgreSQL channels it LISTENs to (a hub
+subscription, or tap, each) and the routing of what they receive, on the hub's thread.
 """
 
 from __future__ import annotations

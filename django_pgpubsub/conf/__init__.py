@@ -1,15 +1,5 @@
-"""Settings, each declared once, read lazily from ``settings.PGPUBSUB``.
-
-A declaration holds a setting's name, type, default, bounds and help. It is
-also its accessor: ``conf.keepalive_interval()`` reads and checks the current
-value, so ``override_settings`` works. The system check (E002) validates every
-declaration, and docs/settings.rst is rendered from them
-(``scripts/docs_settings.py``; a test keeps the two equal).
-
-To add a setting, declare it below with the kind that fits (``Seconds``,
-``SecondsOrNone``, ``Count``, ``Limit``, ``Alias``, ``ModuleNames``, ``Choice``; see
-setting_kinds.py) and
-run ``python scripts/docs_settings.py --write``.
+"""Settings, each declared once (name, kind, default, help) and read lazily from
+``settings.PGPUBSUB``. Internal: docs/settings.rst, rendered from them, documents the settings.
 """
 
 from __future__ import annotations

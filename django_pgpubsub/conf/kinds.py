@@ -1,6 +1,5 @@
-"""The kinds of setting: how one setting is read, checked and described.
-
-A leaf under ``conf``, which declares every setting with these.
+"""The kinds of setting (``Seconds``, ``Count``, ``Choice``...): how one setting is read,
+checked and described.
 """
 
 from __future__ import annotations

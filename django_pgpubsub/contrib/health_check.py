@@ -1,18 +1,6 @@
-"""A django-health-check plugin running the ``pubsub_health`` checks (extra ``[health]``).
-
-django-health-check 4 (Django 5.2+) has no plugin registry: list the check
-in a ``HealthCheckView``'s checks, with the options of
-:func:`django_pgpubsub.ops.health.check_health`::
-
-    path("ht/", HealthCheckView.as_view(checks=[
-        "health_check.checks.Database",
-        ("django_pgpubsub.contrib.health_check.PubSub", {"require_listener": True}),
-    ])),
-
-django-health-check 3 (3.24 and later; what Django 4.2 gets) registers
-plugins: add ``"django_pgpubsub.contrib.health_check.PubSubPlugin"`` to
-``INSTALLED_APPS`` and its ``ready()`` registers :class:`PubSub` with the
-default options.
+"""A django-health-check plugin running the ``pubsub_health`` checks (extra ``[health]``): list
+``"django_pgpubsub.contrib.health_check.PubSub"`` in a ``HealthCheckView``'s checks (version 4),
+or add ``"django_pgpubsub.contrib.health_check.PubSubPlugin"`` to ``INSTALLED_APPS`` (version 3).
 """
 
 from __future__ import annotations

@@ -1,6 +1,4 @@
-"""Everything that differs between drivers, and every SQL statement.
+"""Connections, sync and async, on both drivers; the SQL of sending and of the outbox; backoff.
 
-``sql`` names each statement; ``connection`` reaches Django's connections and
-builds dedicated ones from DATABASES; ``drivers`` and ``aconnection`` are the
-listening connections, sync and async.
+Internal: import the public names from ``django_pgpubsub``.
 """

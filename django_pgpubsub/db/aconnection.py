@@ -1,15 +1,4 @@
-"""Dedicated async connections (psycopg 3 only), for AsyncPubSub and the hub.
-
-The connection's socket is watched with the event loop's ``add_reader`` for as
-long as the connection lives. Most statements (those without parameters, or
-whose parameters are all ``str``, such as every NOTIFY) run on libpq directly
-(:class:`~django_pgpubsub.db.libpq_statements.Statement`), woken by that same reader:
-no reader to remove and add again, no notify handler to install, no psycopg
-waiting machinery; this halves the cost of a NOTIFY. The others run through
-psycopg, which registers its own reader on the socket while they run (a loop
-allows one reader per socket), so :meth:`AsyncDriverConnection.execute` steps
-aside for them and watches again after.
-"""
+"""Dedicated async listening connections (psycopg 3 only), for ``AsyncPubSub`` and the hub."""
 
 from __future__ import annotations
 

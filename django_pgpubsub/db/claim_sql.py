@@ -1,5 +1,6 @@
-"""The statements of a listener's claims on the outbox: claim, start and
-finish a group, isolate, renew, release, recover. Sending is in :mod:`django_pgpubsub.db.sql`."""
+"""The statements of a listener's claims on the outbox: claim, start and finish a group,
+isolate, renew, release, recover.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from django_pgpubsub.db.sql import OUTBOX_TABLE
 
 # Where a claim is held, for people (durable_events status, the admin): this
 # backend since this time. Behind a transaction pooler the pid is a pooled
-# server connection's, so liveness never reads it: see holder_key above.
+# server connection's, so liveness never reads it: see HOLD_SQL below.
 _HOLDER = "claimed_pid = pg_backend_pid(), claimed_at = clock_timestamp()"
 
 # Taken once per listening connection, with a fresh random key; released by

@@ -1,10 +1,5 @@
-"""Connections: dedicated listening ones, and statements on Django's own.
-
-Opening a dedicated connection from Django's settings, and the driver-level
-fast path that ``notify()`` takes on Django's connections, live here; the
-driver connections themselves (psycopg2 and psycopg 3) in ``drivers``. The
-rest of the package talks to a :class:`~django_pgpubsub.db.drivers.DriverConnection`
-or calls :func:`execute_in_transaction`.
+"""Connections: dedicated ones opened from Django's settings, and statements on Django's own
+(:func:`execute_in_transaction` for senders, :func:`fetch_rows` for the outbox's bookkeeping).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""Driver connections that receive notifications: psycopg2 and psycopg 3.
-
-The differences between the two drivers on a dedicated connection live here:
-the rest of the package talks to a :class:`DriverConnection`.
+"""Driver connections that receive notifications, psycopg2 and psycopg 3: the rest of the
+package talks to a :class:`DriverConnection`.
 """
 
 from __future__ import annotations

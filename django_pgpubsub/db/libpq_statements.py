@@ -1,14 +1,5 @@
-"""Statements on psycopg 3's libpq connection directly, for the async
-listening connection (:mod:`django_pgpubsub.db.aconnection`).
-
-psycopg's ``AsyncConnection.execute`` registers a reader on the socket for
-each statement, which the listening connection's own reader must make way for,
-and installs its notify handler around it: over 100 µs per NOTIFY where libpq
-needs 35. A :class:`Statement` sends its query with ``PQsendQueryParams`` and
-is woken by the connection's own reader. It takes the statements psycopg
-would send the same way: no parameters, or only ``str`` ones (psycopg sends
-those as text of unknown type too); their parameters are bound, never
-formatted into the SQL. Anything else goes through psycopg.
+"""Statements sent on psycopg 3's libpq connection directly, their parameters bound, never
+formatted: the async listening connection's fast path for NOTIFY and other simple statements.
 """
 
 from __future__ import annotations

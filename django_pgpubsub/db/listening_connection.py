@@ -1,12 +1,5 @@
-"""What every listening connection shares, sync or async, psycopg2 or psycopg 3.
-
-:class:`ListeningConnection` holds the connection, remembers a loss so that
-what was received before it is still handed over, and bounds the
-notifications caught while our own statements run. :class:`Psycopg3Queue`
-reads psycopg 3's: libpq's queue and the ones psycopg reads during our
-statements. The sync connections (:mod:`django_pgpubsub.db.drivers`) and the
-async one (:mod:`django_pgpubsub.db.aconnection`) are built from these two,
-so they cannot drift apart.
+"""What every listening connection shares, sync or async, psycopg2 or psycopg 3: a bounded
+queue of the notifications received, and what a lost connection received before it broke.
 """
 
 from __future__ import annotations

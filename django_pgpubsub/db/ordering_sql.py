@@ -1,18 +1,5 @@
-"""The statements that keep the ``behind`` hint of keyed events.
-
-``behind`` is true when an event is known to wait behind an earlier event of
-its ordering key: claims skip those rows through the heads index (see
-``claim_sql.CLAIM_SQL``), and still check every row they take, so ordering
-never depends on the flag. The outbox's triggers set it when a keyed row is
-stored and clear it on the key's next row when a keyed row is deleted
-(migration 0001). What the database cannot know is done here:
-
-* a dead letter under ``ORDERING_ON_DEAD_LETTER = "continue"`` lets its key
-  move on: :data:`PROMOTE_SQL`, once the failure is committed;
-* the lost wake-up: an event stored in a transaction that was still open
-  when its key's head was handled was not seen by that head's promotion,
-  and stays ``behind`` with nothing before it. :data:`REPAIR_SQL`, in every
-  listener's periodic sweep, finds such keys.
+"""The statements that move ordering keys on where the outbox's triggers cannot: after a dead
+letter (:data:`PROMOTE_SQL`), and after a lost wake-up (:data:`REPAIR_SQL`).
 """
 
 from __future__ import annotations

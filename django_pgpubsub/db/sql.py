@@ -1,29 +1,5 @@
-"""The SQL of sending (NOTIFY, storing durable events) and of reading the
-outbox, with its table and wake-up channel; a claim's statements are in
-:mod:`django_pgpubsub.db.claim_sql`.
-
-A leaf module: it imports nothing of the package, so senders (``notify``),
-the claim loop (``outbox``) and maintenance (``models``) share these names
-without importing each other.
-
-The life of an outbox row::
-
-    pending --claim--> running (claimed, not started) --start--> running (started)
-       ^                   |                                         |
-       |                   +--release / holder gone------------------+-- handled: deleted
-       +---------------------------- failed attempt, or holder gone/lease over: pending again,
-                                     or failed after DURABLE_MAX_ATTEMPTS attempts
-
-Every statement that changes a claimed row names the claim's random token, so
-a listener whose claim was taken back (its lease ran out) changes nothing.
-``attempts`` counts attempts *started*: it is raised in a statement that
-commits before the handlers run, so an attempt that kills its process counts.
-
-Whether a claim's listener is alive is read from ``pg_locks``, which every
-role may read: the listener holds a session advisory lock, under a random key
-stored on its claimed rows (``holder_key``), on its listening connection. That
-connection always reaches PostgreSQL directly (LISTEN needs it), so no pooler
-can hand the lock to another client, and the lock ends with the session.
+"""The SQL of sending (NOTIFY, storing durable events) and of reading the outbox, with its
+table and wake-up channel. A leaf: it imports nothing of the package.
 """
 
 from __future__ import annotations

@@ -1,1 +1,4 @@
-"""Durable events: the outbox's claims, attempts and the sweeper that runs them."""
+"""Durable events, the listener's side: the outbox's sweep, claims, group commit and attempts.
+
+Internal: import the public names from ``django_pgpubsub``.
+"""

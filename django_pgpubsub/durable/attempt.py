@@ -1,9 +1,5 @@
-"""What every attempt at a durable event shares: the claim's identity, the
-claimed rows, the retry delay, and the refusal of a transaction a handler
-marked for rollback.
-
-See :mod:`django_pgpubsub.durable.group` for the attempts themselves, run in
-groups, and :mod:`django_pgpubsub.durable.claim` for the claim.
+"""What every attempt at a durable event shares: the claim's identity, the claimed rows, the
+retry delay, and the refusal of a transaction a handler marked for rollback.
 """
 
 from __future__ import annotations

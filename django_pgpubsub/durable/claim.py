@@ -1,13 +1,5 @@
-"""One claim of durable events: taken in a statement that commits at once, then
-handled group by group, each group in a transaction of its own.
-
-A :class:`Claim` is the lease on a batch of rows; a
-:class:`~django_pgpubsub.durable.group.Group` is a run of its events handled
-in one transaction, each in a savepoint. A claim may be handled over several
-turns of the listener's loop (see :meth:`Claim.run`'s ``deadline``): its
-waiting rows stay claimed, their leases renewed, in between. See
-:mod:`django_pgpubsub.durable.outbox` for the whole cycle and
-:mod:`django_pgpubsub.db.sql` for the statements.
+"""One claim of durable events: rows leased under one token by a statement that commits at
+once, then handled group by group; :func:`run_now` is eager mode's way into the same cycle.
 """
 
 from __future__ import annotations
@@ -43,7 +35,7 @@ FIRST_GROUP = 8
 
 
 class Claim:
-    """The lease on one batch of claimed events, handled one by one under one token.
+    """The lease on one batch of claimed events, handled group by group under one token.
 
     Args:
         using: The outbox's alias.

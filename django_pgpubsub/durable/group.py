@@ -1,36 +1,4 @@
-"""Group commit: a run of a claim's events handled in one transaction.
-
-Committing is the dearest step of a durable event on a server that flushes
-its WAL at each commit (``synchronous_commit``, the default): a
-:class:`Group` pays it once for many events. What an event per transaction
-guarantees still holds:
-
-* the attempts of the whole group are counted in one statement that commits
-  before any handler runs (``claim_sql.START_GROUP_SQL``); if the process dies
-  mid-group, recovery gives each of the group's events its attempt back and
-  runs them alone from then on (``claim_sql.RECOVER_SQL``), so an event that kills
-  its process is counted, and dead-lettered, alone;
-* each event runs in a savepoint: a handler that raises, or leaves its
-  transaction marked for rollback, rolls back its own event's writes only,
-  and its failure is recorded in the group's transaction;
-* the handlers' writes commit together with their events' completion
-  (``claim_sql.FINISH_GROUP_SQL``); events whose claim was taken back meanwhile
-  are rolled back to their savepoint, with every event after them, which
-  are given back to the claim;
-* a group ends after ``GROUP_SECONDS`` or ``GROUP_MAX`` events, whichever
-  comes first: the events it started and did not reach get their attempts
-  back.
-
-* each event's ``on_commit`` callbacks run once the group commits, and are
-  dropped with its writes when it fails;
-* a COMMIT that fails (a deferred constraint) gives each event its attempt
-  back and runs it alone at once, where the failure is charged to its cause
-  (``claim_sql.ISOLATE_GROUP_SQL``).
-
-A savepoint costs a round trip: none is taken while the transaction has run
-no SQL and holds no callback, so handlers that do neither cost no
-savepoint, and their group completes in one statement in autocommit.
-"""
+"""Group commit: a run of a claim's events handled in one transaction, each in a savepoint."""
 
 from __future__ import annotations
 

@@ -1,29 +1,6 @@
-"""The listener's side of durable events: claim, handle, complete, recover.
-
-A durable event is a row of the outbox (see :mod:`django_pgpubsub.db.sql` for
-its life). A listener claims a batch of due rows with a statement that
-commits at once: the rows become ``running``, held by this listener's
-database session under a random token and a lease (``DURABLE_LEASE``). Then,
-event by event:
-
-1. the event's attempt is counted, in a statement that commits before its
-   handlers run (for all but the first event, together with the previous
-   event's completion), so an attempt that kills the process counts;
-2. its handlers run in a transaction of their own, which also deletes the
-   row: the handlers' writes and the completion commit together. A
-   completion that finds the claim taken back rolls the writes back;
-3. a handler that raises rolls that transaction back, and the failure is
-   recorded: pending again after a backoff, or failed after the last attempt.
-
-Steps 1 to 3 are :class:`django_pgpubsub.durable.claim.Claim`'s. Claims whose holder's
-session is gone, or whose lease ran out, are recovered here, by every
-listener's periodic sweep. No transaction lasts longer than one
-event's handlers, and nothing that goes wrong here ends the listener.
-
-Each :meth:`Outbox.sweep` is one bounded turn of work (about ``TURN``
-seconds, plus the event running then): the listener's loop reads its
-notifications, runs its plain handlers and its schedule between turns, and
-calls again while :attr:`Outbox.backlog` says more is due.
+"""The listener's side of durable events: each :meth:`Outbox.sweep` is a bounded turn that claims
+due events and handles them in groups (a transaction per group, a savepoint per event), and
+periodically takes back the claims of dead or hung listeners. The cycle: docs/internals.rst.
 """
 
 from __future__ import annotations
@@ -262,7 +239,7 @@ class Outbox:
 
     def _repair(self) -> None:
         """Move on the ordering keys whose next event stays ``behind`` with
-        nothing before it (a lost wake-up: see :mod:`django_pgpubsub.db.ordering_sql`),
+        nothing before it (a lost wake-up: see docs/internals.rst),
         a bounded walk of the keys at a time; the claim that follows takes them.
         """
         params = {

@@ -1,5 +1,4 @@
-"""The per-process hub: one LISTEN connection shared by every subscriber
-(``subscribe()``, ``EventStreamView``, the Channels layer).
+"""The per-process hub: one LISTEN connection shared by every subscriber.
 
 Internal but for :func:`get_hub`: import the public names from ``django_pgpubsub``.
 """

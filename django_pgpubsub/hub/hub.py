@@ -1,13 +1,5 @@
-"""The per-process hub: one LISTEN connection per database alias, shared by
-every subscriber of the process (each ``EventStreamView`` client, anything
-using :func:`subscribe`, the Channels layer), whatever loop or thread it runs on.
-
-Before PostgreSQL 19 every listening backend is woken by every NOTIFY, and a
-connection per browser tab soon exhausts ``max_connections``: so a process
-listens once, and fans events out to its subscribers' bounded queues.
-
-The hubs run on a thread of their own (:mod:`~django_pgpubsub.hub.runtime`);
-every change of their state happens there.
+"""The per-process hub: one LISTEN connection per database alias, shared by every subscriber
+of the process (``subscribe()``, ``EventStreamView``, the Channels layer), on any loop or thread.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""What a hub's connection LISTENs to, and the rounds that bring it in step
-with what the hub's subscribers want.
-
-A round LISTENs to the channels wanted and not yet listened to, UNLISTENs the
-ones no longer wanted, and loops until nothing changed meanwhile. Rounds run
-in a task of their own: a subscriber cancelled meanwhile (a client that left)
-cannot interrupt one. Runs on the hubs' thread.
+"""What a hub's connection LISTENs to, and the rounds, on the hubs' thread, that bring it in
+step with what the hub's subscribers want.
 """
 
 from __future__ import annotations

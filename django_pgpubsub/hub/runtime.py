@@ -1,12 +1,5 @@
-"""The hub's own thread and event loop, one per process.
-
-Subscribers live on many loops: the ASGI server's, the short-lived loops of
-``async_to_sync`` in threads, a test's ``asyncio.run``. A hub bound to one of
-them would die with it, and a hub per loop would open a LISTEN connection per
-loop. So the hubs of a process run on one daemon thread with a loop of its
-own, and the other loops talk to it thread-safely: :func:`call` runs a
-coroutine there, and the hub hands events to each subscriber's loop with
-``call_soon_threadsafe``.
+"""The hubs' own thread and event loop, one per process; :func:`call` runs a coroutine there
+from any other loop.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""The body of an ``EventStreamView`` response, and what ends it early.
-
-A stream ends when its client leaves, when it reaches its maximum age
-(``SSE_MAX_AGE``), or when the server stops: uvicorn's graceful shutdown
-waits for every open response, so a stream that never ended would hold
-SIGTERM until the client left.
+"""The body of an ``EventStreamView`` response, and what ends it early: its client leaving,
+``SSE_MAX_AGE``, or the server stopping.
 """
 
 from __future__ import annotations

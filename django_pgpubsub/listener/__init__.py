@@ -1,4 +1,4 @@
 """The long-running loop of ``listen_events``: dispatch, liveness, schedule, shutdown.
 
-Internal: import the public names from ``django_pgpubsub``.
+Internal but for ``loop.Listener`` and ``shutdown.stop_on_signals`` (see docs/handlers.rst).
 """

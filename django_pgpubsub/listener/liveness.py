@@ -1,14 +1,5 @@
-"""How a listener proves that it still receives, and shows which channels it serves.
-
-A connection can answer queries yet receive no notification: behind PgBouncer
-in transaction pooling mode, LISTEN silently stops working. ``SELECT 1`` cannot
-see that; a notification the listener sends to itself, on a channel no one
-else uses, can. An answered probe proves both the session and the delivery.
-
-A listener also holds a shared session advisory lock per channel, so that
-``pubsub_health --require-listener --channel`` can tell, from ``pg_locks``,
-which channels have a live listener. PostgreSQL releases the locks with the
-session, so a dead listener never looks alive.
+"""How a listener proves that it still receives (a notification to itself), and shows which
+channels it serves (a shared session advisory lock per channel, seen in ``pg_locks``).
 """
 
 from __future__ import annotations

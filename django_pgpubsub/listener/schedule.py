@@ -1,9 +1,4 @@
-"""Periodic work for the listener's loop, timed on the monotonic clock.
-
-The loop runs what is due after every batch of notifications and sleeps no
-longer than until the next due task, so periodic work (keepalives, durable
-sweeps) happens on time however busy the connection is.
-"""
+"""Periodic work for the listener's loop (keepalives, durable sweeps), on the monotonic clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
 """Operations: health checks, Prometheus metrics, and the bounded reads both make.
 
-Internal: import the public names from ``django_pgpubsub``.
+``ops.health`` and ``ops.metrics`` are public (docs/api.rst); ``ops.reads`` is internal.
 """

@@ -1,20 +1,5 @@
-"""Bounded reads for health checks and metrics: none of them waits on a sick database.
-
-A probe that hangs is worse than one that fails: the orchestrator's own
-timeout fires without saying why, and a metrics scrape blocks the scrapes
-behind it. So every read made here has a deadline, enforced three ways:
-
-* connecting: libpq's ``connect_timeout``, on a dedicated connection (never
-  one Django hands to requests, so no caller's transaction is touched, and
-  no timeout set here leaks into one);
-* each statement: ``statement_timeout`` and ``lock_timeout`` (``SET LOCAL``,
-  through ``set_config(..., true)``), in the statement's own read-only
-  transaction, so a statement cancelled on a locked table leaves the
-  connection usable for the next one;
-* and around it all, a thread the caller waits for no longer than the
-  deadline (and a moment), for what no server-side timeout can stop: a
-  server that stopped answering. That thread then ends on its own, when its
-  connection fails (TCP keepalives) or the server answers.
+"""Bounded reads for health checks and metrics: a connect timeout, statement and lock timeouts,
+and a thread waited for no longer than the deadline, so that none waits on a sick database.
 """
 
 from __future__ import annotations

@@ -1,2 +1,4 @@
-"""Model events: ``publish_on_save`` (signals), ``publish_changes`` (statement
-triggers) and ``publish_context``."""
+"""Publishing: ``notify()``, the low-level ``PubSub`` API, and model events.
+
+Internal: import the public names from ``django_pgpubsub``.
+"""

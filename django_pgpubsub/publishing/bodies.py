@@ -1,11 +1,6 @@
-"""The PL/pgSQL templates of ``publish_changes`` triggers' bodies, filled in
-by :class:`~django_pgpubsub.publishing.triggers.Publication`.
-
-Each runs after the lines that set ``head`` (the payload up to its keys),
-``ctx``/``extra`` (the context) and ``eager``; ``{keys}`` is a query of the
-changed rows' keys as JSON text, ``k``, and ``{eager_table}`` the eager
-mode's table. What they render is frozen into
-migrations: a change here makes ``makemigrations`` rewrite every trigger.
+"""The PL/pgSQL templates of ``publish_changes`` triggers' bodies, filled in by ``Publication``.
+What they render is frozen into migrations: a change here makes ``makemigrations`` rewrite
+every trigger.
 """
 
 from __future__ import annotations

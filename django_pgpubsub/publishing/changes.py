@@ -1,11 +1,5 @@
-"""``publish_changes``: statement-level triggers, installed by migrations, that
-publish every write to a table, whoever makes it.
-
-django-pgtrigger (the ``[triggers]`` extra) owns the triggers' lifecycle:
-``makemigrations`` writes them into migrations, ``migrate`` installs and
-removes them, ``pgtrigger.ignore`` can silence them. This module decides which
-triggers a publication needs and where their migration belongs; the SQL they
-run is rendered by :mod:`django_pgpubsub.publishing.triggers`.
+"""``publish_changes``: statement-level triggers that publish every write to a table, whoever
+makes it, installed by migrations through django-pgtrigger (the ``[triggers]`` extra).
 """
 
 from __future__ import annotations

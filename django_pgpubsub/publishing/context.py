@@ -1,10 +1,5 @@
-"""``publish_context``: who or what made a change, carried by every payload.
-
-The context lives in two places for the length of one ``with`` block: a
-context variable, which ``publish_on_save`` reads, and the transaction-local
-setting :data:`CONTEXT_SETTING` (``set_config(..., true)``), which the
-``publish_changes`` triggers read. Being transaction-local, the setting can
-never leak into the next transaction, even on a pooled connection.
+"""``publish_context``: who or what made a change, carried by every payload through a context
+variable (for ``publish_on_save``) and a transaction-local setting (for the triggers).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""The one registry of published models, and the argument checks both ways share.
-
-A table is published by one mechanism, once: ``publish_on_save`` (signals) or
-``publish_changes`` (triggers). Publishing it twice, or both ways, would send
-each write twice, so the second call is refused here, for either function.
+"""The one registry of published models: a table is published once, by ``publish_on_save`` or
+``publish_changes``, never both (each write would be sent twice).
 """
 
 from __future__ import annotations

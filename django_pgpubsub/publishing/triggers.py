@@ -1,16 +1,5 @@
-"""The PL/pgSQL bodies of ``publish_changes`` triggers, and who publishes what.
-
-One statement-level AFTER trigger per event kind reads its transition table
-(``new_rows`` for inserts and updates, ``old_rows`` for deletes) and publishes
-``{"event", "model", "pks", "count"}``. Plain events are split into
-notifications that each stay under PostgreSQL's 8000-byte limit, numbered by
-``part``/``parts``; durable events are one outbox row with no size limit,
-or, with ``ordering="pk"``, one outbox row per changed row, whose ordering key
-names the row. Nothing here can make the user's write fail because of the size of a change.
-
-The text rendered here is frozen into the migrations that install the
-triggers (django-pgtrigger stores compiled SQL), so it may only read names
-that stay valid: the context setting, the outbox table and its wake-up channel.
+"""What one model's ``publish_changes`` triggers publish (:class:`Publication`), as PL/pgSQL.
+Its text is frozen into migrations, so it may read only names that stay valid.
 """
 
 from __future__ import annotations

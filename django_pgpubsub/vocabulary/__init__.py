@@ -1,4 +1,4 @@
-"""What the other wings share: events, payloads, channel names, handlers, the observer.
+"""What the subpackages share: events, payloads, channel names, handlers, the observer.
 
 Internal: import the public names from ``django_pgpubsub``.
 """

@@ -1,7 +1,5 @@
-"""Channel-name validation.
-
-PostgreSQL silently truncates identifiers past 63 bytes, so a long name would
-quietly listen on a different channel than the one notified. We refuse it.
+"""Channel-name validation: a name past 63 bytes, which PostgreSQL would silently truncate,
+is refused.
 """
 
 from __future__ import annotations

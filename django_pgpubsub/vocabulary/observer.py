@@ -1,11 +1,5 @@
-"""What a listener reports as it runs, for metrics (``listen_events --metrics-port``).
-
-The listener and the outbox call an :class:`Observer` at a few points. This
-base class ignores every call and is the default: with metrics off, the
-per-event hooks are skipped (``timed`` is False) and the others cost a call
-on rare paths only, so dispatching stays as fast as without it.
-:class:`EventLog` prints a line per event (``listen_events -v 2``);
-:class:`Observers` combines several.
+"""What a listener reports as it runs, for metrics: :class:`Observer` (the default, ignores
+every call), :class:`EventLog` (a line per event, ``-v 2``), :class:`Observers` (several).
 """
 
 from __future__ import annotations
