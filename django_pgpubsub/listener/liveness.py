@@ -36,8 +36,8 @@ def presence_lock_ids(channel: str) -> tuple[int, int]:
 class Probe:
     """The state of the self-probe of one listening connection.
 
-    The listener calls :meth:`start` on each new connection, :meth:`send` when
-    idle for a keepalive interval, :meth:`receive` with the notifications it
+    The listener calls :meth:`start` on each new connection, :meth:`sent` once it
+    sent a probe (idle for a keepalive interval), :meth:`receive` with the notifications it
     reads while a probe is out, and :meth:`check` once the probe's time is up.
 
     Args:
