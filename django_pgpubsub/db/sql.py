@@ -100,7 +100,7 @@ WHERE h.ordering_key IS NOT NULL AND h.attempts > 0 AND h.state IN ('pending', '
 # scan of the heads index (available_at is an included column), so an idle
 # outbox, or one whose pending events all wait behind their keys' heads,
 # costs a few index pages.
-PROBE_SQL = f"""
+DUE_SQL = f"""
 SELECT EXISTS (
     SELECT 1 FROM {OUTBOX_TABLE}
     WHERE state = 'pending' AND channel = ANY(%s) AND available_at <= clock_timestamp()

@@ -182,7 +182,7 @@ class Outbox:
         try:
             if not self._table_exists():
                 return False
-            return bool(self._fetch(sql.PROBE_SQL, (channels,))[0][0])
+            return bool(self._fetch(sql.DUE_SQL, (channels,))[0][0])
         except Exception:
             logger.exception("Cannot probe the outbox on %r now.", self.using)
             self._exists = False

@@ -22,7 +22,6 @@ from django_pgpubsub.db.sql import WAKEUP_CHANNEL
 from django_pgpubsub.db.waits import wait_readable
 from django_pgpubsub.durable.outbox import Outbox
 from django_pgpubsub.exceptions import ConnectionLost
-from django_pgpubsub.listener.dispatch import run_handlers
 from django_pgpubsub.listener.liveness import (
     APPLICATION_NAME,
     PRESENCE_SQL,
@@ -30,6 +29,7 @@ from django_pgpubsub.listener.liveness import (
     Probe,
     presence_key,
 )
+from django_pgpubsub.listener.plain_events import run_handlers
 from django_pgpubsub.listener.schedule import Periodic, Schedule
 from django_pgpubsub.vocabulary.channel_names import validate_channels
 from django_pgpubsub.vocabulary.events import Event

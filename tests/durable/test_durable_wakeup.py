@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgpubsub import PubSub, Registry, notify, notify_many
-from django_pgpubsub.db.sql import PROBE_SQL, WAKEUP_CHANNEL
+from django_pgpubsub.db.sql import DUE_SQL, WAKEUP_CHANNEL
 from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from tests.helpers import ListenerThread, ManagePy, collect, nothing_arrives, wait_until
@@ -71,7 +71,7 @@ def test_the_probe_reads_only_the_heads_index() -> None:
     # SET LOCAL: a transaction pooler keeps only a transaction on one server session.
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # what the planner picks on a big table
-        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + PROBE_SQL, (["jobs", "mail"],))
+        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + DUE_SQL, (["jobs", "mail"],))
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Only Scan using pgpubsub_outbox_heads" in plan, plan
 
