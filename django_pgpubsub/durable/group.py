@@ -44,6 +44,7 @@ class Failure(NamedTuple):
     error: str
     delay: float
     exception: BaseException | None = None
+    handler: str = "(completion)"  # the handler that raised
 
 
 class Outcome(NamedTuple):
@@ -229,7 +230,7 @@ class Group:
             extra={**log_fields(event), "handler": name},
         )
         delay = 0.0 if self.holder.retry_at_once else retry_delay(event.attempt)
-        return Failure(event, sanitize(error), delay, sys.exc_info()[1])
+        return Failure(event, sanitize(error), delay, sys.exc_info()[1], name)
 
     # -- the completion -------------------------------------------------------
 
@@ -302,7 +303,8 @@ class Group:
             )
             self.done = []
             error = sanitize(traceback.format_exc())
-            self.failures = {0: Failure(event, error, retry_delay(event.attempt))}
+            delay = 0.0 if holder.retry_at_once else retry_delay(event.attempt)
+            self.failures = {0: Failure(event, error, delay, exc, "(commit)")}
             self.lost += self._finish(relax=False)
             return
         logger.warning(

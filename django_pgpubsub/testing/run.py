@@ -108,5 +108,5 @@ def _run_durable(
     for failure in run_now(alias, [row[0] for row in rows], handlers):
         error = failure.exception or RuntimeError(failure.error)
         errors.append(error)
-        _failed(running, failure.event, "(durable event)", error)
+        _failed(running, failure.event, failure.handler, error)
     return errors
