@@ -5,12 +5,10 @@ from __future__ import annotations
 import configparser
 import doctest
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, project_files
 
 # Each page runs with globals of its own, so each imports what it uses.
 PAGES = [*sorted((ROOT / "docs").glob("*.rst")), ROOT / "README.rst"]
@@ -36,17 +34,6 @@ OUR_DOCS = "https://django-pg-pubsub.readthedocs.io/"
 # The site of another library, PaulGilmartin/django-pgpubsub (split, so that
 # this file does not contain it).
 OTHER_LIBRARYS_DOCS = "django-pgpubsub" + ".readthedocs"
-
-
-def project_files() -> list[Path]:
-    """The files of the checkout: tracked, or new and not ignored."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    return [ROOT / name for name in listed.split("\0") if name and (ROOT / name).is_file()]
 
 
 def test_no_file_links_to_the_docs_of_another_library() -> None:
