@@ -9,10 +9,10 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, ProgrammingError
 
 from django_pgpubsub import conf
-from django_pgpubsub.db.connection import database_wrapper
+from django_pgpubsub.db.connection import database_wrapper, outbox_missing
 from django_pgpubsub.exceptions import InvalidChannel
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.ops.health import unhandled_channels
@@ -57,6 +57,15 @@ class Command(BaseCommand):
             database_wrapper(alias)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
+        try:
+            self._act(alias, options)
+        except ProgrammingError as exc:
+            missing = outbox_missing(exc, alias)
+            if missing is None:
+                raise
+            raise CommandError(str(missing)) from exc
+
+    def _act(self, alias: str, options: dict[str, Any]) -> None:
         events = OutboxEvent.objects.using(alias)
         action = options["action"] or "status"
         if options.get("ids") is not None:
