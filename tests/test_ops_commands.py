@@ -3,6 +3,7 @@ flags as one clear line, and the outbox read through its indexes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from io import StringIO
 
@@ -68,9 +69,15 @@ def test_channels_with_pending_events_and_no_listener_are_named(
     assert out.splitlines() == [
         "warning: unhandled_channels: pending durable events on channel(s) "
         "['orphan.a', 'orphan.b'] that no running listen_events handles: they wait until one does",
-        "healthy: database, queue_usage, failed_events, oldest_pending, blocked_keys, "
-        "unhandled_channels",
+        # A warning is not listed as healthy.
+        "healthy: database, queue_usage, failed_events, oldest_pending, blocked_keys; "
+        "warning: unhandled_channels",
     ]
+    status, out = run("pubsub_health", "--max-failed", "1", "--json")
+    assert status == 0
+    checks = json.loads(out)["checks"]
+    assert [name for name, check in checks.items() if check["warning"]] == ["unhandled_channels"]
+    assert checks["unhandled_channels"]["ok"] is True
     status, out = run("pubsub_health", "--max-failed", "1", "--require-listener")
     assert status == 1
     assert out.startswith("unhandled_channels: pending durable events on channel(s) ['orphan.a'")
