@@ -8,6 +8,7 @@ from django_pgpubsub.exceptions import (
     ConnectionLost,
     InvalidChannel,
     InvalidPayload,
+    OutboxMissing,
     PayloadTooLarge,
     PubSubError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Event",
     "InvalidChannel",
     "InvalidPayload",
+    "OutboxMissing",
     "PayloadTooLarge",
     "PubSub",
     "PubSubError",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db import ProgrammingError
+
 
 class PubSubError(Exception):
     """Something went wrong in django_pgpubsub."""
@@ -21,3 +23,11 @@ class PayloadTooLarge(InvalidPayload):
 
 class ConnectionLost(PubSubError):
     """The listener's connection to PostgreSQL was lost; connect again."""
+
+
+class OutboxMissing(PubSubError, ProgrammingError):
+    """The outbox table is not in the database: run ``python manage.py migrate django_pgpubsub``.
+
+    Also a ``django.db.ProgrammingError``, the error it translates: the
+    statement that failed aborted the transaction it ran in.
+    """

@@ -76,6 +76,17 @@ def nothing_arrives(pubsub: PubSub, timeout: float = 10.0) -> bool:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def project_files() -> list[Path]:
+    """The files of the checkout: tracked by git, or new and not ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [ROOT / name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+
+
 def database_url(settings_dict: dict[str, Any]) -> str:
     """A URL for a Django database settings dict (e.g. the test database's)."""
     user = quote(settings_dict["USER"] or "")

@@ -8,7 +8,7 @@ import copy
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.utils.connection import ConnectionDoesNotExist
@@ -21,7 +21,8 @@ from django_pgpubsub.db.drivers import (
     fetch,
 )
 from django_pgpubsub.db.listening_connection import lost_errors
-from django_pgpubsub.exceptions import ConnectionLost
+from django_pgpubsub.db.sql import OUTBOX_TABLE
+from django_pgpubsub.exceptions import ConnectionLost, OutboxMissing
 
 
 def require_psycopg3(what: str) -> None:
@@ -220,3 +221,39 @@ def fetch_rows(using: str, statement: str, params: Any = None) -> list[tuple[Any
     connection.ensure_connection()
     with connection.wrap_database_errors:
         return fetch(connection.connection, statement, params)
+
+
+# SQLSTATE 42P01, undefined_table.
+UNDEFINED_TABLE = "42P01"
+
+
+def outbox_missing(exc: ProgrammingError, using: str | None) -> OutboxMissing | None:
+    """The :class:`OutboxMissing` to raise from ``exc`` when it is PostgreSQL's
+    undefined_table error for the outbox table (migrations not run); None for
+    any other error.
+
+    Args:
+        exc: Django's error, whose ``__cause__`` is the driver's.
+        using: The alias the statement ran on; default the ``DATABASE`` setting.
+    """
+    cause = exc.__cause__
+    # psycopg 3 names it sqlstate, psycopg2 pgcode; both have diag.
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if code != UNDEFINED_TABLE:
+        return None
+    diag = getattr(cause, "diag", None)
+    if f'"{OUTBOX_TABLE}"' not in (getattr(diag, "message_primary", None) or ""):
+        return None
+    alias = using or conf.database()
+    command = "python manage.py migrate django_pgpubsub"
+    if alias != DEFAULT_DB_ALIAS:
+        command += f" --database {alias}"
+    message = (
+        f"The outbox table {OUTBOX_TABLE} is not in database {alias!r}: its "
+        f"migrations have not run. Run `{command}`."
+    )
+    if connections[alias].in_atomic_block:
+        message += (
+            " The failed statement aborted the current transaction: it can only be rolled back."
+        )
+    return OutboxMissing(message)

@@ -66,12 +66,26 @@ class HealthReport:
             if check.ok and check.warning
         ]
 
+    def summary(self) -> str:
+        """The line that closes a healthy report: ``healthy:`` and the checks
+        that passed cleanly, then ``; warning:`` and those that passed with a
+        warning, if any."""
+        passed = [name for name, check in self.checks.items() if check.ok and not check.warning]
+        warned = [name for name, check in self.checks.items() if check.ok and check.warning]
+        line = f"healthy: {', '.join(passed)}"
+        return f"{line}; warning: {', '.join(warned)}" if warned else line
+
     def as_dict(self) -> dict[str, Any]:
-        """``{"healthy": bool, "checks": {name: {"ok", "value", "detail"}}}``."""
+        """``{"healthy": bool, "checks": {name: {"ok", "warning", "value", "detail"}}}``."""
         return {
             "healthy": self.healthy,
             "checks": {
-                name: {"ok": check.ok, "value": check.value, "detail": check.detail}
+                name: {
+                    "ok": check.ok,
+                    "warning": check.warning,
+                    "value": check.value,
+                    "detail": check.detail,
+                }
                 for name, check in self.checks.items()
             },
         }

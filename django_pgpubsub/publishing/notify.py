@@ -7,10 +7,15 @@ from typing import Any, Literal, overload
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
+from django.db import ProgrammingError
 
 from django_pgpubsub import conf
 from django_pgpubsub.db import sql
-from django_pgpubsub.db.connection import execute_in_transaction, require_psycopg3
+from django_pgpubsub.db.connection import (
+    execute_in_transaction,
+    outbox_missing,
+    require_psycopg3,
+)
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.vocabulary.channel_names import validate_channel
 from django_pgpubsub.vocabulary.payload import encode_payload
@@ -64,6 +69,17 @@ def _check_durable(using: str | None) -> None:
             "would be stored where no listener looks. Leave using= out, or set "
             f"PGPUBSUB['DATABASE'] to {using!r}."
         )
+
+
+def _store(using: str | None, store: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Run a statement that stores durable events; OutboxMissing before migrate."""
+    try:
+        return execute_in_transaction(using, store, params, fetch=True)
+    except ProgrammingError as exc:
+        missing = outbox_missing(exc, using)
+        if missing is None:
+            raise
+        raise missing from exc
 
 
 @overload
@@ -148,6 +164,9 @@ def notify(
             1024 bytes (or either is given without ``durable``).
         ImproperlyConfigured: ``using`` is not PostgreSQL, or ``durable`` with
             ``using`` other than the ``DATABASE`` setting (the outbox's).
+        OutboxMissing: ``durable``, and the outbox table is not there:
+            ``python manage.py migrate django_pgpubsub`` has not run. A
+            ``django.db.ProgrammingError``, as the error it translates.
     """
     channel = validate_channel(channel)
     if durable:
@@ -165,7 +184,7 @@ def notify(
         else:
             store = sql.STORE_ORDERED_QUIET_SQL if quiet else sql.STORE_ORDERED_SQL
             params = (channel, text, key, ordering_key)
-        row = execute_in_transaction(using, store, params, fetch=True)
+        row = _store(using, store, params)
         if eager_hook is not None:
             eager_hook(using, [channel], [text], int(bool(row and row[0])))
         return bool(row and row[0])
@@ -225,6 +244,8 @@ async def anotify(
         InvalidChannel: The channel name is unusable.
         PayloadTooLarge: The payload is 8000 bytes or more (plain events only).
         InvalidPayload: The payload has a NUL byte or is not JSON serialisable.
+        OutboxMissing: ``durable``, and the outbox table is not there (as for
+            :func:`notify`).
     """
     require_psycopg3("anotify()")
     validate_channel(channel)
@@ -267,6 +288,8 @@ def notify_many(
             JSON serialisable, or a key or ordering key is unusable (or given
             without ``durable``).
         ImproperlyConfigured: As for :func:`notify`.
+        OutboxMissing: ``durable``, and the outbox table is not there (as for
+            :func:`notify`).
     """
     if durable:
         _check_durable(using)
@@ -303,7 +326,7 @@ def notify_many(
     else:
         store = sql.STORE_MANY_QUIET_SQL if quiet else sql.STORE_MANY_SQL
         params = (channels, payloads, keys)
-    row = execute_in_transaction(using, store, params, fetch=True)
+    row = _store(using, store, params)
     if eager_hook is not None:
         eager_hook(using, channels, payloads, int(row[0]) if row else 0)
     return int(row[0]) if row else 0

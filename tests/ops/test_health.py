@@ -69,6 +69,7 @@ def test_json_report() -> None:
     assert report["checks"]["queue_usage"]["value"] == 0.0
     assert report["checks"]["failed_events"] == {
         "ok": True,
+        "warning": False,
         "value": 0,
         "detail": "0 failed durable event(s) (limit 0)",
     }

@@ -54,6 +54,8 @@ def test_a_key_waiting_for_a_retry_is_a_warning_until_it_passes_the_limit() -> N
     )
     assert warning.endswith(" s; see `manage.py durable_events`")
     assert out.splitlines()[-1].startswith("healthy: ")
+    # Listed as a warning (with the channel no listener handles), not as healthy.
+    assert out.splitlines()[-1].endswith("; warning: blocked_keys, unhandled_channels")
 
     # a2 has waited two hours behind a1.
     OutboxEvent.objects.filter(payload="a2").update(created_at=timezone.now() - timedelta(hours=2))

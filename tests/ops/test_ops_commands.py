@@ -3,6 +3,7 @@ flags as one clear line, and the outbox read through its indexes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from io import StringIO
 
@@ -10,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from django_pgpubsub import Registry, notify
+from django_pgpubsub import Registry, notify, registry
 from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.ops.health import FAILED_SQL, PENDING_CHANNELS_SQL, check_health
@@ -22,8 +23,14 @@ __all__ = ["big_outbox"]  # a fixture, used by name
 pytestmark = pytest.mark.django_db(transaction=True)
 
 UNHANDLED_LINE = (
+    "No handler is registered for channel(s) {}: their pending events wait until one is. "
+    "Register one (@handler in <app>/pubsub.py of an installed app), then start "
+    "`manage.py listen_events`."
+)
+NOT_LISTENED_LINE = (
     "No running listen_events handles channel(s) {}: their pending events wait until one "
-    "does (register a handler for them, and start listen_events with those channels)."
+    "does. Their handlers are registered: start `manage.py listen_events` (it listens on "
+    "every registered channel), or add --channel for them to the one running."
 )
 
 
@@ -62,9 +69,15 @@ def test_channels_with_pending_events_and_no_listener_are_named(
     assert out.splitlines() == [
         "warning: unhandled_channels: pending durable events on channel(s) "
         "['orphan.a', 'orphan.b'] that no running listen_events handles: they wait until one does",
-        "healthy: database, queue_usage, failed_events, oldest_pending, blocked_keys, "
-        "unhandled_channels",
+        # A warning is not listed as healthy.
+        "healthy: database, queue_usage, failed_events, oldest_pending, blocked_keys; "
+        "warning: unhandled_channels",
     ]
+    status, out = run("pubsub_health", "--max-failed", "1", "--json")
+    assert status == 0
+    checks = json.loads(out)["checks"]
+    assert [name for name, check in checks.items() if check["warning"]] == ["unhandled_channels"]
+    assert checks["unhandled_channels"]["ok"] is True
     status, out = run("pubsub_health", "--max-failed", "1", "--require-listener")
     assert status == 1
     assert out.startswith("unhandled_channels: pending durable events on channel(s) ['orphan.a'")
@@ -79,7 +92,25 @@ def test_without_any_listener_every_pending_channel_is_unhandled() -> None:
         "['handled']"
     )
     OutboxEvent.objects.update(state=OutboxEvent.State.FAILED)  # nothing pending: no line
-    assert "No running listen_events" not in run("durable_events", "status")[1]
+    assert "No handler is registered" not in run("durable_events", "status")[1]
+
+
+def test_a_channel_with_a_handler_and_no_listener_is_told_to_start_one() -> None:
+    # tests/testapp/pubsub.py registers handlers of test.durable (and test.a),
+    # which this process autodiscovered, as manage.py does.
+    assert registry.handlers("test.durable")
+    notify("test.durable", "x", durable=True)
+    notify("test.a", "x", durable=True)
+    notify("orphan", "x", durable=True)
+    lines = run("durable_events", "status")[1].splitlines()
+    assert lines[-2:] == [
+        NOT_LISTENED_LINE.format("['test.a', 'test.durable']"),
+        UNHANDLED_LINE.format("['orphan']"),
+    ]
+    OutboxEvent.objects.filter(channel="orphan").delete()
+    lines = run("durable_events", "status")[1].splitlines()
+    assert lines[-1] == NOT_LISTENED_LINE.format("['test.a', 'test.durable']")
+    assert not [line for line in lines if line.startswith("No handler is registered")]
 
 
 def test_the_health_queries_read_the_outbox_through_its_partial_indexes(

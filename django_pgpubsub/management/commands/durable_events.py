@@ -9,13 +9,14 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, ProgrammingError
 
 from django_pgpubsub import conf
-from django_pgpubsub.db.connection import database_wrapper
+from django_pgpubsub.db.connection import database_wrapper, outbox_missing
 from django_pgpubsub.exceptions import InvalidChannel
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.ops.health import unhandled_channels
+from django_pgpubsub.vocabulary.handlers import registry
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -57,6 +58,15 @@ class Command(BaseCommand):
             database_wrapper(alias)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
+        try:
+            self._act(alias, options)
+        except ProgrammingError as exc:
+            missing = outbox_missing(exc, alias)
+            if missing is None:
+                raise
+            raise CommandError(str(missing)) from exc
+
+    def _act(self, alias: str, options: dict[str, Any]) -> None:
         events = OutboxEvent.objects.using(alias)
         action = options["action"] or "status"
         if options.get("ids") is not None:
@@ -112,9 +122,20 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             self.stdout.write(f"Cannot tell which channels have a running listener: {exc}")
             return
-        if channels:
+        # This process autodiscovered the handlers, as listen_events does.
+        registered = registry.channels()
+        handled = [channel for channel in channels if channel in registered]
+        orphans = [channel for channel in channels if channel not in registered]
+        if handled:
             self.stdout.write(
-                f"No running listen_events handles channel(s) {channels}: their pending "
-                "events wait until one does (register a handler for them, and start "
-                "listen_events with those channels)."
+                f"No running listen_events handles channel(s) {handled}: their pending "
+                "events wait until one does. Their handlers are registered: start "
+                "`manage.py listen_events` (it listens on every registered channel), or "
+                "add --channel for them to the one running."
+            )
+        if orphans:
+            self.stdout.write(
+                f"No handler is registered for channel(s) {orphans}: their pending events "
+                "wait until one is. Register one (@handler in <app>/pubsub.py of an "
+                "installed app), then start `manage.py listen_events`."
             )

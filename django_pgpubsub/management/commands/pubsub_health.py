@@ -127,6 +127,6 @@ class Command(BaseCommand):
             for line in report.warnings():
                 self.stdout.write(line)
             if report.healthy:
-                self.stdout.write(f"healthy: {', '.join(report.checks)}")
+                self.stdout.write(report.summary())
         if not report.healthy:
             raise SystemExit(1)
