@@ -10,9 +10,8 @@ from django.db import connections
 
 from django_pgpubsub import conf
 from django_pgpubsub.publishing.pubsub import connect
-from django_pgpubsub.testing.arming import arm, disarm, pending
 from django_pgpubsub.testing.published import Published
-from django_pgpubsub.testing.recorder import Recorder, pop, push
+from django_pgpubsub.testing.session import Recorder, arm, disarm, pending, pop, push
 
 
 class NotCommitted(AssertionError):

@@ -8,9 +8,8 @@ from typing import Any
 from django.test.utils import TestContextDecorator
 
 from django_pgpubsub import conf
-from django_pgpubsub.testing.arming import arm, disarm, pending
 from django_pgpubsub.testing.published import Published
-from django_pgpubsub.testing.recorder import Recorder, pop, push
+from django_pgpubsub.testing.session import Recorder, arm, disarm, pending, pop, push
 from django_pgpubsub.vocabulary.handlers import Registry, registry
 
 
