@@ -147,6 +147,36 @@ def transaction_untouched(using: str) -> bool:
     return raw is not None and not wrapper.needs_rollback and raw.info.transaction_status == 0
 
 
+# The driver's connection keywords that Django builds from settings keys, not
+# from OPTIONS (its USER, PASSWORD, HOST and PORT win over OPTIONS). psycopg's
+# ``database`` is libpq's ``dbname``.
+_SETTINGS_KEYWORDS = {
+    "dbname": "NAME",
+    "database": "NAME",
+    "user": "USER",
+    "password": "PASSWORD",
+    "host": "HOST",
+    "port": "PORT",
+}
+
+
+def _settings_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the keywords of ``_SETTINGS_KEYWORDS`` out of ``options``, as settings keys.
+
+    Raises:
+        TypeError: Both ``database`` and ``dbname``.
+    """
+    if "database" in options and "dbname" in options:
+        raise TypeError(
+            "Pass database= or dbname= (two names of the database to connect to), not both."
+        )
+    return {
+        _SETTINGS_KEYWORDS[keyword]: options.pop(keyword)
+        for keyword in list(options)
+        if keyword in _SETTINGS_KEYWORDS
+    }
+
+
 def dedicated_wrapper(
     using: str | None = None,
     *,
@@ -157,20 +187,26 @@ def dedicated_wrapper(
 
     Args:
         using: The alias; default the ``DATABASE`` setting.
-        options: libpq parameters that override the alias's OPTIONS.
+        options: libpq parameters that override the alias's OPTIONS;
+            ``dbname`` (or psycopg's ``database``), ``user``, ``password``,
+            ``host`` and ``port`` override its NAME, USER, PASSWORD, HOST
+            and PORT.
         default_options: libpq parameters used where OPTIONS does not set them.
 
     Raises:
         ImproperlyConfigured: Unknown alias, or not PostgreSQL.
+        TypeError: ``options`` has both ``database`` and ``dbname``.
     """
     base = database_wrapper(using)
+    overrides = dict(options or {})
     settings_dict = copy.deepcopy(base.settings_dict)
+    settings_dict.update(_settings_overrides(overrides))
     settings_options = settings_dict.get("OPTIONS") or {}
     settings_options.pop("pool", None)  # a listener holds its connection for good
     settings_dict["OPTIONS"] = {
         **(default_options or {}),
         **settings_options,
-        **(options or {}),
+        **overrides,
     }
     return type(base)(settings_dict, base.alias)
 
@@ -198,6 +234,7 @@ def open_connection(
 
     Raises:
         ImproperlyConfigured: Unknown alias, or not PostgreSQL.
+        TypeError: ``options`` has both ``database`` and ``dbname``.
         ConnectionLost: PostgreSQL could not be reached.
     """
     wrapper = dedicated_wrapper(using, options=options, default_options=default_options)

@@ -141,7 +141,8 @@ def aconnect(using: str | None = None, **overrides: Any) -> Connecting:
 
     Args:
         using: The ``DATABASES`` alias; default the ``DATABASE`` setting.
-        **overrides: libpq parameters that override the alias's OPTIONS.
+        **overrides: As for :func:`~django_pgpubsub.connect`: psycopg2's keywords
+            (``database``, ``user``...) and libpq parameters.
 
     Returns:
         An awaitable of the AsyncPubSub, which is also an async context

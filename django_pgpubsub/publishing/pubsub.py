@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
@@ -100,8 +101,55 @@ class PubSub(PubSubBase[DriverConnection]):
         args = (validate_channel(channel), encode_payload(payload))
         self._connection.execute(NOTIFY_SQL, args)
 
-    def get_event(self) -> Event | None:
-        """Return the next received event, or ``None``. Never blocks."""
+    def get_event(self, select_timeout: float = 0) -> Event | None:
+        """Return the next event, waiting for one up to ``select_timeout`` seconds.
+
+        Args:
+            select_timeout: Seconds to wait when no event has arrived yet;
+                0 (the default) never blocks.
+
+        Returns:
+            The event, or ``None`` when none came in time.
+
+        Raises:
+            ConnectionLost: The connection broke (once the events received
+                before the break are all read).
+        """
+        event = self._next()
+        if event is not None or select_timeout <= 0:
+            return event
+        deadline = time.monotonic() + select_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            # Readable may be a message that is not a notification: wait again.
+            if remaining <= 0 or not wait_readable(self, remaining):
+                return self._next()
+            event = self._next()
+            if event is not None:
+                return event
+
+    def get_events(self, select_timeout: float = 0) -> list[Event] | None:
+        """Return every event waiting, after waiting up to ``select_timeout``
+        seconds for the first.
+
+        Args:
+            select_timeout: As for :meth:`get_event`.
+
+        Returns:
+            The events, in the order received; ``None`` when there are none.
+
+        Raises:
+            ConnectionLost: As for :meth:`get_event`.
+        """
+        first = self.get_event(select_timeout)
+        if first is None:
+            return None
+        events = [first, *self._queue, *self._connection.drain()]
+        self._queue.clear()
+        return events
+
+    def _next(self) -> Event | None:
+        """The next event received, read from the socket if need be; never blocks."""
         queue = self._queue
         if not queue:
             queue.extend(self._connection.drain())
@@ -166,10 +214,19 @@ def connect(using: str | None = None, **overrides: Any) -> PubSub:
 
     Args:
         using: The ``DATABASES`` alias; default the ``DATABASE`` setting.
-        **overrides: libpq parameters that override the alias's OPTIONS,
-            e.g. ``application_name="worker"``.
+        **overrides: Connection keywords, as psycopg2's ``connect()`` takes
+            them (``pgpubsub.connect(user="postgres", database="test")``):
+            ``database`` (or ``dbname``), ``user``, ``password``, ``host``
+            and ``port`` override the alias's NAME, USER, PASSWORD, HOST and
+            PORT; other libpq parameters override its OPTIONS, e.g.
+            ``application_name="worker"``.
 
     Returns:
         The PubSub; close it, or use it as a context manager.
+
+    Raises:
+        ImproperlyConfigured: Unknown alias, or not PostgreSQL.
+        TypeError: Both ``database`` and ``dbname``.
+        ConnectionLost: PostgreSQL could not be reached.
     """
     return PubSub(open_connection(using, options=overrides))

@@ -35,6 +35,15 @@ class Published(list[Event]):
         super().__init__()
         self.errors: list[BaseException] = []
         self._pending = pending
+        # Set when the block that fills the list ended, with how many events
+        # were left uncommitted then: they are never handled nor recorded.
+        self._left_uncommitted: int | None = None
+
+    def _block_ended(self, left_uncommitted: int) -> None:
+        """The ``eager()`` block ended with ``left_uncommitted`` events that
+        no commit handled: ``assert_published`` says so from now on."""
+        self._pending = None
+        self._left_uncommitted = left_uncommitted
 
     def on(self, channel: str) -> list[Event]:
         """The events of ``channel``, in order."""
@@ -53,8 +62,8 @@ class Published(list[Event]):
         Raises:
             AssertionError: None matched. The message lists what was seen, and
                 says when events were published in a transaction that has not
-                committed yet (in ``TestCase``: outside
-                ``captureOnCommitCallbacks(execute=True)``).
+                committed yet, or had not when the ``eager()`` block ended (in
+                ``TestCase``: outside ``captureOnCommitCallbacks(execute=True)``).
         """
         found = [event for event in self.on(channel) if _matches(event, match)]
         if found:
@@ -77,6 +86,16 @@ class Published(list[Event]):
                 f"{pending} event(s) were published in a transaction that has not "
                 "committed: in a TestCase, publish inside "
                 "self.captureOnCommitCallbacks(execute=True) (pytest-django: "
+                "django_capture_on_commit_callbacks(execute=True))."
+            )
+        if self._left_uncommitted:
+            lines.append(
+                f"{self._left_uncommitted} event(s) were published in a transaction that "
+                "had not committed when the eager() block ended, so no handler ran for "
+                "them and they are not in this list. A django.test.TestCase never "
+                "commits: publish inside self.captureOnCommitCallbacks(execute=True), "
+                "in the same block: `with eager() as published, "
+                "self.captureOnCommitCallbacks(execute=True):` (pytest-django: "
                 "django_capture_on_commit_callbacks(execute=True))."
             )
         raise AssertionError("\n".join(lines))

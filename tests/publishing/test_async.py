@@ -65,6 +65,26 @@ def test_listen_notify_and_events_round_trip() -> None:
 
 
 @needs_psycopg3
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_aconnect_takes_psycopg2s_keywords_as_connect_does() -> None:
+    elsewhere = connections["other"].settings_dict["NAME"]
+
+    async def scenario() -> tuple[Any, ...]:
+        async with aconnect(database=elsewhere) as pubsub:
+            cursor = await pubsub.conn.execute("SELECT current_database()")
+            return tuple(await cursor.fetchone())
+
+    assert run(scenario) == (elsewhere,)
+
+    async def both() -> None:
+        async with aconnect(database="a", dbname="b"):
+            pass
+
+    with pytest.raises(TypeError, match="not both"):
+        run(both)
+
+
+@needs_psycopg3
 def test_events_yield_none_on_each_timeout_and_unlisten_drops_queued() -> None:
     async def scenario() -> None:
         async with aconnect(application_name="django_pgpubsub test") as pubsub:

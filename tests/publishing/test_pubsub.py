@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from django_pgpubsub import (
     ConnectionLost,
@@ -14,11 +16,14 @@ from django_pgpubsub import (
     InvalidChannel,
     PubSub,
     Registry,
+    conf,
     connect,
     notify,
 )
+from django_pgpubsub.db.waits import wait_readable
 from django_pgpubsub.listener.loop import Listener
 from tests.helpers import ListenerThread, collect, nothing_arrives, wait_until
+from tests.roles import ROLE_PASSWORD, create_role
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -185,3 +190,93 @@ def test_pubsub_and_the_listener_stay_in_autocommit(pubsub: PubSub) -> None:
         listener_pid = running.listener.connection.pid
         wait_until(lambda: backend_state(listener_pid) == "idle", what="the listener idle")
         assert running.listener.connection.raw.autocommit
+
+
+def waiting_on_its_socket(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside ``wait_readable()``: blocked on the socket."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is wait_readable.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_get_event_waits_up_to_select_timeout_for_an_event(pubsub: PubSub) -> None:
+    pubsub.listen("q")
+    got: list[Event | None] = []
+    waiter = threading.Thread(target=lambda: got.append(pubsub.get_event(select_timeout=30)))
+    waiter.start()
+    try:
+        wait_until(lambda: waiting_on_its_socket(waiter), 10, "get_event() to wait")
+        with connect() as sender:  # another connection, after get_event() began
+            sender.notify("q", "late")
+            waiter.join(10)
+    finally:
+        waiter.join(30)
+    assert [event.payload if event else None for event in got] == ["late"]
+    assert got[0] is not None
+    assert got[0].pid != pubsub.pid
+
+
+def test_get_event_returns_none_once_select_timeout_passed(pubsub: PubSub) -> None:
+    pubsub.listen("q")
+    started = time.monotonic()
+    assert pubsub.get_event(select_timeout=0.2) is None
+    assert 0.2 <= time.monotonic() - started < 5
+
+
+def test_get_events_returns_every_event_waiting_in_order_or_none(pubsub: PubSub) -> None:
+    pubsub.listen("q")
+    assert pubsub.get_events() is None
+    assert pubsub.get_events(select_timeout=0.05) is None
+    for i in range(3):
+        notify("q", str(i))
+    # PostgreSQL delivers in commit order: once this connection's own NOTIFY
+    # has returned, the three before it have arrived as well.
+    pubsub.notify("q", "last")
+    events = pubsub.get_events()
+    assert events is not None
+    assert [event.payload for event in events] == ["0", "1", "2", "last"]
+    assert pubsub.get_events() is None
+
+
+def test_connect_takes_psycopg2s_keywords() -> None:
+    """pgpubsub.connect(user=..., database=...): the keywords psycopg2 takes."""
+    listener = connections[conf.listener_database()].settings_dict
+    elsewhere = connections["other"].settings_dict["NAME"]
+    assert elsewhere != listener["NAME"]
+    where = {"host": listener["HOST"], "port": listener["PORT"]}
+
+    def session(pubsub: PubSub) -> tuple[str, str]:
+        with pubsub.conn.cursor() as cursor:
+            cursor.execute("SELECT current_database(), current_user")
+            database, user = cursor.fetchone()
+            return str(database), str(user)
+
+    with connect(database=elsewhere, user=listener["USER"], **where) as pubsub:
+        assert session(pubsub) == (elsewhere, listener["USER"])
+        pubsub.listen("q")
+        pubsub.notify("q", "here")
+        assert pubsub.get_event(select_timeout=10) == Event("q", "here", pubsub.pid)
+    with connect(dbname=elsewhere) as pubsub:
+        assert session(pubsub)[0] == elsewhere
+    # USER of the alias would win over a user in OPTIONS: user= overrides it.
+    create_role("pgpubsub_connect")
+    with connect(user="pgpubsub_connect", password=ROLE_PASSWORD, **where) as pubsub:
+        assert session(pubsub) == (listener["NAME"], "pgpubsub_connect")
+
+
+def test_connect_refuses_both_database_and_dbname() -> None:
+    with pytest.raises(TypeError, match=r"Pass database= or dbname= .*, not both\."):
+        connect(database="a", dbname="b")
+
+
+def test_a_wait_ends_when_the_connection_breaks(pubsub: PubSub) -> None:
+    pubsub.listen("x")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pubsub.pid])
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost):
+        pubsub.get_event(select_timeout=60)
+    assert time.monotonic() - started < 30

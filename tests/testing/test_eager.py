@@ -14,7 +14,7 @@ from django.test import TestCase
 
 from django_pgpubsub import Event, Registry, anotify, notify, notify_many
 from django_pgpubsub.testing import eager
-from tests.testapp.models import Received
+from tests.testapp.models import Order, Received
 
 EAGER_SETTING_SQL = "SELECT coalesce(current_setting('pgpubsub.eager', true), '')"
 
@@ -153,6 +153,35 @@ class Transactions(TestCase):
         with eager(Recording("a").registry), self.assertNumQueries(2):
             notify("a", "x")
             Received.objects.count()
+
+
+class CheckoutTests(TestCase):
+    """docs/testing.rst's first example, captureOnCommitCallbacks forgotten."""
+
+    def test_confirmation_is_sent(self) -> None:
+        with eager() as published:
+            order = Order.objects.create(status="new")  # publish_on_save
+        with pytest.raises(AssertionError) as raised:
+            published.assert_published("testapp.order", event="created", pk=order.pk)
+        assert str(raised.value) == (
+            "No event on 'testapp.order' with event='created', pk="
+            f"{order.pk!r}.\n"
+            "No event was seen at all.\n"
+            "1 event(s) were published in a transaction that had not committed when the "
+            "eager() block ended, so no handler ran for them and they are not in this "
+            "list. A django.test.TestCase never commits: publish inside "
+            "self.captureOnCommitCallbacks(execute=True), in the same block: `with "
+            "eager() as published, self.captureOnCommitCallbacks(execute=True):` "
+            "(pytest-django: django_capture_on_commit_callbacks(execute=True))."
+        )
+
+    def test_with_the_commit_captured_nothing_is_left_to_explain(self) -> None:
+        with eager() as published, self.captureOnCommitCallbacks(execute=True):
+            order = Order.objects.create(status="new")
+        published.assert_published("testapp.order", event="created", pk=order.pk)
+        with pytest.raises(AssertionError) as raised:
+            published.assert_published("testapp.order", event="deleted")
+        assert "had not committed" not in str(raised.value)
 
 
 class Errors(TestCase):
