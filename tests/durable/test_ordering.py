@@ -249,6 +249,17 @@ def test_one_key_is_one_line_across_channels(test_database_url: str) -> None:
     assert claim(test_database_url) == ["b1"]  # a2 waits for a1, on another channel
 
 
+def store_a1_and_wait(stored: threading.Event, may_commit: threading.Event) -> None:
+    """Writer A (in a thread): store a1 of key a, and commit only when told."""
+    try:
+        with transaction.atomic():
+            notify("jobs", "a1", durable=True, ordering_key="a")
+            stored.set()
+            may_commit.wait(30)
+    finally:
+        connection.close()
+
+
 def test_a_keys_events_run_in_the_order_stored_whatever_the_commit_order(
     registry: Registry,
     test_database_url: str,
@@ -259,15 +270,6 @@ def test_a_keys_events_run_in_the_order_stored_whatever_the_commit_order(
     a_stored, a_may_commit = threading.Event(), threading.Event()
     b_stored = threading.Event()
 
-    def writer_a() -> None:
-        try:
-            with transaction.atomic():
-                notify("jobs", "a1", durable=True, ordering_key="a")
-                a_stored.set()
-                a_may_commit.wait(30)
-        finally:
-            connection.close()
-
     def writer_b() -> None:
         try:
             with transaction.atomic():
@@ -277,7 +279,7 @@ def test_a_keys_events_run_in_the_order_stored_whatever_the_commit_order(
         finally:
             connection.close()
 
-    first = threading.Thread(target=writer_a)
+    first = threading.Thread(target=store_a1_and_wait, args=(a_stored, a_may_commit))
     first.start()
     assert a_stored.wait(10)
     second = threading.Thread(target=writer_b)
@@ -307,17 +309,7 @@ def test_a_keys_events_run_in_the_order_stored_whatever_the_commit_order(
 
 def test_writers_of_different_keys_never_wait_for_each_other(test_database_url: str) -> None:
     a_stored, a_may_commit = threading.Event(), threading.Event()
-
-    def writer_a() -> None:
-        try:
-            with transaction.atomic():
-                notify("jobs", "a1", durable=True, ordering_key="a")
-                a_stored.set()
-                a_may_commit.wait(30)
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=writer_a)
+    first = threading.Thread(target=store_a1_and_wait, args=(a_stored, a_may_commit))
     first.start()
     try:
         assert a_stored.wait(10)
