@@ -18,9 +18,10 @@ QUICK := not slow and not bench and not browser
 SLOW := slow or bench or browser
 # What the psycopg2 run leaves out, for time: nothing in them depends on the
 # driver (the benchmark and browser tiers, the example project, the copy of
-# pgserver, the durable run at scale).
+# pgserver, the packaging, the durable run at scale).
 PSYCOPG2_SKIP := -m "not bench and not browser and not scale" \
-	--ignore=tests/project/test_example_project.py --ignore=tests/project/test_fresh_machines.py
+	--ignore=tests/project/test_example_project.py --ignore=tests/project/test_fresh_machines.py \
+	--ignore=tests/project/test_packaging.py
 
 .PHONY: test test-slow lint docs example bench ci system-deps test-psycopg2-pg15 test-private-clone \
 	test-django-versions test-pgbouncer clean
