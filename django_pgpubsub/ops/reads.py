@@ -88,7 +88,9 @@ class BoundedReader:
         try:
             self._wrapper.ensure_connection()
         except DatabaseError as exc:
-            if not self.remaining():
+            # libpq counts connect_timeout in whole seconds of the wall
+            # clock: its "timeout expired" may come up to a second early.
+            if not self.remaining() or "timeout expired" in str(exc):
                 raise TimedOut(f"no answer within the time allowed ({exc})") from exc
             raise
 
