@@ -23,6 +23,7 @@ from django_pgpubsub.publishing.triggers import EAGER_SETTING, EAGER_TABLE
 from django_pgpubsub.testing.published import Published
 from django_pgpubsub.vocabulary.events import DurableEvent, Event
 from django_pgpubsub.vocabulary.handlers import Registry, handler_name
+from django_pgpubsub.vocabulary.tracing import processing
 
 # Table and setting go together: both are undone by the same rollback.
 CREATE_SQL = f"""
@@ -172,13 +173,17 @@ def _failed(running: Recorder, event: Event, name: str, exc: BaseException) -> N
 def _run_plain(running: Recorder, event: Event) -> list[BaseException]:
     assert running.handlers is not None
     errors: list[BaseException] = []
-    for function in running.handlers.sync_handlers(event.channel):
-        try:
-            with transaction.atomic(using=conf.database()):
-                function(event)
-        except Exception as exc:
-            errors.append(exc)
-            _failed(running, event, handler_name(function), exc)
+    functions = running.handlers.sync_handlers(event.channel)
+    # The listener's consumer span, as listen_events makes it.
+    with processing(event, functions) as span:
+        for function in functions:
+            try:
+                with transaction.atomic(using=conf.database()):
+                    function(event)
+            except Exception as exc:
+                span.failed(exc)
+                errors.append(exc)
+                _failed(running, event, handler_name(function), exc)
     return errors
 
 
