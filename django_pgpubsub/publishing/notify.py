@@ -19,7 +19,7 @@ from django_pgpubsub.db.connection import (
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.vocabulary.channel_names import validate_channel
 from django_pgpubsub.vocabulary.payload import encode_payload
-from django_pgpubsub.vocabulary.tracing import sending
+from django_pgpubsub.vocabulary.tracing import sending, wrap_plain, wrap_plain_many
 
 EagerHook = Callable[[str | None, list[str], list[str], int | None], None]
 eager_hook: EagerHook | None = None
@@ -199,7 +199,8 @@ def notify(
                 "ordering_key= is for durable events (plain NOTIFY has no order to keep "
                 "across listeners): pass durable=True too."
             )
-        text = encode_payload(payload)
+        # TRACE_PLAIN_EVENTS: the context in front, for listen_events to take off.
+        text = wrap_plain(encode_payload(payload), span.headers)
         execute_in_transaction(using, sql.NOTIFY_SQL, (channel, text))
         if eager_hook is not None:
             eager_hook(using, [channel], [text], None)
@@ -320,6 +321,7 @@ def notify_many(
         return 0
     with sending(channels, durable=durable, batch=True) as span:
         if not durable:
+            payloads = wrap_plain_many(payloads, span.headers)
             execute_in_transaction(using, sql.NOTIFY_MANY_SQL, (channels, payloads))
             if eager_hook is not None:
                 eager_hook(using, channels, payloads, None)

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from django_pgpubsub import conf
 from django_pgpubsub.vocabulary.handlers import Handler, handler_name
+from django_pgpubsub.vocabulary.payload import MAX_PAYLOAD_BYTES
 
 if TYPE_CHECKING:  # events.py imports this module: log_fields() reads log_context()
     from django_pgpubsub.vocabulary.events import Event
@@ -176,6 +178,41 @@ def sending(channels: Sequence[str], *, durable: bool, batch: bool = False) -> _
     return scope
 
 
+# TRACE_PLAIN_EVENTS: a plain payload sent as MARK + headers + MARK + payload.
+# A record separator: JSON text never starts with one, and a str payload
+# that does would have to be followed by a JSON object and another one.
+MARK = "\x1e"
+
+
+def wrap_plain(text: str, headers: str | None) -> str:
+    """``text`` as a traced plain event's payload is sent: behind its trace
+    context when ``TRACE_PLAIN_EVENTS`` is on and it fits in a NOTIFY, else as is."""
+    if headers is None or not conf.trace_plain_events():
+        return text
+    wrapped = f"{MARK}{headers}{MARK}{text}"
+    if len(wrapped.encode("utf-8")) > MAX_PAYLOAD_BYTES:
+        return text  # the payload's size is the user's: the context gives way
+    return wrapped
+
+
+def wrap_plain_many(texts: list[str], headers: str | None) -> list[str]:
+    """:func:`wrap_plain` of each of ``texts`` (themselves while tracing is off)."""
+    if headers is None or not conf.trace_plain_events():
+        return texts
+    return [wrap_plain(text, headers) for text in texts]
+
+
+def unwrap_plain(payload: str) -> tuple[str, str | None]:
+    """A received plain payload without the trace context in front, and that
+    context (None when there is none)."""
+    if not payload.startswith(MARK):
+        return payload, None
+    end = payload.find(MARK, 1)
+    if end < 0 or _carrier(payload[1:end]) is None:
+        return payload, None
+    return payload[end + 1 :], payload[1:end]
+
+
 def _carrier(headers: str | None) -> dict[str, str] | None:
     if not headers:
         return None
@@ -193,8 +230,9 @@ def processing(
 
     A durable event's first attempt is a child of the context stored in its
     ``headers``; a later attempt starts a new trace, linked to that context.
-    A plain event's span starts a new trace (nothing is propagated). Call
-    ``failed(exc)`` on it when a handler raised.
+    A plain event's span is a child of the context its payload carried
+    (``TRACE_PLAIN_EVENTS``), else starts a new trace. Call ``failed(exc)``
+    on it when a handler raised.
     """
     api = _active()
     if api is None:
@@ -217,15 +255,15 @@ def processing(
         attributes[MESSAGE_ID] = str(getattr(event, "id", ""))
         attributes[ATTEMPT] = attempt
         attributes[DURABLE] = True
-        carrier = _carrier(headers)
-        if carrier is not None:
-            sent = api.propagate.extract(carrier, context=api.context.Context())
-            if attempt <= 1:
-                parent = sent
-            else:
-                context = trace.get_current_span(sent).get_span_context()
-                if context.is_valid:
-                    links.append(trace.Link(context))
+    carrier = _carrier(headers)
+    if carrier is not None:
+        sent = api.propagate.extract(carrier, context=api.context.Context())
+        if attempt is None or attempt <= 1:
+            parent = sent
+        else:
+            context = trace.get_current_span(sent).get_span_context()
+            if context.is_valid:
+                links.append(trace.Link(context))
     span = api.tracer.start_span(
         f"process {event.channel}",
         context=parent,

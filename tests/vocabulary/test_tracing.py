@@ -20,13 +20,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from django_pgpubsub import DurableEvent, Event, Registry, anotify, notify, notify_many
+from django_pgpubsub import DurableEvent, Event, PubSub, Registry, anotify, notify, notify_many
 from django_pgpubsub.listener.loop import Listener
 from django_pgpubsub.models import OutboxEvent
 from django_pgpubsub.testing import eager
 from django_pgpubsub.vocabulary import tracing
 from django_pgpubsub.vocabulary.handlers import handler_name
-from tests.helpers import ListenerThread, run_listener, wait_until
+from tests.helpers import ListenerThread, collect, run_listener, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -271,3 +271,84 @@ def test_headers_are_json_of_the_propagators_fields(exporter: InMemorySpanExport
         cursor.execute("SELECT headers::text FROM django_pgpubsub_outbox")
         [(text,)] = cursor.fetchall()
     assert list(json.loads(text)) == ["traceparent"]
+
+
+TRACE_PLAIN = {"TRACE_PLAIN_EVENTS": True}
+
+
+def test_trace_plain_events_puts_plain_events_in_the_senders_trace(
+    exporter: InMemorySpanExporter, running_listener: Any, registry: Registry, pubsub: PubSub
+) -> None:
+    seen: list[Event] = []
+    registry.register(seen.append, "plain")
+    pubsub.listen("plain")
+    listener = running_listener(["plain"])
+    with override_settings(PGPUBSUB=TRACE_PLAIN), tracer().start_as_current_span("request"):
+        notify("plain", {"n": 1})
+        notify_many([("plain", "a"), ("plain", "b")])
+    wait_until(lambda: len(seen) == 3, what="the plain events")
+    listener.stop()
+    # The handlers see the payloads as sent...
+    assert [event.payload for event in seen] == ['{"n":1}', "a", "b"]
+    # ...other receivers see the context in front (why it is opt-in).
+    [raw, *_] = collect(pubsub, 3)
+    assert raw.payload.startswith(tracing.MARK + '{"traceparent":"00-')
+    assert raw.payload.endswith(tracing.MARK + '{"n":1}')
+    single, batch = spans(exporter, SpanKind.PRODUCER)
+    processed = spans(exporter, SpanKind.CONSUMER)
+    assert [span.parent.span_id for span in processed if span.parent] == [
+        traceparent(single)[1],
+        traceparent(batch)[1],
+        traceparent(batch)[1],
+    ]
+    assert {traceparent(span)[0] for span in processed} == {traceparent(single)[0]}
+
+
+def test_trace_plain_events_in_eager_mode(
+    exporter: InMemorySpanExporter, registry: Registry
+) -> None:
+    seen: list[Event] = []
+    registry.register(seen.append, "eager.plain")
+    with (
+        override_settings(PGPUBSUB=TRACE_PLAIN),
+        eager(registry) as published,
+        tracer().start_as_current_span("request"),
+        transaction.atomic(),
+    ):
+        notify("eager.plain", "p")
+    assert [event.payload for event in seen] == ["p"]
+    assert [event.payload for event in published] == ["p"]
+    [send] = spans(exporter, SpanKind.PRODUCER)
+    [process] = spans(exporter, SpanKind.CONSUMER)
+    assert process.parent is not None
+    assert process.parent.span_id == traceparent(send)[1]
+
+
+def test_trace_plain_events_changes_nothing_while_tracing_is_off(pubsub: PubSub) -> None:
+    pubsub.listen("off")
+    with override_settings(PGPUBSUB=TRACE_PLAIN):
+        notify("off", "as is")
+    assert [event.payload for event in collect(pubsub, 1)] == ["as is"]
+
+
+def test_a_plain_payload_near_the_limit_is_sent_without_its_context(
+    exporter: InMemorySpanExporter, pubsub: PubSub
+) -> None:
+    pubsub.listen("big")
+    with override_settings(PGPUBSUB=TRACE_PLAIN), tracer().start_as_current_span("request"):
+        notify("big", "x" * 7999)
+    assert [event.payload for event in collect(pubsub, 1)] == ["x" * 7999]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        tracing.MARK,
+        tracing.MARK + "no end",
+        tracing.MARK + "not json" + tracing.MARK + "p",
+        tracing.MARK + "[1]" + tracing.MARK + "p",
+        "plain " + tracing.MARK + "{}" + tracing.MARK,
+    ],
+)
+def test_only_a_context_in_front_is_taken_off(payload: str) -> None:
+    assert tracing.unwrap_plain(payload) == (payload, None)
