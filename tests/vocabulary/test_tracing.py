@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -352,3 +354,30 @@ def test_a_plain_payload_near_the_limit_is_sent_without_its_context(
 )
 def test_only_a_context_in_front_is_taken_off(payload: str) -> None:
     assert tracing.unwrap_plain(payload) == (payload, None)
+
+
+# A process that does not trace: the package, a send and a consumer span's
+# helpers import nothing of OpenTelemetry (installed here, for the tests).
+UNTRACED = """
+import sys
+import django
+from django.conf import settings
+settings.configure(INSTALLED_APPS=["django_pgpubsub"])
+django.setup()
+import django_pgpubsub
+from django_pgpubsub.vocabulary import tracing
+from django_pgpubsub.vocabulary.events import Event, log_fields
+with tracing.sending(["c"], durable=True) as span:
+    assert span.headers is None
+with tracing.processing(Event("c", "p", 1), []):
+    pass
+assert not tracing.enabled() and log_fields(Event("c", "p", 1)) == {"channel": "c"}
+print(sorted(name for name in sys.modules if name.startswith("opentelemetry")))
+"""
+
+
+def test_an_untraced_process_imports_no_opentelemetry() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", UNTRACED], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
