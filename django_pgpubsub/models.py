@@ -169,6 +169,12 @@ class OutboxEvent(models.Model):
         blank=True,
         help_text="Events with the same ordering key run one at a time, in id order.",
     )
+    # Beside the payload, never in it: NULL unless the sender traced it.
+    headers = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Trace context of the sender (W3C traceparent, tracestate).",
+    )
     sender_pid = models.IntegerField(help_text="Backend process id of the sender.")
     state = models.CharField(max_length=7, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts started so far.")

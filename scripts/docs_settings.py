@@ -19,6 +19,7 @@ PAGE = ROOT / "docs" / "settings.rst"
 REFERENCES = {
     "Scaling writers and listeners": ":doc:`scaling`",
     "How durable events are handled": ":ref:`durable-handling`",
+    "Tracing": ":doc:`tracing`",
 }
 TITLE_REFERENCE = re.compile(r"`([^`<>]+)`_")
 

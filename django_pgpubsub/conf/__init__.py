@@ -13,6 +13,7 @@ from django_pgpubsub.conf.kinds import (
     Alias,
     Choice,
     Count,
+    Flag,
     Limit,
     ModuleNames,
     Seconds,
@@ -27,6 +28,7 @@ __all__ = [
     "Alias",
     "Choice",
     "Count",
+    "Flag",
     "Limit",
     "ModuleNames",
     "Seconds",
@@ -177,6 +179,17 @@ subscriber_queue_size = Count(
     "client) that reads slower than they come. When it is full, the queued "
     "events are dropped for one ``pgpubsub.resync`` event, and the events "
     "that follow are queued after it.",
+)
+trace_plain_events = Flag(
+    "TRACE_PLAIN_EVENTS",
+    False,
+    "While tracing is on, put the sender's trace context in front of each plain "
+    "event's payload, where ``listen_events`` (and eager mode) takes it off "
+    "again: its handlers see the payload as sent, in the sender's trace. Every "
+    "other receiver of those channels (``connect()``, ``subscribe()``, "
+    "``EventStreamView``, other programs) sees the context too: turn it on "
+    "when only ``listen_events`` reads your plain events (see `Tracing`_).",
+    cached=True,
 )
 
 

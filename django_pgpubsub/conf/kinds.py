@@ -239,3 +239,17 @@ class Choice(Setting[str]):
         if value not in self.choices:
             raise self._refuse(value)
         return str(value)
+
+
+@dataclass(frozen=True)
+class Flag(Setting[bool]):
+    """True or False."""
+
+    @property
+    def kind(self) -> str:
+        return "True or False"
+
+    def validate(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise self._refuse(value)
+        return value

@@ -94,7 +94,8 @@ RETURNING o.id, o.channel, o.sender_pid, o.attempts,
 # by CLAIM_SQL, is counted there already), and marks them ``alone = false``
 # (started in a group of several) unless they must run alone; an event in a
 # group of its own is counted as an event run alone. Its payloads are read
-# at once, so a group is cut once they pass %(max_bytes)s (its first event
+# at once, with their headers (the sender's trace context, as JSON text, or
+# NULL), so a group is cut once they pass %(max_bytes)s (its first event
 # is always in): the held events it leaves out have NULL attempts. It commits with
 # synchronous_commit off: it carries no writes of the user's, and losing it
 # in a server crash loses one count of an attempt (one more attempt than
@@ -117,9 +118,9 @@ WITH held AS (
         {_HOLDER}
     FROM chosen, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
     WHERE o.id = chosen.id
-    RETURNING o.id, o.attempts, o.payload
+    RETURNING o.id, o.attempts, o.payload, o.headers::text AS headers
 )
-SELECT held.id, started.attempts, started.payload
+SELECT held.id, started.attempts, started.payload, started.headers
 FROM held LEFT JOIN started USING (id)
 """
 

@@ -23,12 +23,13 @@ _ORDERED_COLUMNS = _COLUMNS.replace("key, ", "key, ordering_key, ", 1)
 _VALUES = "pg_backend_pid(), 'pending', 0, now(), now(), ''"
 
 
+# The sender's trace context (headers), last: NULL unless it traced the event.
 def _store(*, ordered: bool) -> str:
     columns = _ORDERED_COLUMNS if ordered else _COLUMNS
     values = "%s, %s, %s, %s" if ordered else "%s, %s, %s"
     return f"""
-    INSERT INTO {OUTBOX_TABLE} ({columns})
-    VALUES ({values}, {_VALUES})
+    INSERT INTO {OUTBOX_TABLE} ({columns}, headers)
+    VALUES ({values}, {_VALUES}, %s::jsonb)
     ON CONFLICT DO NOTHING"""
 
 
@@ -36,12 +37,13 @@ def _store_many(*, ordered: bool) -> str:
     columns = _ORDERED_COLUMNS if ordered else _COLUMNS
     names = "channel, payload, key, ordering_key" if ordered else "channel, payload, key"
     arrays = ", ".join(["%s::text[]"] * (4 if ordered else 3))
+    # The headers, one value for every item: one send, one trace context.
     return f"""
 WITH items AS (
     SELECT * FROM unnest({arrays}) WITH ORDINALITY AS t({names}, n)
 ), stored AS (
-    INSERT INTO {OUTBOX_TABLE} ({columns})
-    SELECT {names}, {_VALUES}
+    INSERT INTO {OUTBOX_TABLE} ({columns}, headers)
+    SELECT {names}, {_VALUES}, %s::jsonb
     FROM items ORDER BY n
     ON CONFLICT DO NOTHING
     RETURNING channel
@@ -52,7 +54,7 @@ WITH items AS (
 # One wake-up per stored event, with the channel as payload: PostgreSQL folds
 # identical (channel, payload) pairs of a transaction, so a transaction that
 # stores many events of one channel wakes listeners once. Parameters: channel,
-# payload, key (and ordering key, for the ORDERED ones).
+# payload, key (and ordering key, for the ORDERED ones), headers.
 _NOTIFY_STORED = f"SELECT count(*), count(pg_notify('{WAKEUP_CHANNEL}', channel)) FROM stored"
 STORE_SQL = f"WITH stored AS ({_store(ordered=False)} RETURNING channel) {_NOTIFY_STORED}"
 STORE_ORDERED_SQL = f"WITH stored AS ({_store(ordered=True)} RETURNING channel) {_NOTIFY_STORED}"

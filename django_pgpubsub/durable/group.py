@@ -24,6 +24,7 @@ from django_pgpubsub.durable.attempt import (
 )
 from django_pgpubsub.vocabulary.events import DurableEvent, log_fields
 from django_pgpubsub.vocabulary.handlers import Handler, handler_name
+from django_pgpubsub.vocabulary.tracing import processing
 
 logger = logging.getLogger("django_pgpubsub.durable")
 
@@ -64,6 +65,7 @@ class Group:
         self.holder = holder
         self.rows = list(rows)
         self.events: list[DurableEvent] = []
+        self.headers: list[str | None] = []  # per event: its sender's trace context
         self.savepoints: list[str | None] = []  # per event run: None when none was needed
         # Per event run: how many on_commit callbacks were registered before it.
         self.callbacks: list[int] = []
@@ -83,14 +85,17 @@ class Group:
         holder = self.holder
         params = holder.params(ids=[row.id for row in self.rows], max_bytes=GROUP_BYTES)
         held = fetch_rows(holder.using, claim_sql.START_GROUP_SQL, params)
-        started = {row_id: (n, payload) for row_id, n, payload in held if n is not None}
+        started = {
+            row_id: (n, payload, headers) for row_id, n, payload, headers in held if n is not None
+        }
         lost = sorted({row.id for row in self.rows} - {row[0] for row in held})
         self.rows = [row for row in self.rows if row.id in started]
         for row in self.rows:
-            attempt, payload = started[row.id]
+            attempt, payload, headers = started[row.id]
             self.events.append(
                 DurableEvent(row.channel, payload or "", row.sender_pid, row.id, attempt)
             )
+            self.headers.append(headers)
         return lost
 
     def run(self, handlers: dict[str, tuple[Handler, ...]], stop: Callable[[], bool]) -> Outcome:
@@ -162,33 +167,38 @@ class Group:
             self.callbacks.append(callbacks)
             running: Handler | None = None
             timer = time.perf_counter()
-            try:
-                for running in handlers[event.channel]:
-                    running(event)
-                    if wrapper.needs_rollback or aborted(wrapper):
-                        refuse_rollback(running)
-            except Exception:
-                self.failures[index] = self._failed(event, running)
-                # Django scopes callbacks to atomic blocks, not to the
-                # savepoints taken here: the failed event's are dropped here.
-                del wrapper.run_on_commit[callbacks:]
-                if savepoint is not None:
-                    # (set_rollback(True) would refuse the ROLLBACK TO SAVEPOINT.)
-                    transaction.set_rollback(False, using)
-                    transaction.savepoint_rollback(savepoint, using)
-                elif not transaction_untouched(using):
-                    # It wrote before raising, with no savepoint (nothing
-                    # before it wrote): the whole transaction rolls back, and
-                    # the group ends with this event.
-                    transaction.set_rollback(True, using)
-                    self.rollback_all = True
-                    return index + 1
-            else:
-                self.done.append(index)
-                self._guard_callbacks(wrapper.run_on_commit, callbacks, event)
-            finally:
-                if observer.timed:
-                    observer.handled(event.channel, time.perf_counter() - timer)
+            functions = handlers[event.channel]
+            # One consumer span per event, ended with it: never one held
+            # across the group.
+            with processing(event, functions, self.headers[index]) as span:
+                try:
+                    for running in functions:
+                        running(event)
+                        if wrapper.needs_rollback or aborted(wrapper):
+                            refuse_rollback(running)
+                except Exception as exc:
+                    span.failed(exc)
+                    self.failures[index] = self._failed(event, running)
+                    # Django scopes callbacks to atomic blocks, not to the
+                    # savepoints taken here: the failed event's are dropped here.
+                    del wrapper.run_on_commit[callbacks:]
+                    if savepoint is not None:
+                        # (set_rollback(True) would refuse the ROLLBACK TO SAVEPOINT.)
+                        transaction.set_rollback(False, using)
+                        transaction.savepoint_rollback(savepoint, using)
+                    elif not transaction_untouched(using):
+                        # It wrote before raising, with no savepoint (nothing
+                        # before it wrote): the whole transaction rolls back, and
+                        # the group ends with this event.
+                        transaction.set_rollback(True, using)
+                        self.rollback_all = True
+                        return index + 1
+                else:
+                    self.done.append(index)
+                    self._guard_callbacks(wrapper.run_on_commit, callbacks, event)
+                finally:
+                    if observer.timed:
+                        observer.handled(event.channel, time.perf_counter() - timer)
         return len(self.events)
 
     @staticmethod

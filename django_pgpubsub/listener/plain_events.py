@@ -9,6 +9,7 @@ from typing import Protocol
 from django_pgpubsub.vocabulary.events import Event, log_fields
 from django_pgpubsub.vocabulary.handlers import Handler, handler_name
 from django_pgpubsub.vocabulary.observer import Observer
+from django_pgpubsub.vocabulary.tracing import MARK, enabled, processing, unwrap_plain
 
 # Handler errors are the listener's to report: users configure this logger.
 logger = logging.getLogger("django_pgpubsub.listener")
@@ -48,14 +49,23 @@ def run_handlers(
     # One clock read per event: each event's time runs from the previous
     # one's end (the loop's own sub-microsecond share included).
     started = clock() if handled is not None else 0.0
-    for event in events:
-        for function in table.get(event.channel, ()):
-            try:
-                function(event)
-            except Exception:
-                _log_handler_error(observer, function, event)
-            if owner.stopping:
+    traced = enabled()  # once per batch: off, no span is made
+    for received in events:
+        event, headers = received, None
+        functions = table.get(event.channel, ())
+        if event.payload.startswith(MARK):  # sent with TRACE_PLAIN_EVENTS
+            event, headers = _unwrap(received)
+        if traced:
+            if _run_traced(event, functions, observer, owner, headers):
                 return dispatched
+        else:
+            for function in functions:
+                try:
+                    function(event)
+                except Exception:
+                    _log_handler_error(observer, function, event)
+                if owner.stopping:
+                    return dispatched
         if handled is not None:
             ended = clock()
             handled(event.channel, ended - started)
@@ -64,6 +74,34 @@ def run_handlers(
         if dispatched == limit:
             break
     return dispatched
+
+
+def _unwrap(event: Event) -> tuple[Event, str | None]:
+    """``event`` without the trace context its sender put in front of the payload."""
+    payload, headers = unwrap_plain(event.payload)
+    if headers is None:
+        return event, None
+    return Event(event.channel, payload, event.pid), headers
+
+
+def _run_traced(
+    event: Event,
+    functions: tuple[Handler, ...],
+    observer: Observer,
+    owner: Stoppable,
+    headers: str | None,
+) -> bool:
+    """Run ``event``'s handlers in its consumer span; return whether the owner stops."""
+    with processing(event, functions, headers) as span:
+        for function in functions:
+            try:
+                function(event)
+            except Exception as exc:
+                span.failed(exc)
+                _log_handler_error(observer, function, event)
+            if owner.stopping:
+                return True
+    return False
 
 
 def _log_handler_error(observer: Observer, function: Handler, event: Event) -> None:

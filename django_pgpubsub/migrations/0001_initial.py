@@ -135,6 +135,7 @@ class Migration(migrations.Migration):
                 ('payload', models.TextField(blank=True)),
                 ('key', models.TextField(blank=True, help_text='Idempotency key: unique among waiting events.', null=True)),
                 ('ordering_key', models.TextField(blank=True, help_text='Events with the same ordering key run one at a time, in id order.', null=True)),
+                ('headers', models.JSONField(blank=True, help_text='Trace context of the sender (W3C traceparent, tracestate).', null=True)),
                 ('sender_pid', models.IntegerField(help_text='Backend process id of the sender.')),
                 ('state', models.CharField(choices=[('pending', 'pending'), ('running', 'running'), ('failed', 'failed')], default='pending', max_length=7)),
                 ('attempts', models.PositiveIntegerField(default=0, help_text='Attempts started so far.')),

@@ -19,6 +19,7 @@ from django_pgpubsub.db.connection import (
 from django_pgpubsub.exceptions import InvalidPayload
 from django_pgpubsub.vocabulary.channel_names import validate_channel
 from django_pgpubsub.vocabulary.payload import encode_payload
+from django_pgpubsub.vocabulary.tracing import sending, wrap_plain, wrap_plain_many
 
 EagerHook = Callable[[str | None, list[str], list[str], int | None], None]
 eager_hook: EagerHook | None = None
@@ -169,37 +170,41 @@ def notify(
             ``django.db.ProgrammingError``, as the error it translates.
     """
     channel = validate_channel(channel)
-    if durable:
-        _check_durable(using)
-        text = encode_payload(payload, limit_size=False)
+    # The producer span, when the application traces: its context is stored
+    # beside a durable event's payload (headers), never in it.
+    with sending([channel], durable=durable) as span:
+        if durable:
+            _check_durable(using)
+            text = encode_payload(payload, limit_size=False)
+            if key is not None:
+                key = _check_key(key)
+            if ordering_key is not None:
+                ordering_key = _check_ordering_key(ordering_key)
+            # Poll mode: no NOTIFY, so the commit takes no cluster-wide lock.
+            quiet = conf.durable_wakeup() == "poll"
+            if ordering_key is None:
+                store = sql.STORE_QUIET_SQL if quiet else sql.STORE_SQL
+                params: tuple[str | None, ...] = (channel, text, key, span.headers)
+            else:
+                store = sql.STORE_ORDERED_QUIET_SQL if quiet else sql.STORE_ORDERED_SQL
+                params = (channel, text, key, ordering_key, span.headers)
+            row = _store(using, store, params)
+            if eager_hook is not None:
+                eager_hook(using, [channel], [text], int(bool(row and row[0])))
+            return bool(row and row[0])
         if key is not None:
-            key = _check_key(key)
+            raise InvalidPayload("key= is for durable events: pass durable=True too.")
         if ordering_key is not None:
-            ordering_key = _check_ordering_key(ordering_key)
-        # Poll mode: no NOTIFY, so the commit takes no cluster-wide lock.
-        quiet = conf.durable_wakeup() == "poll"
-        if ordering_key is None:
-            store = sql.STORE_QUIET_SQL if quiet else sql.STORE_SQL
-            params: tuple[str | None, ...] = (channel, text, key)
-        else:
-            store = sql.STORE_ORDERED_QUIET_SQL if quiet else sql.STORE_ORDERED_SQL
-            params = (channel, text, key, ordering_key)
-        row = _store(using, store, params)
+            raise InvalidPayload(
+                "ordering_key= is for durable events (plain NOTIFY has no order to keep "
+                "across listeners): pass durable=True too."
+            )
+        # TRACE_PLAIN_EVENTS: the context in front, for listen_events to take off.
+        text = wrap_plain(encode_payload(payload), span.headers)
+        execute_in_transaction(using, sql.NOTIFY_SQL, (channel, text))
         if eager_hook is not None:
-            eager_hook(using, [channel], [text], int(bool(row and row[0])))
-        return bool(row and row[0])
-    if key is not None:
-        raise InvalidPayload("key= is for durable events: pass durable=True too.")
-    if ordering_key is not None:
-        raise InvalidPayload(
-            "ordering_key= is for durable events (plain NOTIFY has no order to keep "
-            "across listeners): pass durable=True too."
-        )
-    text = encode_payload(payload)
-    execute_in_transaction(using, sql.NOTIFY_SQL, (channel, text))
-    if eager_hook is not None:
-        eager_hook(using, [channel], [text], None)
-    return None
+            eager_hook(using, [channel], [text], None)
+        return None
 
 
 def _notify(channel: str, payload: Any, using: str | None, options: dict[str, Any]) -> bool | None:
@@ -314,19 +319,21 @@ def notify_many(
         ordering_keys.append(ordering_key)
     if not channels:
         return 0
-    if not durable:
-        execute_in_transaction(using, sql.NOTIFY_MANY_SQL, (channels, payloads))
+    with sending(channels, durable=durable, batch=True) as span:
+        if not durable:
+            payloads = wrap_plain_many(payloads, span.headers)
+            execute_in_transaction(using, sql.NOTIFY_MANY_SQL, (channels, payloads))
+            if eager_hook is not None:
+                eager_hook(using, channels, payloads, None)
+            return len(channels)
+        quiet = conf.durable_wakeup() == "poll"
+        if any(ordering_key is not None for ordering_key in ordering_keys):
+            store = sql.STORE_MANY_ORDERED_QUIET_SQL if quiet else sql.STORE_MANY_ORDERED_SQL
+            params: tuple[Any, ...] = (channels, payloads, keys, ordering_keys, span.headers)
+        else:
+            store = sql.STORE_MANY_QUIET_SQL if quiet else sql.STORE_MANY_SQL
+            params = (channels, payloads, keys, span.headers)
+        row = _store(using, store, params)
         if eager_hook is not None:
-            eager_hook(using, channels, payloads, None)
-        return len(channels)
-    quiet = conf.durable_wakeup() == "poll"
-    if any(ordering_key is not None for ordering_key in ordering_keys):
-        store = sql.STORE_MANY_ORDERED_QUIET_SQL if quiet else sql.STORE_MANY_ORDERED_SQL
-        params: tuple[list[Any], ...] = (channels, payloads, keys, ordering_keys)
-    else:
-        store = sql.STORE_MANY_QUIET_SQL if quiet else sql.STORE_MANY_SQL
-        params = (channels, payloads, keys)
-    row = _store(using, store, params)
-    if eager_hook is not None:
-        eager_hook(using, channels, payloads, int(row[0]) if row else 0)
-    return int(row[0]) if row else 0
+            eager_hook(using, channels, payloads, int(row[0]) if row else 0)
+        return int(row[0]) if row else 0

@@ -23,6 +23,7 @@ from django_pgpubsub.publishing.triggers import EAGER_SETTING, EAGER_TABLE
 from django_pgpubsub.testing.published import Published
 from django_pgpubsub.vocabulary.events import DurableEvent, Event
 from django_pgpubsub.vocabulary.handlers import Registry, handler_name
+from django_pgpubsub.vocabulary.tracing import processing, unwrap_plain
 
 # Table and setting go together: both are undone by the same rollback.
 CREATE_SQL = f"""
@@ -140,18 +141,20 @@ class Drain:
         running = runner()
         errors: list[BaseException] = []
         durable: list[int] = []  # a run of durable events, handled together
-        for _, channel, payload, outbox_id, pid in rows:
+        for _, channel, sent, outbox_id, pid in rows:
             if outbox_id is not None:
                 durable.append(outbox_id)
                 continue
             if durable:
                 errors.extend(_run_durable(self.alias, active, running, durable))
                 durable = []
+            # As the listener does: a context sent with TRACE_PLAIN_EVENTS taken off.
+            payload, headers = unwrap_plain(sent)
             event = Event(channel, payload, pid)
             for recorder in active:
                 recorder.record(event)
             if running is not None:
-                errors.extend(_run_plain(running, event))
+                errors.extend(_run_plain(running, event, headers))
         if durable:
             errors.extend(_run_durable(self.alias, active, running, durable))
         if errors and running is not None and running.propagate:
@@ -169,16 +172,20 @@ def _failed(running: Recorder, event: Event, name: str, exc: BaseException) -> N
         )
 
 
-def _run_plain(running: Recorder, event: Event) -> list[BaseException]:
+def _run_plain(running: Recorder, event: Event, headers: str | None) -> list[BaseException]:
     assert running.handlers is not None
     errors: list[BaseException] = []
-    for function in running.handlers.sync_handlers(event.channel):
-        try:
-            with transaction.atomic(using=conf.database()):
-                function(event)
-        except Exception as exc:
-            errors.append(exc)
-            _failed(running, event, handler_name(function), exc)
+    functions = running.handlers.sync_handlers(event.channel)
+    # The listener's consumer span, as listen_events makes it.
+    with processing(event, functions, headers) as span:
+        for function in functions:
+            try:
+                with transaction.atomic(using=conf.database()):
+                    function(event)
+            except Exception as exc:
+                span.failed(exc)
+                errors.append(exc)
+                _failed(running, event, handler_name(function), exc)
     return errors
 
 

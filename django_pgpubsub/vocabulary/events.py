@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from django_pgpubsub.vocabulary.payload import decode_payload
+from django_pgpubsub.vocabulary.tracing import log_context
 
 _UNDECODED: Any = object()
 
@@ -123,8 +124,17 @@ class DurableEvent(_DurableSlots):
 
 
 def log_fields(event: Event) -> dict[str, object]:
-    """``extra`` for a log line about ``event``: ``channel``, and for a durable
-    event ``event_id`` and ``attempt``, so structured logging can index them."""
+    """``extra`` for a log line about ``event``: ``channel``, for a durable
+    event ``event_id`` and ``attempt``, and while its span is current (when
+    tracing is on) ``trace_id`` and ``span_id``, so structured logging can
+    index them."""
     if isinstance(event, DurableEvent):
-        return {"channel": event.channel, "event_id": event.id, "attempt": event.attempt}
-    return {"channel": event.channel}
+        fields: dict[str, object] = {
+            "channel": event.channel,
+            "event_id": event.id,
+            "attempt": event.attempt,
+        }
+    else:
+        fields = {"channel": event.channel}
+    fields.update(log_context())
+    return fields

@@ -5,15 +5,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import async_to_sync, iscoroutinefunction
 
 from django_pgpubsub.exceptions import InvalidChannel
 from django_pgpubsub.vocabulary.channel_names import validate_channel
-from django_pgpubsub.vocabulary.events import Event
 
-Handler = Callable[[Event], Any]
+if TYPE_CHECKING:  # events.py imports tracing, which names handlers
+    from django_pgpubsub.vocabulary.events import Event
+
+Handler = Callable[["Event"], Any]
 HandlerT = TypeVar("HandlerT", bound=Handler)
 
 

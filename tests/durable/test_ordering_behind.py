@@ -206,7 +206,7 @@ def test_a_lost_wake_up_is_repaired_and_the_event_handled_in_bounded_time(
     sender = Database.connect(test_database_url)  # a transaction of its own
     try:
         # Sees a1 running: behind.
-        sender.cursor().execute(sql.STORE_ORDERED_QUIET_SQL, ("jobs", "a2", None, "a"))
+        sender.cursor().execute(sql.STORE_ORDERED_QUIET_SQL, ("jobs", "a2", None, "a", None))
         OutboxEvent.objects.filter(payload="a1").delete()  # a1 handled meanwhile
         sender.commit()
     finally:
