@@ -103,7 +103,8 @@ def fits(text: str) -> bool:
 
 NOTIFY = "SELECT pg_notify(%s, %s)"
 
-# Stores a message and notifies its id (and origin, if any); first removes a few expired rows
+# Stores a message and notifies its id (and origin, if any), expiring from the send
+# (clock_timestamp(): now() is the transaction's start); first removes a few expired rows
 # (SKIP LOCKED: senders never queue behind each other's clean-up).
 STORE = f"""
 WITH expired AS (
@@ -112,7 +113,7 @@ WITH expired AS (
     )
 ), stored AS (
     INSERT INTO {TABLE} (body, expires_at)
-    VALUES (%s, now() + make_interval(secs => %s)) RETURNING id
+    VALUES (%s, clock_timestamp() + make_interval(secs => %s)) RETURNING id
 )
 SELECT pg_notify(%s, '{STORED}' || stored.id || %s) FROM stored
 """
