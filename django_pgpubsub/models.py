@@ -294,7 +294,7 @@ class LayerMessage(models.Model):
     """A Channels layer message too large for a NOTIFY payload.
 
     The NOTIFY carries its id; the row goes once its one recipient read it, or
-    after the layer's ``expiry`` (removed by later senders).
+    after the layer's ``expiry`` (removed by the listening layers' periodic sweep).
     """
 
     body = models.TextField(help_text="The encoded message and its destination.")

@@ -15,8 +15,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_pgpubsub import conf
 from django_pgpubsub.channel_layer import messages, sending
+from django_pgpubsub.channel_layer.drops import DROPS
 from django_pgpubsub.channel_layer.inbox import Inbox
-from django_pgpubsub.channel_layer.subscriptions import RESYNC_TYPE, Taps, kind_of, logger
+from django_pgpubsub.channel_layer.subscriptions import RESYNC_TYPE, Taps, kind_of
 from django_pgpubsub.hub.hub import Hub, get_hub
 
 __all__ = ["RESYNC_TYPE", "PubSubChannelLayer"]
@@ -147,8 +148,7 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
 
         def local() -> list[str]:  # this layer's members, who skip the NOTIFY
             if group in inbox.groups:
-                for name in inbox.deliver_to_group(group, messages.decode(text)[1]):
-                    logger.warning("Channel %r is full: a message to it was dropped.", name)
+                DROPS.dropped(inbox.deliver_to_group(group, messages.decode(text)[1]))
             return []
 
         def alone() -> sending.Statement:  # untagged: this layer's members take it too

@@ -103,19 +103,26 @@ def fits(text: str) -> bool:
 
 NOTIFY = "SELECT pg_notify(%s, %s)"
 
-# Stores a message and notifies its id (and origin, if any), expiring from the send
-# (clock_timestamp(): now() is the transaction's start); first removes a few expired rows
-# (SKIP LOCKED: senders never queue behind each other's clean-up).
+# Stores a message and notifies its id (and origin, if any). Its expiry runs from the send
+# (clock_timestamp()), not from its transaction's start (now()): a message sent late in a
+# long transaction would be expired before anyone could read it.
 STORE = f"""
-WITH expired AS (
-    DELETE FROM {TABLE} WHERE id IN (
-        SELECT id FROM {TABLE} WHERE expires_at < now() LIMIT 100 FOR UPDATE SKIP LOCKED
-    )
-), stored AS (
+WITH stored AS (
     INSERT INTO {TABLE} (body, expires_at)
     VALUES (%s, clock_timestamp() + make_interval(secs => %s)) RETURNING id
 )
 SELECT pg_notify(%s, '{STORED}' || stored.id || %s) FROM stored
+"""
+
+# Removes up to %s expired rows and counts them (SKIP LOCKED: sweeping processes never wait
+# for each other).
+SWEEP = f"""
+WITH swept AS (
+    DELETE FROM {TABLE} WHERE id IN (
+        SELECT id FROM {TABLE} WHERE expires_at < now() LIMIT %s FOR UPDATE SKIP LOCKED
+    ) RETURNING 1
+)
+SELECT count(*) FROM swept
 """
 
 # A message for one recipient (a specific channel) goes once it is read.

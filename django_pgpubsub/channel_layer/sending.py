@@ -4,7 +4,6 @@ inbox for its own channels, in a sync caller's transaction when the caller waits
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,9 +11,8 @@ from asgiref.sync import AsyncToSync, sync_to_async
 from django.db import connections
 
 from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.channel_layer.drops import DROPS
 from django_pgpubsub.hub.hub import get_hub
-
-logger = logging.getLogger("django_pgpubsub.layers")
 
 _UNKNOWN = object()
 
@@ -95,7 +93,7 @@ def _in_caller(
     if local is None:
         return []
     if connection.in_atomic_block:
-        connection.on_commit(lambda: _warn_full(local()))
+        connection.on_commit(lambda: DROPS.dropped(local()))
         return []
     return local()
 
@@ -105,8 +103,3 @@ def _autocommit(connection: Any) -> bool:
     if connection.connection is None:
         return bool(connection.settings_dict["AUTOCOMMIT"])
     return bool(connection.get_autocommit())
-
-
-def _warn_full(full: list[str]) -> None:
-    for name in full:
-        logger.warning("Channel %r is full: a message to it was dropped.", name)

@@ -9,7 +9,8 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.channel_layer import maintenance, messages
+from django_pgpubsub.channel_layer.drops import DROPS
 from django_pgpubsub.channel_layer.inbox import Inbox
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.hub import runtime
@@ -93,6 +94,7 @@ class Taps:
             hub = self.hub()
             tap = self._taps[pg_name] = _Tap(self, hub, kind, name)
             tap.attached = asyncio.get_running_loop().create_task(hub.attach(tap))
+            await maintenance.start(hub, self.inbox.expiry)
         assert tap.attached is not None
         try:
             await asyncio.shield(tap.attached)
@@ -177,8 +179,7 @@ class Taps:
             full = self.inbox.deliver_to_group(destination, message)
         else:
             full = self.inbox.deliver([destination], message)
-        for name in full:
-            logger.warning("Channel %r is full: a message to it was dropped.", name)
+        DROPS.dropped(full)
 
     def _resync(self, tap: _Tap) -> None:
         with self.inbox.lock:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from datetime import timedelta
 
+import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection, transaction
+from django.utils import timezone
 
+from django_pgpubsub.channel_layer import maintenance, messages
+from django_pgpubsub.channel_layer.drops import DROPS
+from django_pgpubsub.hub.hub import get_hub
 from django_pgpubsub.layers import PubSubChannelLayer
+from django_pgpubsub.models import LayerMessage
 from tests.channel_layer.test_layer import LAYER_TESTS, eventually, receive, run
 
 pytestmark = LAYER_TESTS
@@ -59,3 +68,57 @@ def test_a_group_message_expires_for_each_member_from_its_own_send() -> None:
         assert (await receive(layer, second))["n"] == 0
 
     run(scenario)
+
+
+def expired_rows(count: int) -> None:
+    past = timezone.now() - timedelta(seconds=1)
+    LayerMessage.objects.bulk_create(LayerMessage(body="[]", expires_at=past) for _ in range(count))
+
+
+def test_the_sweep_removes_expired_rows_in_bounded_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expired_rows(250)
+    alive = LayerMessage.objects.create(body="[]", expires_at=timezone.now() + timedelta(hours=1))
+    monkeypatch.setattr(maintenance, "BATCH", 100)
+    monkeypatch.setattr(maintenance, "BATCHES", 2)
+    assert run(lambda: maintenance.sweep(get_hub())) == 200
+    assert run(lambda: maintenance.sweep(get_hub())) == 50
+    assert list(LayerMessage.objects.all()) == [alive]
+
+
+def test_a_listening_layer_removes_expired_rows_while_nothing_is_sent() -> None:
+    expired_rows(30)
+
+    async def scenario() -> None:
+        layer = PubSubChannelLayer(expiry=1)  # a run every second
+        await layer.new_channel()
+        for _ in range(1000):
+            [(count,)] = await get_hub().execute(f"SELECT count(*) FROM {messages.TABLE}")
+            if count == 0:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the expired rows are still there")
+
+    run(scenario)
+
+
+def test_drops_for_a_full_channel_are_logged_as_one_line_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        layer = PubSubChannelLayer(capacity=1)
+        full = await layer.new_channel()
+        await layer.group_add("room", full)
+        await layer.send(full, {"type": "fills it"})
+        await eventually(lambda: layer._inbox.full(full), "the arrival")
+        for _ in range(300):
+            await layer.group_send("room", {"type": "dropped"})
+
+    with caplog.at_level(logging.WARNING, "django_pgpubsub.layers"):
+        run(scenario)
+        assert len(caplog.records) == 1
+        assert "is full: a message to it was dropped" in caplog.records[0].getMessage()
+        DROPS.flush(force=True)
+    assert len(caplog.records) == 2
+    assert "299 messages to it were dropped" in caplog.records[1].getMessage()
