@@ -125,6 +125,40 @@ WITH swept AS (
 SELECT count(*) FROM swept
 """
 
+# A normal channel's message: a row of its channel, unless the channel holds %s unexpired
+# messages (the same number twice); a NOTIFY wakes its receivers. No row: the channel is full.
+QUEUE = f"""
+WITH stored AS (
+    INSERT INTO {TABLE} (channel, body, expires_at)
+    SELECT %s, %s, clock_timestamp() + make_interval(secs => %s)
+    WHERE (
+        SELECT count(*) FROM (
+            SELECT 1 FROM {TABLE}
+            WHERE channel = %s AND expires_at >= clock_timestamp() LIMIT %s
+        ) AS queued
+    ) < %s
+    RETURNING id
+)
+SELECT pg_notify(%s, '') FROM stored
+"""
+
+# Takes the oldest unexpired message of a normal channel: one receiver gets each.
+CLAIM = f"""
+DELETE FROM {TABLE} WHERE id = (
+    SELECT id FROM {TABLE} WHERE channel = %s AND expires_at >= now()
+    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+) RETURNING id::text, body, expires_at::text
+"""
+
+# Puts a claimed message back as it was, for a receiver that was cancelled meanwhile.
+RESTORE = f"""
+WITH restored AS (
+    INSERT INTO {TABLE} (id, channel, body, expires_at)
+    VALUES (%s::bigint, %s, %s, %s::timestamptz) RETURNING id
+)
+SELECT pg_notify(%s, '') FROM restored
+"""
+
 # A message for one recipient (a specific channel) goes once it is read.
 TAKE = f"DELETE FROM {TABLE} WHERE id = %s RETURNING body"
 # A group's or normal channel's message is read by every process that wants it.

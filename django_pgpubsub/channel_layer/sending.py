@@ -78,6 +78,19 @@ async def send(
     return local() if local is not None else []
 
 
+async def query(using: str, sql: Statement, *, immediate: bool) -> list[Any]:
+    """Run ``sql`` as :func:`send` would send a message, and return its rows."""
+    if not immediate and sync_caller_waits() is not False:
+        return await sync_to_async(_query_in_caller, thread_sensitive=True)(using, sql)
+    return await get_hub(using).execute(*sql)
+
+
+def _query_in_caller(using: str, sql: Statement) -> list[Any]:
+    with connections[using].cursor() as cursor:
+        cursor.execute(*sql)
+        return list(cursor.fetchall())
+
+
 def _in_caller(
     using: str, sql: Statement | None, local: Local | None, alone: Alone | None
 ) -> list[str]:

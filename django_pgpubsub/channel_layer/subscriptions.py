@@ -143,6 +143,11 @@ class Taps:
     def arrived(self, tap: _Tap, event: Event) -> None:
         """A notification of ``tap``: routed in arrival order, once the stored
         messages before it are read."""
+        if tap.kind == "c":
+            # A normal channel's messages wait in PostgreSQL: a NOTIFY, or a
+            # reconnection that may have missed some, wakes its receivers to claim.
+            self.inbox.wake_all(tap.name)
+            return
         if event.channel == RESYNC_CHANNEL:
             if self.resync and tap.kind != "g":  # once per channel, not per group
                 self._resync(tap)
