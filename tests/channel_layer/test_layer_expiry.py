@@ -13,11 +13,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from django_pgpubsub.channel_layer import maintenance, messages
-from django_pgpubsub.channel_layer.drops import DROPS
+from django_pgpubsub.channel_layer.drops import DROPS, Drops
 from django_pgpubsub.hub.hub import get_hub
 from django_pgpubsub.layers import PubSubChannelLayer
 from django_pgpubsub.models import LayerMessage
 from tests.channel_layer.test_layer import LAYER_TESTS, eventually, receive, run
+from tests.helpers import wait_until
 
 pytestmark = LAYER_TESTS
 
@@ -122,3 +123,23 @@ def test_drops_for_a_full_channel_are_logged_as_one_line_per_interval(
         DROPS.flush(force=True)
     assert len(caplog.records) == 2
     assert "299 messages to it were dropped" in caplog.records[1].getMessage()
+
+
+def test_the_periodic_flush_writes_the_count_once_the_interval_has_passed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    drops = Drops(interval=0.05)
+    with caplog.at_level(logging.WARNING, "django_pgpubsub.layers"):
+        drops.dropped(["slow"] * 3)
+        drops.flush()  # within the interval: nothing yet
+        assert len(caplog.records) == 1
+        logged = time.monotonic()
+        wait_until(lambda: time.monotonic() - logged > 0.05, 5, "the interval")
+        drops.flush()
+        logged = time.monotonic()
+        wait_until(lambda: time.monotonic() - logged > 0.05, 5, "the interval")
+        drops.flush()  # nothing new: no line, and the quiet channel is forgotten
+    assert [record.getMessage() for record in caplog.records][1:] == [
+        "Channel 'slow' is full: 2 messages to it were dropped in the last 0 s."
+    ]
+    assert drops._logged == {}
