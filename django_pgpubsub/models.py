@@ -297,18 +297,31 @@ class OutboxEvent(models.Model):
 
 
 class LayerMessage(models.Model):
-    """A Channels layer message too large for a NOTIFY payload.
+    """A Channels layer message kept in PostgreSQL: a normal channel's, or one
+    too large for a NOTIFY payload.
 
-    The NOTIFY carries its id; the row goes once its one recipient read it, or
-    after the layer's ``expiry`` (removed by later senders).
+    A normal channel's row (``channel`` set) goes when one receiver takes it;
+    a large message's NOTIFY carries its id, and its row goes once its one
+    recipient read it. Either goes after the layer's ``expiry`` (removed by the
+    listening layers' periodic sweep).
     """
 
+    channel = models.CharField(  # noqa: DJ001 - NULL: not a normal channel's
+        max_length=100, null=True, blank=True, help_text="The normal channel it waits in."
+    )
     body = models.TextField(help_text="The encoded message and its destination.")
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
         db_table = "django_pgpubsub_layer_message"
         verbose_name = "channel layer message"
+        indexes = (
+            models.Index(
+                fields=["channel", "id"],
+                name="pgpubsub_layer_queue_idx",
+                condition=models.Q(channel__isnull=False),
+            ),
+        )
 
     def __str__(self) -> str:
         return f"channel layer message {self.pk}"

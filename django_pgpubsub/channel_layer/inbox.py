@@ -9,7 +9,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -130,6 +130,59 @@ class Inbox:
                 future: asyncio.Future[None] = loop.create_future()
                 queue.waiters.append((loop, future))
             await future
+
+    async def take_or_claim(
+        self, channel: str, claim: Callable[[], Awaitable[dict[str, Any] | None]]
+    ) -> dict[str, Any]:
+        """The next message of ``channel``: one queued here (a group's), or one
+        that ``claim`` takes from elsewhere; waiting on the caller's loop until
+        :meth:`wake_all` or a delivery says there may be one."""
+        loop = asyncio.get_running_loop()
+        lock, channels = self.lock, self.channels
+        while True:
+            with lock:
+                queue = channels.get(channel)
+                if queue is None:  # flushed meanwhile
+                    queue = channels[channel] = ChannelQueue(self.capacity_of(channel))
+                message = queue.take()
+                if message is not None:
+                    return message
+                # Registered before the claim: a wake-up that comes during it is kept.
+                future: asyncio.Future[None] = loop.create_future()
+                waiter = (loop, future)
+                queue.waiters.append(waiter)
+            message = await claim()
+            if message is not None:
+                self._withdraw(channel, waiter)
+                return message
+            await future
+
+    def _withdraw(self, channel: str, waiter: Waiter) -> None:
+        """``waiter`` got its message elsewhere: forget it, or pass its wake-up on."""
+        woken: list[Waiter] = []
+        with self.lock:
+            queue = self.channels.get(channel)
+            if queue is None:
+                return
+            try:
+                queue.waiters.remove(waiter)
+            except ValueError:  # woken meanwhile: maybe for a message queued here
+                if queue.messages:
+                    while queue.waiters and not woken:
+                        candidate = queue.waiters.popleft()
+                        if not candidate[1].done():
+                            woken.append(candidate)
+        wake(woken)
+
+    def wake_all(self, channel: str) -> None:
+        """Wake every receiver waiting on ``channel`` (from any thread)."""
+        with self.lock:
+            queue = self.channels.get(channel)
+            if queue is None:
+                return
+            woken = list(queue.waiters)
+            queue.waiters.clear()
+        wake(woken)
 
     def abandon(self, channel: str) -> list[str] | None:
         """A ``receive()`` on ``channel`` was cancelled: forget the channel (its

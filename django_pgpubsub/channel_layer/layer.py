@@ -14,9 +14,10 @@ from channels.layers import BaseChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
 from django_pgpubsub import conf
-from django_pgpubsub.channel_layer import messages, sending
+from django_pgpubsub.channel_layer import messages, queues, sending
+from django_pgpubsub.channel_layer.drops import DROPS
 from django_pgpubsub.channel_layer.inbox import Inbox
-from django_pgpubsub.channel_layer.subscriptions import RESYNC_TYPE, Taps, kind_of, logger
+from django_pgpubsub.channel_layer.subscriptions import RESYNC_TYPE, Taps, kind_of
 from django_pgpubsub.hub.hub import Hub, get_hub
 
 __all__ = ["RESYNC_TYPE", "PubSubChannelLayer"]
@@ -71,17 +72,31 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Send ``message`` to ``channel`` (delivered at commit inside a transaction).
 
-        A channel of this layer gets it straight, without PostgreSQL.
+        A normal channel's message waits in PostgreSQL for one receiver; a
+        specific channel of this layer gets it straight, without PostgreSQL.
 
         Raises:
-            ChannelFull: ``channel`` lives in this process and holds ``capacity`` messages.
+            ChannelFull: ``channel`` is a normal channel with ``capacity``
+                unexpired messages, or lives in this process and holds ``capacity``.
         """
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         inbox = self._inbox
+        kind, name = kind_of(channel)
+        if kind == "c":
+            sql = queues.statement(
+                channel,
+                self._taps.pg_name(kind, name),
+                message,
+                self.expiry,
+                self.get_capacity(channel),
+            )
+            using = self.using or conf.listener_database()
+            if not await sending.query(using, sql, immediate=self.immediate):
+                raise ChannelFull(channel)
+            return
         if inbox.full(channel):
             raise ChannelFull(channel)
-        kind, name = kind_of(channel)
         if kind == "p" and name.endswith(self._mine):
             local = functools.partial(inbox.deliver, (channel,), messages.copied(message))
             alone = functools.partial(self._statement, channel, message)
@@ -91,7 +106,8 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         await self._send(self._statement(channel, message))
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        """The next message of ``channel``. Cancelled, it forgets the channel
+        """The next message of ``channel`` (of a normal channel: one no other
+        receiver, in any process, takes). Cancelled, it forgets the channel
         (the consumer left) unless another ``receive()`` waits on it, as
         channels_redis's pub/sub layer does.
 
@@ -103,9 +119,15 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         if queue is None:  # a known channel's name was checked when it was made
             self._require_local(channel, "receive from it")
             queue = inbox.queue(channel)
+        kind, name = kind_of(channel)
         if queue.source is None or not queue.source.listening:
-            queue.source = await self._taps.listen(*kind_of(channel))
+            queue.source = await self._taps.listen(kind, name)
         try:
+            if kind == "c":
+                pg_name = self._taps.pg_name(kind, name)
+                return await inbox.take_or_claim(
+                    channel, functools.partial(queues.claim, self.hub, channel, pg_name)
+                )
             return await inbox.take(channel)
         except asyncio.CancelledError:
             emptied = inbox.abandon(channel)
@@ -147,8 +169,7 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
 
         def local() -> list[str]:  # this layer's members, who skip the NOTIFY
             if group in inbox.groups:
-                for name in inbox.deliver_to_group(group, messages.decode(text)[1]):
-                    logger.warning("Channel %r is full: a message to it was dropped.", name)
+                DROPS.dropped(inbox.deliver_to_group(group, messages.decode(text)[1]))
             return []
 
         def alone() -> sending.Statement:  # untagged: this layer's members take it too

@@ -103,18 +103,60 @@ def fits(text: str) -> bool:
 
 NOTIFY = "SELECT pg_notify(%s, %s)"
 
-# Stores a message and notifies its id (and origin, if any); first removes a few expired rows
-# (SKIP LOCKED: senders never queue behind each other's clean-up).
+# Stores a message and notifies its id (and origin, if any). Its expiry runs from the send
+# (clock_timestamp()), not from its transaction's start (now()): a message sent late in a
+# long transaction would be expired before anyone could read it.
 STORE = f"""
-WITH expired AS (
-    DELETE FROM {TABLE} WHERE id IN (
-        SELECT id FROM {TABLE} WHERE expires_at < now() LIMIT 100 FOR UPDATE SKIP LOCKED
-    )
-), stored AS (
+WITH stored AS (
     INSERT INTO {TABLE} (body, expires_at)
-    VALUES (%s, now() + make_interval(secs => %s)) RETURNING id
+    VALUES (%s, clock_timestamp() + make_interval(secs => %s)) RETURNING id
 )
 SELECT pg_notify(%s, '{STORED}' || stored.id || %s) FROM stored
+"""
+
+# Removes up to %s expired rows and counts them (SKIP LOCKED: sweeping processes never wait
+# for each other).
+SWEEP = f"""
+WITH swept AS (
+    DELETE FROM {TABLE} WHERE id IN (
+        SELECT id FROM {TABLE} WHERE expires_at < now() LIMIT %s FOR UPDATE SKIP LOCKED
+    ) RETURNING 1
+)
+SELECT count(*) FROM swept
+"""
+
+# A normal channel's message: a row of its channel, unless the channel holds %s unexpired
+# messages (the same number twice); a NOTIFY wakes its receivers. No row: the channel is full.
+QUEUE = f"""
+WITH stored AS (
+    INSERT INTO {TABLE} (channel, body, expires_at)
+    SELECT %s, %s, clock_timestamp() + make_interval(secs => %s)
+    WHERE (
+        SELECT count(*) FROM (
+            SELECT 1 FROM {TABLE}
+            WHERE channel = %s AND expires_at >= clock_timestamp() LIMIT %s
+        ) AS queued
+    ) < %s
+    RETURNING id
+)
+SELECT pg_notify(%s, '') FROM stored
+"""
+
+# Takes the oldest unexpired message of a normal channel: one receiver gets each.
+CLAIM = f"""
+DELETE FROM {TABLE} WHERE id = (
+    SELECT id FROM {TABLE} WHERE channel = %s AND expires_at >= now()
+    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+) RETURNING id::text, body, expires_at::text
+"""
+
+# Puts a claimed message back as it was, for a receiver that was cancelled meanwhile.
+RESTORE = f"""
+WITH restored AS (
+    INSERT INTO {TABLE} (id, channel, body, expires_at)
+    VALUES (%s::bigint, %s, %s, %s::timestamptz) RETURNING id
+)
+SELECT pg_notify(%s, '') FROM restored
 """
 
 # A message for one recipient (a specific channel) goes once it is read.

@@ -4,7 +4,6 @@ inbox for its own channels, in a sync caller's transaction when the caller waits
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,9 +11,8 @@ from asgiref.sync import AsyncToSync, sync_to_async
 from django.db import connections
 
 from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.channel_layer.drops import DROPS
 from django_pgpubsub.hub.hub import get_hub
-
-logger = logging.getLogger("django_pgpubsub.layers")
 
 _UNKNOWN = object()
 
@@ -80,6 +78,19 @@ async def send(
     return local() if local is not None else []
 
 
+async def query(using: str, sql: Statement, *, immediate: bool) -> list[Any]:
+    """Run ``sql`` as :func:`send` would send a message, and return its rows."""
+    if not immediate and sync_caller_waits() is not False:
+        return await sync_to_async(_query_in_caller, thread_sensitive=True)(using, sql)
+    return await get_hub(using).execute(*sql)
+
+
+def _query_in_caller(using: str, sql: Statement) -> list[Any]:
+    with connections[using].cursor() as cursor:
+        cursor.execute(*sql)
+        return list(cursor.fetchall())
+
+
 def _in_caller(
     using: str, sql: Statement | None, local: Local | None, alone: Alone | None
 ) -> list[str]:
@@ -95,7 +106,7 @@ def _in_caller(
     if local is None:
         return []
     if connection.in_atomic_block:
-        connection.on_commit(lambda: _warn_full(local()))
+        connection.on_commit(lambda: DROPS.dropped(local()))
         return []
     return local()
 
@@ -105,8 +116,3 @@ def _autocommit(connection: Any) -> bool:
     if connection.connection is None:
         return bool(connection.settings_dict["AUTOCOMMIT"])
     return bool(connection.get_autocommit())
-
-
-def _warn_full(full: list[str]) -> None:
-    for name in full:
-        logger.warning("Channel %r is full: a message to it was dropped.", name)

@@ -9,7 +9,8 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from django_pgpubsub.channel_layer import messages
+from django_pgpubsub.channel_layer import maintenance, messages
+from django_pgpubsub.channel_layer.drops import DROPS
 from django_pgpubsub.channel_layer.inbox import Inbox
 from django_pgpubsub.exceptions import ConnectionLost
 from django_pgpubsub.hub import runtime
@@ -93,6 +94,7 @@ class Taps:
             hub = self.hub()
             tap = self._taps[pg_name] = _Tap(self, hub, kind, name)
             tap.attached = asyncio.get_running_loop().create_task(hub.attach(tap))
+            await maintenance.start(hub, self.inbox.expiry)
         assert tap.attached is not None
         try:
             await asyncio.shield(tap.attached)
@@ -141,6 +143,11 @@ class Taps:
     def arrived(self, tap: _Tap, event: Event) -> None:
         """A notification of ``tap``: routed in arrival order, once the stored
         messages before it are read."""
+        if tap.kind == "c":
+            # A normal channel's messages wait in PostgreSQL: a NOTIFY, or a
+            # reconnection that may have missed some, wakes its receivers to claim.
+            self.inbox.wake_all(tap.name)
+            return
         if event.channel == RESYNC_CHANNEL:
             if self.resync and tap.kind != "g":  # once per channel, not per group
                 self._resync(tap)
@@ -177,8 +184,7 @@ class Taps:
             full = self.inbox.deliver_to_group(destination, message)
         else:
             full = self.inbox.deliver([destination], message)
-        for name in full:
-            logger.warning("Channel %r is full: a message to it was dropped.", name)
+        DROPS.dropped(full)
 
     def _resync(self, tap: _Tap) -> None:
         with self.inbox.lock:

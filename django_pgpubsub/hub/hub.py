@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,6 +44,7 @@ class Hub:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._listening = Listening(lambda: self.connection, self._subscribers.keys, self._prepare)
         self._reader: asyncio.Task[None] | None = None
+        self._chores: dict[str, asyncio.Task[None]] = {}
 
     @property
     def listened(self) -> frozenset[str]:
@@ -78,6 +79,25 @@ class Hub:
         if self.connection is None:
             raise ConnectionLost(f"The hub has no connection to {self.using!r} now.")
         return await self.connection.execute(sql, params)
+
+    async def schedule(
+        self, name: str, interval: float, chore: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Run ``chore`` on the hub's loop every ``interval`` seconds until the
+        hub closes; nothing if a chore of that ``name`` runs already.
+
+        Each run should be bounded work: the hub's thread waits for it. A run
+        that raises is logged and the next one comes as usual.
+        """
+        await runtime.call(self._schedule(name, interval, chore))
+
+    async def _schedule(
+        self, name: str, interval: float, chore: Callable[[], Awaitable[object]]
+    ) -> None:
+        task = self._chores.get(name)
+        if task is None or task.done():
+            loop = asyncio.get_running_loop()
+            self._chores[name] = loop.create_task(_repeat(name, interval, chore))
 
     async def subscribe(
         self, channels: Iterable[str], *, queue_size: int | None = None
@@ -225,6 +245,13 @@ class Hub:
 
     async def _close(self) -> None:
         reader, self._reader = self._reader, None
+        chores = list(self._chores.values())
+        self._chores.clear()
+        for chore in chores:
+            chore.cancel()
+        for chore in chores:
+            with contextlib.suppress(asyncio.CancelledError):
+                await chore
         await self._listening.cancel()
         if reader is not None and not reader.done():
             reader.cancel()
@@ -235,6 +262,17 @@ class Hub:
         self._drop_connection()
         if connection is not None:
             await connection.close()
+
+
+async def _repeat(name: str, interval: float, chore: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await chore()
+        except ConnectionLost as exc:
+            logger.warning("Hub chore %r could not run: %s", name, exc)
+        except Exception:
+            logger.exception("Hub chore %r failed.", name)
 
 
 _hubs: dict[str, Hub] = {}

@@ -119,12 +119,14 @@ class Migration(migrations.Migration):
             name='LayerMessage',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('channel', models.CharField(blank=True, help_text='The normal channel it waits in.', max_length=100, null=True)),
                 ('body', models.TextField(help_text='The encoded message and its destination.')),
                 ('expires_at', models.DateTimeField(db_index=True)),
             ],
             options={
                 'verbose_name': 'channel layer message',
                 'db_table': 'django_pgpubsub_layer_message',
+                'indexes': (models.Index(condition=models.Q(('channel__isnull', False)), fields=['channel', 'id'], name='pgpubsub_layer_queue_idx'),),
             },
         ),
         migrations.CreateModel(

@@ -1,10 +1,12 @@
-"""A websocket consumer that joins the group "everyone" and says who it is."""
+"""A websocket consumer that joins the group "everyone" and says who it is, and a worker
+consumer of the normal channel "thumbnails" (``manage.py runworker thumbnails``)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from channels.consumer import SyncConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 
@@ -21,3 +23,10 @@ class EveryoneConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # cha
 
     async def relay(self, event: dict[str, Any]) -> None:
         await self.send_json(event["data"])
+
+
+class ThumbnailWorker(SyncConsumer):  # type: ignore[misc]  # channels is untyped
+    """Prints ``handled <n> <pid>`` for each ``thumbnail.make`` message."""
+
+    def thumbnail_make(self, message: dict[str, Any]) -> None:
+        print(f"handled {message['n']} {os.getpid()}", flush=True)
