@@ -115,28 +115,14 @@ class Inbox:
                 if not members:
                     del self.groups[group]
 
-    async def take(self, channel: str) -> dict[str, Any]:
-        """The next message of ``channel``, waiting on the caller's loop for one."""
-        loop = asyncio.get_running_loop()
-        lock, channels = self.lock, self.channels
-        while True:
-            with lock:
-                queue = channels.get(channel)
-                if queue is None:  # flushed meanwhile
-                    queue = channels[channel] = ChannelQueue(self.capacity_of(channel))
-                message = queue.take()
-                if message is not None:
-                    return message
-                future: asyncio.Future[None] = loop.create_future()
-                queue.waiters.append((loop, future))
-            await future
-
-    async def take_or_claim(
-        self, channel: str, claim: Callable[[], Awaitable[dict[str, Any] | None]]
+    async def take(
+        self,
+        channel: str,
+        claim: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> dict[str, Any]:
-        """The next message of ``channel``: one queued here (a group's), or one
-        that ``claim`` takes from elsewhere; waiting on the caller's loop until
-        :meth:`wake_all` or a delivery says there may be one."""
+        """The next message of ``channel``: one queued here, or one that
+        ``claim`` (a normal channel's) takes from elsewhere; waiting on the
+        caller's loop until :meth:`wake_all` or a delivery says there may be one."""
         loop = asyncio.get_running_loop()
         lock, channels = self.lock, self.channels
         while True:
@@ -151,7 +137,7 @@ class Inbox:
                 future: asyncio.Future[None] = loop.create_future()
                 waiter = (loop, future)
                 queue.waiters.append(waiter)
-            message = await claim()
+            message = None if claim is None else await claim()
             if message is not None:
                 self._withdraw(channel, waiter)
                 return message

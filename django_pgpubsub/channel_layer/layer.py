@@ -125,7 +125,7 @@ class PubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels is
         try:
             if kind == "c":
                 pg_name = self._taps.pg_name(kind, name)
-                return await inbox.take_or_claim(
+                return await inbox.take(
                     channel, functools.partial(queues.claim, self.hub, channel, pg_name)
                 )
             return await inbox.take(channel)
